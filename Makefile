@@ -1,0 +1,30 @@
+# The two commands a new user needs: `make demo` and `make test`.
+# Each creates .venv when missing and installs what it needs (torch first, pinned: the CPU wheel).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean-venv
+
+$(PY):
+	python3 -m venv $(VENV)
+
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[baselines,notebooks,dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m interp patch --task ioi --out results/demo
+	@echo "Demo outputs: results/demo/patch_ioi.png (heatmap) and results/demo/patch_ioi.json"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/bench_dii.py

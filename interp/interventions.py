@@ -1,0 +1,106 @@
+"""Interventions: what to do with the vectors selected at a site.
+
+Each is a small object called on the selected vectors ``h`` (B, k, w), with the source's vectors at the same
+site when it needs them, and returns the edited vectors. They all reduce to the subspace edit
+``h + R^T (target - R h)`` of :mod:`interp.subspace`; ``via=None`` means the whole vector (R = I).
+
+Example:
+    >>> Interchange()                              # activation patching: take the source's vector
+    >>> Interchange(LowRankRotation(640, 4))       # DII along a 4-dim subspace
+    >>> Zero(), Mean(mean_vector), Steer(direction, scale=4.0)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .subspace import Basis, BasisError
+
+
+class Intervention:
+    """Base class. Subclasses set ``needs_source`` and implement ``__call__(h, source)``."""
+
+    needs_source = False
+    via: Basis | None = None
+
+    def __call__(self, h: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def check(self, width: int) -> None:
+        """Raise before any forward pass if this intervention cannot edit vectors of ``width``."""
+        if self.via is not None:
+            self.via.check_width(width, "site's vectors")
+
+
+def _replace(h, target_full, via):
+    """Set the ``via`` part of ``h`` to that of ``target_full`` (the whole vector when via is None)."""
+    if via is None:
+        return target_full.to(h.dtype).expand_as(h)
+    return via.interchange(h, target_full)
+
+
+@dataclass(eq=False)
+class Interchange(Intervention):
+    """DII: the ``via`` subspace of the base vector is replaced by the source's (all of it if via=None)."""
+
+    via: Basis | None = None
+    needs_source = True
+
+    def __call__(self, h, source=None):
+        if source is None:
+            raise ValueError("Interchange needs source activations")
+        return _replace(h, source, self.via)
+
+
+@dataclass(eq=False)
+class Zero(Intervention):
+    """Zero ablation of the ``via`` subspace (of the whole vector if via=None)."""
+
+    via: Basis | None = None
+
+    def __call__(self, h, source=None):
+        return _replace(h, torch.zeros_like(h), self.via)
+
+
+@dataclass(eq=False)
+class Mean(Intervention):
+    """Mean ablation: the ``via`` part set to that of ``mean`` (a (w,) vector, e.g. from :func:`collect`)."""
+
+    mean: torch.Tensor
+    via: Basis | None = None
+
+    def __call__(self, h, source=None):
+        return _replace(h, self.mean.to(h.device, h.dtype), self.via)
+
+    def check(self, width):
+        if self.mean.shape != (width,):
+            raise BasisError(f"Mean ablation vector has shape {tuple(self.mean.shape)}; expected ({width},)")
+        super().check(width)
+
+
+@dataclass(eq=False)
+class Steer(Intervention):
+    """Additive steering: ``h + scale * vector``."""
+
+    vector: torch.Tensor
+    scale: float = 1.0
+
+    def __call__(self, h, source=None):
+        return h + self.scale * self.vector.to(h.device, h.dtype)
+
+    def check(self, width):
+        if self.vector.shape != (width,):
+            raise BasisError(f"steering vector has shape {tuple(self.vector.shape)}; expected ({width},)")
+
+
+def as_intervention(via) -> Intervention:
+    """``None`` -> full interchange; a Basis -> interchange along it; an Intervention as is."""
+    if via is None:
+        return Interchange()
+    if isinstance(via, Basis):
+        return Interchange(via)
+    if isinstance(via, Intervention):
+        return via
+    raise TypeError(f"via must be None, a Basis or an Intervention; got {type(via).__name__}")

@@ -1,0 +1,225 @@
+"""Sites: where in a model a hidden representation is read or written.
+
+Example:
+    >>> Site("resid_post", 6, last())                 # output of decoder layer 6, last token
+    >>> Site("head", 3, token(" Mary"), head=2)        # head 2's output (o_proj input), at " Mary"
+    >>> Site.module("model.layers.3.mlp.act_fn", last())  # escape hatch: any module, by its path
+    >>> lm.envoy(Site("mlp_out", 2))                   # the raw nnsight envoy
+
+Components follow TransformerLens: ``resid_pre`` (layer input), ``resid_mid`` (after attention, before
+the MLP), ``resid_post`` (layer output), ``attn_out`` and ``mlp_out`` (what each block adds to the
+residual stream) and ``head`` (one head's slice of the attention output before the output projection).
+One table, :data:`ARCHITECTURES`, maps each architecture to its module paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .positions import Position, last
+
+COMPONENTS = ("resid_pre", "attn_out", "head", "resid_mid", "mlp_out", "resid_post")
+
+
+class SiteError(ValueError):
+    """A site that does not exist in the model."""
+
+
+@dataclass(frozen=True)
+class Arch:
+    """Module paths of one architecture, relative to a decoder layer (except ``layers``).
+
+    Each component maps to ``(path, "input" | "output")``; ``head`` names the output projection whose
+    input is split by head. ``None`` marks a component the architecture does not have.
+    """
+
+    layers: str
+    attn_out: tuple[str, str]
+    mlp_out: tuple[str, str]
+    resid_mid: tuple[str, str] | None
+    head: str
+    final_norm: str
+    unembed: str
+
+
+_LLAMA = Arch(
+    layers="model.layers",
+    attn_out=("self_attn", "output"),
+    mlp_out=("mlp", "output"),
+    resid_mid=("post_attention_layernorm", "input"),
+    head="self_attn.o_proj",
+    final_norm="model.norm",
+    unembed="lm_head",
+)
+# Gemma 2/3 normalise each block's output before adding it to the residual stream.
+_GEMMA = Arch(
+    layers="model.layers",
+    attn_out=("post_attention_layernorm", "output"),
+    mlp_out=("post_feedforward_layernorm", "output"),
+    resid_mid=("pre_feedforward_layernorm", "input"),
+    head="self_attn.o_proj",
+    final_norm="model.norm",
+    unembed="lm_head",
+)
+
+ARCHITECTURES: dict[str, Arch] = {
+    "LlamaForCausalLM": _LLAMA,
+    "MistralForCausalLM": _LLAMA,
+    "Qwen2ForCausalLM": _LLAMA,
+    "Qwen3ForCausalLM": _LLAMA,
+    "GemmaForCausalLM": _LLAMA,
+    "Gemma2ForCausalLM": _GEMMA,
+    "Gemma3ForCausalLM": _GEMMA,
+    "GPT2LMHeadModel": Arch(
+        layers="transformer.h",
+        attn_out=("attn", "output"),
+        mlp_out=("mlp", "output"),
+        resid_mid=("ln_2", "input"),
+        head="attn.c_proj",
+        final_norm="transformer.ln_f",
+        unembed="lm_head",
+    ),
+    "GPTNeoXForCausalLM": Arch(
+        layers="gpt_neox.layers",
+        attn_out=("attention", "output"),
+        mlp_out=("mlp", "output"),
+        resid_mid=("post_attention_layernorm", "input"),  # only with use_parallel_residual=False
+        head="attention.dense",
+        final_norm="gpt_neox.final_layer_norm",
+        unembed="embed_out",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Site:
+    """A place to read or write: component, layer, token positions and (for ``head``) a head index."""
+
+    component: str
+    layer: int | None = None
+    pos: Position = field(default_factory=last)
+    head: int | None = None
+    path: str | None = None  # set by Site.module
+    io: str = "output"
+
+    @classmethod
+    def module(cls, path: str, pos: Position | None = None, *, io: str = "output") -> Site:
+        """Any module by its dotted path (``io='input'`` for its first positional input)."""
+        if io not in ("input", "output"):
+            raise SiteError(f"io must be 'input' or 'output'; got {io!r}")
+        return cls("module", None, pos if pos is not None else last(), None, path, io)
+
+    def at(self, pos: Position) -> Site:
+        """The same site at other positions."""
+        return Site(self.component, self.layer, pos, self.head, self.path, self.io)
+
+    def __repr__(self):
+        if self.component == "module":
+            return f"Site.module({self.path!r}, {self.pos!r}, io={self.io!r})"
+        head = f", head={self.head}" if self.head is not None else ""
+        return f"Site({self.component!r}, {self.layer}, {self.pos!r}{head})"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A site resolved against a model: module path, input or output, and the head slice if any."""
+
+    path: str
+    io: str
+    head: int | None
+    n_heads: int
+    width: int
+
+
+def resolve(lm, site: Site) -> Target:
+    """Check ``site`` against ``lm`` and return where to find it; raise :class:`SiteError` if it cannot exist."""
+    spec = lm.spec
+    if not isinstance(site, Site):
+        raise SiteError(f"expected a Site, got {type(site).__name__}: {site!r}")
+    if not isinstance(site.pos, Position):
+        raise SiteError(f"{site!r}: pos must be a Position such as last() or at(3); got {site.pos!r}")
+    if site.component == "module":
+        _module(lm.hf, site.path)
+        return Target(site.path, site.io, None, spec.n_heads, spec.d_model)
+    if site.component not in COMPONENTS:
+        raise SiteError(f"unknown component {site.component!r}; known: {', '.join(COMPONENTS)}")
+    arch = architecture(lm)
+    if not isinstance(site.layer, int) or not 0 <= site.layer < spec.n_layers:
+        raise SiteError(
+            f"layer {site.layer!r} is out of range for {spec.architecture} with {spec.n_layers} layers; "
+            f"expected 0..{spec.n_layers - 1}"
+        )
+    layer = f"{arch.layers}.{site.layer}"
+    if site.component == "head":
+        if site.head is None or not 0 <= site.head < spec.n_heads:
+            raise SiteError(f"head {site.head!r} is out of range: {spec.architecture} has {spec.n_heads} heads")
+        return Target(f"{layer}.{arch.head}", "input", site.head, spec.n_heads, spec.head_dim)
+    if site.head is not None:
+        raise SiteError(f"head= applies only to component 'head', not {site.component!r}")
+    if site.component == "resid_pre":
+        return Target(layer, "input", None, spec.n_heads, spec.d_model)
+    if site.component == "resid_post":
+        return Target(layer, "output", None, spec.n_heads, spec.d_model)
+    if site.component == "resid_mid" and getattr(lm.hf.config, "use_parallel_residual", False):
+        raise SiteError(
+            f"{spec.architecture} uses a parallel residual (attention and MLP read the same input), so it "
+            "has no resid_mid; use resid_pre or resid_post"
+        )
+    rel, io = getattr(arch, site.component)
+    return Target(f"{layer}.{rel}", io, None, spec.n_heads, spec.d_model)
+
+
+def architecture(lm) -> Arch:
+    name = lm.spec.architecture
+    if name not in ARCHITECTURES:
+        raise SiteError(
+            f"no site table for architecture {name!r} (known: {', '.join(sorted(ARCHITECTURES))}); address "
+            "modules by path instead, e.g. Site.module('model.layers.3.mlp', last()), or add an Arch entry "
+            "to interp.sites.ARCHITECTURES"
+        )
+    return ARCHITECTURES[name]
+
+
+def _module(root: torch.nn.Module, path: str) -> torch.nn.Module:
+    try:
+        return root.get_submodule(path)
+    except AttributeError:
+        raise SiteError(
+            f"no module {path!r} in {type(root).__name__}; module paths look like "
+            f"{next(n for n, _ in root.named_modules() if n.count('.') >= 2)!r} (see model.named_modules())"
+        ) from None
+
+
+def envoy(lm, site: Site):
+    """The raw nnsight envoy of the module behind ``site`` (use inside ``lm.model.trace``)."""
+    env = lm.model
+    for part in resolve(lm, site).path.split("."):
+        env = env[int(part)] if part.isdigit() else getattr(env, part)
+    return env
+
+
+def execution_order(lm) -> dict[tuple[str, str], int]:
+    """Rank of each (module path, 'input'|'output') in one forward pass, found once with hooks."""
+    if getattr(lm, "_order", None) is None:
+        order: dict = {}
+        handles = []
+        for name, mod in lm.hf.named_modules():
+            handles.append(mod.register_forward_pre_hook(_recorder(order, (name, "input"))))
+            handles.append(mod.register_forward_hook(_recorder(order, (name, "output"))))
+        try:
+            with torch.no_grad():
+                lm.hf(input_ids=torch.tensor([[1, 2]], device=lm.device))
+        finally:
+            for h in handles:
+                h.remove()
+        lm._order = order
+    return lm._order
+
+
+def _recorder(order, key):
+    def hook(*_):
+        order.setdefault(key, len(order))
+
+    return hook

@@ -1,0 +1,163 @@
+"""Orthonormal bases of linear subspaces, and the one edit that DII, DAS and ReFT share.
+
+    edit(h) = h + R^T (m * (target - R h))
+
+``R`` is a ``rank x d`` matrix with orthonormal rows and ``m`` an optional soft mask over its rows
+(Boundless DAS, Wu et al. 2023); with ``target = R s`` this is a distributed interchange intervention
+(Geiger et al. 2023): the part of ``h`` in the row space of ``R`` is replaced by the source's, the rest is
+kept. A full-rank basis makes it activation patching; LoReFT uses ``target = W h + b`` (Wu et al. 2024).
+
+Example:
+    >>> R = LowRankRotation(640, rank=4)         # trainable, rows stay orthonormal under optimisation
+    >>> h2 = R.edit(h, R.project(s))             # interchange the 4-dim subspace of s into h
+    >>> Coordinate(640, dims=range(10)).weight   # neuron-aligned basis: rows of the identity
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrizations
+
+
+class BasisError(ValueError):
+    """A basis that does not fit the vectors it is asked to edit."""
+
+
+def edit(h: torch.Tensor, R: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None):
+    """``h + R^T (mask * (target - R h))``.  h: (..., d), R: (r, d), target: (..., r), mask: (r,)."""
+    R = R.to(h.dtype)
+    delta = target.to(h.dtype) - h @ R.T  # (..., r)
+    if mask is not None:
+        delta = delta * mask.to(h.dtype)
+    return h + delta @ R  # (..., d)
+
+
+class Basis(nn.Module):
+    """A ``rank x d_model`` matrix with orthonormal rows (``weight``), optionally with a soft mask."""
+
+    d_model: int
+    rank: int
+
+    @property
+    def weight(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def mask(self) -> torch.Tensor | None:
+        return None
+
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        """Coordinates of ``h`` in the subspace: (..., d) -> (..., rank)."""
+        self.check_width(h.shape[-1])
+        return h @ self.weight.to(h.dtype).T
+
+    def edit(self, h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Set the subspace coordinates of ``h`` to ``target`` (masked where the basis has a mask)."""
+        self.check_width(h.shape[-1])
+        return edit(h, self.weight, target, self.mask())
+
+    def interchange(self, h: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        """DII: the subspace part of ``h`` replaced by that of ``source``."""
+        R = self.weight
+        return edit(h, R, source @ R.to(source.dtype).T, self.mask())
+
+    def check_width(self, width: int, what: str = "vectors") -> None:
+        if width != self.d_model:
+            raise BasisError(
+                f"{type(self).__name__} has width {self.d_model} but the {what} have width {width}; "
+                f"build the basis with d_model={width} (lm.d_model for residual sites, lm.spec.head_dim "
+                "for a head)"
+            )
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, rank={self.rank}"
+
+
+class Coordinate(Basis):
+    """Neuron-aligned subspace: the coordinate axes ``dims`` (no learning).
+
+    Example:
+        >>> Coordinate(640, dims=range(320)).weight.shape
+        torch.Size([320, 640])
+    """
+
+    def __init__(self, d_model: int, dims):
+        super().__init__()
+        dims = torch.as_tensor(list(dims), dtype=torch.long)
+        if dims.numel() == 0 or dims.min() < 0 or dims.max() >= d_model or dims.unique().numel() != dims.numel():
+            raise BasisError(f"Coordinate dims must be distinct integers in [0, {d_model}); got {dims.tolist()}")
+        self.d_model, self.rank = d_model, dims.numel()
+        self.register_buffer("_weight", torch.eye(d_model)[dims])
+
+    @property
+    def weight(self):
+        return self._weight
+
+
+class LowRankRotation(Basis):
+    """A trainable ``rank``-dim subspace; its rows stay orthonormal under any optimiser (parametrisation).
+
+    Example:
+        >>> R = LowRankRotation(640, rank=4)
+        >>> torch.allclose(R.weight @ R.weight.T, torch.eye(4), atol=1e-5)
+        True
+        >>> R = LowRankRotation(640, rank=4, init=das.basis.weight)   # start from a known subspace
+    """
+
+    def __init__(self, d_model: int, rank: int, *, init: torch.Tensor | None = None, dtype=torch.float32):
+        super().__init__()
+        if not 1 <= int(rank) <= int(d_model):
+            raise BasisError(f"rank must be in [1, d_model={d_model}]; got rank={rank}")
+        self.d_model, self.rank = int(d_model), int(rank)
+        lin = nn.Linear(self.d_model, self.rank, bias=False, dtype=dtype)
+        nn.init.orthogonal_(lin.weight)
+        self.proj = parametrizations.orthogonal(lin)
+        if init is not None:
+            self.set_weight(init)
+
+    @property
+    def weight(self):
+        return self.proj.weight  # (rank, d_model), orthonormal rows
+
+    def set_weight(self, R: torch.Tensor) -> None:
+        """Point the basis at the row space of ``R`` (orthonormalised by QR first)."""
+        R = torch.as_tensor(R, dtype=self.proj.weight.dtype)
+        if R.shape != (self.rank, self.d_model):
+            raise BasisError(f"init must have shape ({self.rank}, {self.d_model}); got {tuple(R.shape)}")
+        q, _ = torch.linalg.qr(R.T)  # (d, r) with orthonormal columns spanning the rows of R
+        with torch.no_grad():
+            self.proj.weight = q.T.contiguous()
+
+
+class Rotation(LowRankRotation):
+    """A full ``d x d`` rotation: with no mask, interchange along it equals activation patching."""
+
+    def __init__(self, d_model: int, *, init: torch.Tensor | None = None, dtype=torch.float32):
+        super().__init__(d_model, d_model, init=init, dtype=dtype)
+
+
+class Boundless(LowRankRotation):
+    """Boundless DAS: a full rotation plus a learned soft mask ``sigmoid((b*d - i) / temperature)``.
+
+    The boundary ``b`` in [0, 1] is the fraction of rotated dimensions interchanged; anneal
+    ``temperature`` toward 0 during training to make the mask hard.
+
+    Example:
+        >>> B = Boundless(640, init_fraction=0.1, temperature=50.0)
+        >>> B.effective_rank()
+        64
+    """
+
+    def __init__(self, d_model: int, *, init_fraction: float = 0.5, temperature: float = 1.0, dtype=torch.float32):
+        super().__init__(d_model, d_model, dtype=dtype)
+        if not 0.0 < init_fraction <= 1.0:
+            raise BasisError(f"init_fraction must be in (0, 1]; got {init_fraction}")
+        self.boundary = nn.Parameter(torch.tensor(float(init_fraction), dtype=dtype))
+        self.temperature = float(temperature)
+
+    def mask(self):
+        idx = torch.arange(self.d_model, dtype=self.boundary.dtype, device=self.boundary.device)
+        return torch.sigmoid((self.boundary.clamp(0, 1) * self.d_model - idx) / self.temperature)
+
+    def effective_rank(self) -> int:
+        return int(round(float(self.boundary.clamp(0, 1)) * self.d_model))
