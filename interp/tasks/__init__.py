@@ -1,0 +1,5 @@
+"""Built-in tasks: prompts, base/source pairs and answers for analysis and alignment search."""
+
+from .ioi import IOI_POSITIONS, PatchingPairs, ioi_pairs
+
+__all__ = ["ioi_pairs", "IOI_POSITIONS", "PatchingPairs"]

@@ -1,0 +1,47 @@
+"""Fixtures: tiny random models built in memory (one per architecture) and the embedded Gemma-3-270M."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers as tf
+
+import interp
+
+
+def _tiny(arch: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    common = dict(vocab_size=97, hidden_size=32, num_attention_heads=4, num_hidden_layers=2, intermediate_size=64)
+    if arch == "gpt2":
+        return tf.GPT2LMHeadModel(tf.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=97, bos_token_id=1,
+                                                eos_token_id=2))
+    if arch == "llama":
+        return tf.LlamaForCausalLM(tf.LlamaConfig(num_key_value_heads=2, **common))
+    if arch == "qwen2":
+        return tf.Qwen2ForCausalLM(tf.Qwen2Config(num_key_value_heads=2, **common))
+    if arch == "gemma3":
+        return tf.Gemma3ForCausalLM(tf.Gemma3TextConfig(num_key_value_heads=1, head_dim=8, sliding_window=4,
+                                                        layer_types=["sliding_attention", "full_attention"],
+                                                        **common))
+    if arch == "gpt_neox":
+        return tf.GPTNeoXForCausalLM(tf.GPTNeoXConfig(use_parallel_residual=False, **common))
+    raise ValueError(arch)
+
+
+ARCHS = ("gpt2", "llama", "qwen2", "gemma3", "gpt_neox")
+
+
+def tiny_lm(arch: str) -> interp.LM:
+    return interp.LM(_tiny(arch).eval())
+
+
+@pytest.fixture(params=ARCHS)
+def tiny(request) -> interp.LM:
+    """A tiny random model of each architecture (2 layers, d_model 32, 4 heads, vocab 97)."""
+    return tiny_lm(request.param)
+
+
+@pytest.fixture(scope="session")
+def gemma() -> interp.LM:
+    """The embedded Gemma-3-270M, loaded once per test session."""
+    return interp.load()
