@@ -117,7 +117,9 @@ def intervene(
     ivs = [as_intervention(v) for v in _as_list(via, len(sites))]
     sources = list(sources) if sources is not None else [None] * len(sites)
     if not len(ivs) == len(sources) == len(sites):
-        raise InputError(f"got {len(sites)} sites, {len(ivs)} interventions and {len(sources)} sources; expected one each")
+        raise InputError(
+            f"got {len(sites)} sites, {len(ivs)} interventions and {len(sources)} sources; expected one each"
+        )
     ops = []
     for (site, target, pos), iv, src in zip(plan(lm, batch, sites), ivs, sources):
         iv.check(target.width)
@@ -185,7 +187,7 @@ def interchange(
                 "so give equally many"
             )
         plan(lm, base_batch, [sites[i] for i in idx])
-        for i, (_, t, p) in zip(idx, plan(lm, src_batch, [sites[i] for i in idx])):
+        for i, (_, t, _p) in zip(idx, plan(lm, src_batch, [sites[i] for i in idx])):
             ivs[i].check(t.width)
     for idx in by_source.values():
         reads = collect(lm, srcs[idx[0]], at=[sites[i] for i in idx])

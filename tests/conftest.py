@@ -13,16 +13,23 @@ def _tiny(arch: str) -> torch.nn.Module:
     torch.manual_seed(0)
     common = dict(vocab_size=97, hidden_size=32, num_attention_heads=4, num_hidden_layers=2, intermediate_size=64)
     if arch == "gpt2":
-        return tf.GPT2LMHeadModel(tf.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=97, bos_token_id=1,
-                                                eos_token_id=2))
+        return tf.GPT2LMHeadModel(
+            tf.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=97, bos_token_id=1, eos_token_id=2)
+        )
     if arch == "llama":
         return tf.LlamaForCausalLM(tf.LlamaConfig(num_key_value_heads=2, **common))
     if arch == "qwen2":
         return tf.Qwen2ForCausalLM(tf.Qwen2Config(num_key_value_heads=2, **common))
     if arch == "gemma3":
-        return tf.Gemma3ForCausalLM(tf.Gemma3TextConfig(num_key_value_heads=1, head_dim=8, sliding_window=4,
-                                                        layer_types=["sliding_attention", "full_attention"],
-                                                        **common))
+        return tf.Gemma3ForCausalLM(
+            tf.Gemma3TextConfig(
+                num_key_value_heads=1,
+                head_dim=8,
+                sliding_window=4,
+                layer_types=["sliding_attention", "full_attention"],
+                **common,
+            )
+        )
     if arch == "gpt_neox":
         return tf.GPTNeoXForCausalLM(tf.GPTNeoXConfig(use_parallel_residual=False, **common))
     raise ValueError(arch)
