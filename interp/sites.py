@@ -196,6 +196,8 @@ def envoy(lm, site: Site):
     """The raw nnsight envoy of the module behind ``site`` (use inside ``lm.model.trace``)."""
     env = lm.model
     for part in resolve(lm, site).path.split("."):
+        if part in ("input", "inputs", "output", "source"):  # nnsight serves these names; it renames modules so
+            part = "E_" + part
         env = env[int(part)] if part.isdigit() else getattr(env, part)
     return env
 

@@ -58,6 +58,7 @@ class Basis(nn.Module):
 
     def interchange(self, h: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         """DII: the subspace part of ``h`` replaced by that of ``source``."""
+        self.check_width(h.shape[-1])
         R = self.weight
         return edit(h, R, source @ R.to(source.dtype).T, self.mask())
 
@@ -160,4 +161,4 @@ class Boundless(LowRankRotation):
         return torch.sigmoid((self.boundary.clamp(0, 1) * self.d_model - idx) / self.temperature)
 
     def effective_rank(self) -> int:
-        return int(round(float(self.boundary.clamp(0, 1)) * self.d_model))
+        return int(round(float(self.boundary.detach().clamp(0, 1)) * self.d_model))

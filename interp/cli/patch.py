@@ -1,0 +1,70 @@
+"""``interp patch``: an activation-patching grid (layers x positions) on a built-in task.
+
+Example:
+    interp patch --task ioi --json                 # writes results/patch/patch_ioi.{png,json}
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+TASKS = ("ioi",)
+
+
+def add_parser(sub):
+    p = sub.add_parser("patch", help="activation-patching grid over layers x positions", description=__doc__)
+    p.add_argument("--task", choices=TASKS, default="ioi")
+    p.add_argument("--model", default=None, help="local HF model path or id (default: embedded Gemma-3-270M)")
+    p.add_argument("--n", type=int, default=32, help="number of base/source pairs (default 32)")
+    p.add_argument("--component", default="resid_post", help="resid_pre, resid_mid, resid_post, attn_out, mlp_out")
+    p.add_argument("--layers", default="all", help="'all' or a list like '0;4;8'")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="results/patch", help="folder for the PNG heatmap and the JSON results")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier results in --out")
+    return p
+
+
+def parse_layers(text: str, n_layers: int) -> list[int]:
+    """'all' or '3;9;18' (also commas) -> a list of layer indices, checked against the model."""
+    if text == "all":
+        return list(range(n_layers))
+    try:
+        layers = [int(x) for x in text.replace(",", ";").split(";") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--layers {text!r}: expected 'all' or integers separated by ';' like '3;9;17'") from None
+    bad = [x for x in layers if not 0 <= x < n_layers]
+    if not layers or bad:
+        raise ValueError(f"--layers {text!r}: layers {bad or layers} are not in 0..{n_layers - 1}")
+    return layers
+
+
+def run(args) -> dict:
+    import interp
+    from interp import viz
+    from interp.patching import patch_grid
+    from interp.tasks import IOI_POSITIONS, ioi_pairs
+
+    out = Path(args.out)
+    png, js = out / f"patch_{args.task}.png", out / f"patch_{args.task}.json"
+    existing = [str(f) for f in (png, js) if f.exists()]
+    if existing and not args.overwrite:
+        raise FileExistsError(f"{', '.join(existing)} already exist; pass --overwrite or choose another --out")
+    if args.n < 1:
+        raise ValueError(f"--n {args.n}: expected at least 1 pair")
+    lm = interp.load(args.model)
+    layers = parse_layers(args.layers, lm.n_layers)
+    grid = patch_grid(
+        lm, ioi_pairs(args.n, seed=args.seed), layers=layers, positions=IOI_POSITIONS, component=args.component
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    ax = viz.plot_patching_grid(
+        grid.effect,
+        grid.layers,
+        grid.positions,
+        title=f"IOI activation patching ({args.component}), {lm.spec.architecture}, {grid.n_pairs} pairs",
+    )
+    viz.save(ax, png)
+    result = {"task": args.task, "model": lm.spec.architecture, **grid.to_dict(), "png": str(png), "json": str(js)}
+    js.write_text(json.dumps(result, indent=1))
+    return result

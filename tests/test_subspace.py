@@ -1,0 +1,99 @@
+"""Properties of the subspace edit h + R^T(target - R h) and its bases."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from interp import BasisError, Boundless, Coordinate, LowRankRotation, Rotation
+from interp.subspace import edit
+
+dims = st.integers(2, 24)
+
+
+@settings(max_examples=25, deadline=None)
+@given(d=dims, data=st.data())
+def test_interchange_is_confined_idempotent_and_noop_for_same_source(d, data):
+    r = data.draw(st.integers(1, d))
+    torch.manual_seed(data.draw(st.integers(0, 1000)))
+    R = LowRankRotation(d, r)
+    h, s = torch.randn(3, d), torch.randn(3, d)
+    with torch.no_grad():
+        h2 = R.interchange(h, s)
+        W = R.weight
+        outside = (h2 - h) - (h2 - h) @ W.T @ W  # (I - R^T R)(h' - h)
+        torch.testing.assert_close(outside, torch.zeros_like(h), atol=1e-5, rtol=0)
+        torch.testing.assert_close(h2 @ W.T, s @ W.T, atol=1e-5, rtol=1e-5)  # R h' = R s
+        torch.testing.assert_close(R.interchange(h2, s), h2, atol=1e-5, rtol=1e-5)  # idempotent
+        torch.testing.assert_close(R.interchange(h, h), h, atol=1e-5, rtol=1e-5)  # same source: no-op
+
+
+@settings(max_examples=10, deadline=None)
+@given(d=dims)
+def test_full_rank_interchange_is_patching(d):
+    R = Rotation(d)
+    h, s = torch.randn(4, d), torch.randn(4, d)
+    with torch.no_grad():
+        torch.testing.assert_close(R.interchange(h, s), s, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("make", [lambda: LowRankRotation(16, 3), lambda: Rotation(8), lambda: Boundless(8)])
+def test_rotations_stay_orthonormal_after_optimiser_steps(make):
+    torch.manual_seed(0)
+    basis = make()
+    opt = torch.optim.AdamW(basis.parameters(), lr=0.05, weight_decay=0.0)
+    h, s = torch.randn(32, basis.d_model), torch.randn(32, basis.d_model)
+    target = torch.randn(32, basis.d_model)
+    start = basis.weight.detach().clone()
+    for _ in range(50):
+        loss = (basis.interchange(h, s) - target).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    W = basis.weight.detach()
+    torch.testing.assert_close(W @ W.T, torch.eye(basis.rank), atol=1e-4, rtol=0)
+    assert (W - start).abs().max() > 1e-3  # it did move
+
+
+def test_coordinate_basis_swaps_exactly_those_dims():
+    c = Coordinate(6, dims=[1, 4])
+    h, s = torch.zeros(1, 6), torch.arange(6.0)[None]
+    assert c.interchange(h, s).tolist() == [[0, 1, 0, 0, 4, 0]]
+
+
+def test_init_from_a_known_subspace():
+    torch.manual_seed(0)
+    A = torch.randn(2, 10)
+    R = LowRankRotation(10, 2, init=A)
+    P = lambda M: M.T @ torch.linalg.pinv(M.T)  # noqa: E731 projector onto the row space
+    torch.testing.assert_close(P(R.weight.detach()), P(A), atol=1e-5, rtol=0)
+
+
+def test_boundless_mask_and_rank():
+    B = Boundless(10, init_fraction=0.3, temperature=0.01)
+    assert B.effective_rank() == 3
+    assert B.mask().round().tolist() == [1.0] * 3 + [0.0] * 7
+
+
+def test_mask_scales_the_edit():
+    h, R, t = torch.zeros(1, 3), torch.eye(3), torch.ones(1, 3)
+    assert edit(h, R, t, torch.tensor([1.0, 0.5, 0.0])).tolist() == [[1.0, 0.5, 0.0]]
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: LowRankRotation(8, 9), "rank must be in"),
+        (lambda: LowRankRotation(8, 0), "rank must be in"),
+        (lambda: Coordinate(4, [5]), "distinct integers"),
+        (lambda: LowRankRotation(8, 2, init=torch.randn(3, 8)), "init must have shape"),
+    ],
+)
+def test_bad_bases_fail_clearly(make, match):
+    with pytest.raises(BasisError, match=match):
+        make()
+
+
+def test_width_mismatch_names_both_widths():
+    with pytest.raises(BasisError, match="width 8 but the vectors have width 6"):
+        LowRankRotation(8, 2).interchange(torch.zeros(1, 6), torch.zeros(1, 6))
