@@ -85,8 +85,8 @@ def test_left_and_right_padding_agree(tiny):
 def test_read_only_trace_equals_plain_forward(tiny):
     b = pad(rows(3, seed=5), "left")
     ops_site = Site("resid_post", 0, last())
-    from interp.dii import plan
     from interp._trace import Op
+    from interp.dii import plan
 
     ops = [Op(s, t, p, read=True) for s, t, p in plan(tiny, b, [ops_site])]
     reads, logits = run(tiny, b, ops, logits_at="all")
