@@ -53,7 +53,7 @@ def test_optimised_dii_equals_the_unoptimised_path(gemma, pairs):
         fast = interchange(gemma, b, s, at=site).logits
         slow = naive_interchange(gemma, b, s, site)
         # Same arithmetic up to BLAS blocking: the unembedding runs on 1 row per prompt instead of all 15.
-        torch.testing.assert_close(fast, slow, atol=2e-5, rtol=1e-6, msg=lambda m: f"{site}: {m}")
+        torch.testing.assert_close(fast, slow, atol=2e-5, rtol=1e-6, msg=lambda m, site=site: f"{site}: {m}")
         assert torch.equal(fast.argmax(-1), slow.argmax(-1))
 
 
