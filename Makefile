@@ -16,8 +16,8 @@ $(STAMP): $(PY) pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m interp patch --task ioi --out results/demo
-	@echo "Demo outputs: results/demo/patch_ioi.png (heatmap) and results/demo/patch_ioi.json"
+	$(PY) -m interp patch --task ioi --json --out results/demo --overwrite
+	@echo "Demo outputs (replaced on each run of make demo): results/demo/patch_ioi.png (heatmap), results/demo/patch_ioi.json"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -16,7 +16,7 @@ def add_parser(sub):
     p = sub.add_parser("patch", help="activation-patching grid over layers x positions", description=__doc__)
     p.add_argument("--task", choices=TASKS, default="ioi")
     p.add_argument("--model", default=None, help="local HF model path or id (default: embedded Gemma-3-270M)")
-    p.add_argument("--n", type=int, default=32, help="number of base/source pairs (default 32)")
+    p.add_argument("--n", type=int, default=16, help="number of base/source pairs (default 16)")
     p.add_argument("--component", default="resid_post", help="resid_pre, resid_mid, resid_post, attn_out, mlp_out")
     p.add_argument("--layers", default="all", help="'all' or a list like '0;4;8'")
     p.add_argument("--seed", type=int, default=0)
