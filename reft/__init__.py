@@ -1,0 +1,66 @@
+"""reft: representation finetuning (Wu et al., NeurIPS 2024) on interp's subspace machinery.
+
+Example:
+    >>> import interp, reft
+    >>> from interp import Site, first, last
+    >>> lm  = interp.load()
+    >>> rlm = reft.attach(lm, {Site("resid_post", 6, first(1) + last(1)): reft.LoReFT(lm.d_model, rank=4)})
+    >>> hist = reft.train_reft(rlm, examples, reft.TrainConfig(epochs=30, lr=4e-3, batch_size=10))
+    >>> reft.generate(rlm, "Who are you?", max_new_tokens=32)
+    >>> reft.save(rlm, "runs/style")                              # weights + JSON, a few KB
+
+A LoReFT edits hidden vectors at a few prompt positions: ``h + R^T (W h + b - R h)``, the subspace edit of
+``interp.subspace.edit`` with target ``W h + b``; the model stays frozen.
+"""
+
+from interp.positions import first, last
+
+from .data import Example, as_examples
+from .generate import generate, generate_ids
+from .interventions import (
+    KINDS,
+    ConsReFT,
+    DiReFT,
+    LoBiReFT,
+    LoDiReFT,
+    LoReFT,
+    NoReFT,
+    ReftError,
+    ReftIntervention,
+    make,
+)
+from .io import load, save
+from .model import ReftModel, applied, at_layers, attach
+from .positions import parse_layers, parse_positions
+from .train import History, TrainConfig, evaluate, train_reft
+
+__all__ = [
+    "LoReFT",
+    "NoReFT",
+    "DiReFT",
+    "LoBiReFT",
+    "ConsReFT",
+    "LoDiReFT",
+    "ReftIntervention",
+    "KINDS",
+    "make",
+    "ReftError",
+    "ReftModel",
+    "attach",
+    "at_layers",
+    "applied",
+    "first",
+    "last",
+    "parse_positions",
+    "parse_layers",
+    "Example",
+    "as_examples",
+    "TrainConfig",
+    "History",
+    "train_reft",
+    "evaluate",
+    "generate",
+    "generate_ids",
+    "save",
+    "load",
+]

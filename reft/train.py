@@ -1,0 +1,262 @@
+"""Train ReFT interventions (or any small set of parameters) with a plain, readable loop.
+
+Example:
+    >>> rlm = attach(lm, {Site("resid_post", 9, first(1) + last(1)): LoReFT(lm.d_model, rank=4)})
+    >>> hist = train_reft(rlm, examples, TrainConfig(epochs=50, lr=4e-3, batch_size=10))
+    >>> hist.losses[-1], hist.seconds_per_step
+
+The loop: shuffle, cut into batches, cross-entropy on response tokens only, gradient accumulation, AdamW
+with linear warm-up then linear decay, gradient clipping, a tqdm bar with the loss, evaluation and
+checkpoints every so many steps. The basis ``R`` never gets weight decay: decay pulls R toward zero,
+the orthogonal parametrisation's re-projection fights it, and the edit silently switches off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import data as _data
+from .interventions import ReftError
+from .model import ReftModel, lm_logits
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """One training run. ``steps`` (optimizer updates) overrides ``epochs`` when set.
+
+    Example:
+        >>> cfg = TrainConfig(steps=100, lr=4e-3, batch_size=8)
+        >>> dataclasses.replace(cfg, seed=1).to_dict()["seed"]
+        1
+    """
+
+    epochs: int = 1
+    steps: int | None = None
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 4e-3
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0  # on W, b only; never on the basis R
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    max_prompt_tokens: int | None = None
+    max_response_tokens: int | None = None
+    add_eos: bool = False  # append EOS to responses (so generation learns to stop)
+    eval_every: int = 0
+    checkpoint_every: int = 0
+    checkpoint_dir: str | None = None
+    progress: bool = True
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise ReftError(f"TrainConfig.{name}={getattr(self, name)!r}; expected at least 1")
+        if self.steps is not None and self.steps < 1:
+            raise ReftError(f"TrainConfig.steps={self.steps!r}; expected at least 1 (or None to use epochs)")
+        if not self.lr > 0:
+            raise ReftError(f"TrainConfig.lr={self.lr!r}; expected a positive learning rate such as 4e-3")
+        if self.checkpoint_every and not self.checkpoint_dir:
+            raise ReftError("TrainConfig.checkpoint_every needs checkpoint_dir (where to write them)")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ReftError(f"unknown TrainConfig keys {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+
+@dataclass
+class History:
+    """What a run did: loss per optimizer step, evaluations ``(step, metrics)``, timing and token counts."""
+
+    losses: list[float] = field(default_factory=list)
+    evals: list[tuple[int, dict]] = field(default_factory=list)
+    steps: int = 0
+    seconds_per_step: float = 0.0
+    response_tokens: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def train_reft(
+    rlm: ReftModel, examples, config: TrainConfig = TrainConfig(), *, eval_examples=None, label_words=None
+) -> History:
+    """Train the interventions of ``rlm`` on ``examples`` (prompt -> response, or labelled with ``label_words``).
+
+    Validates the data and positions before the first step; evaluates on ``eval_examples`` every
+    ``config.eval_every`` steps and at the end (accuracy over label words, else response loss).
+    """
+    lm = rlm.lm
+    train = prepare(lm, examples, config, label_words=label_words)
+    check_positions(rlm, train)
+    vocab = _data.label_vocab(lm, label_words)
+    evaluate_fn = None
+    if eval_examples is not None:
+        ev = prepare(lm, eval_examples, config, label_words=label_words)
+        evaluate_fn = lambda: evaluate(rlm, ev, label_words=label_words, config=config)  # noqa: E731
+    no_decay = {id(p) for iv in rlm.interventions for p in iv.no_decay_parameters()}
+    params = [p for p in rlm.interventions.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0},
+        {"params": [p for p in params if id(p) not in no_decay], "weight_decay": config.weight_decay},
+    ]
+
+    def save(path):
+        from .io import save
+
+        save(rlm, path, overwrite=True)
+
+    rlm.train()
+    try:
+        return fit(lm, groups, rlm.logits, train, config, vocab=vocab, evaluate_fn=evaluate_fn, checkpoint_fn=save)
+    finally:
+        rlm.eval()
+
+
+def prepare(lm, examples, config: TrainConfig, *, label_words=None) -> list[_data.Tokenized]:
+    """Examples (dicts, pairs, a JSONL path or tokenized rows) -> tokenized rows, validated."""
+    if isinstance(examples, list) and examples and isinstance(examples[0], _data.Tokenized):
+        return examples
+    exs = _data.as_examples(examples, label_words=label_words)
+    return _data.tokenize(
+        lm,
+        exs,
+        max_prompt_tokens=config.max_prompt_tokens,
+        max_response_tokens=config.max_response_tokens,
+        add_eos=config.add_eos,
+        label_words=label_words,
+    )
+
+
+def check_positions(rlm: ReftModel, rows) -> None:
+    """Resolve every site's positions on every prompt now, so a bad one fails before training starts."""
+    from . import positions as _pos
+
+    for i, r in enumerate(rows):
+        for pl in rlm.placements:
+            try:
+                _pos.prompt_indices(pl.site.pos, len(r.prompt), torch.tensor(r.prompt), rlm.lm.tokenizer)
+            except ValueError as e:
+                raise ReftError(f"example {i}, {pl.site!r}: {e}") from None
+
+
+def response_loss(logits: torch.Tensor, rb) -> torch.Tensor:
+    """Mean cross-entropy over real response tokens. logits: (B, k, V); labels, mask: (B, k)."""
+    return F.cross_entropy(logits[rb.label_mask].float(), rb.labels[rb.label_mask])
+
+
+def fit(
+    lm, groups, forward: Callable, rows, config: TrainConfig, *, vocab=None, evaluate_fn=None, checkpoint_fn=None
+) -> History:
+    """The loop shared by ReFT and the LoRA/DoRA baselines: same batches, steps, schedule and loss.
+
+    Args:
+        groups: AdamW parameter groups.
+        forward: ``ReftBatch -> logits (B, k, V)`` at ``batch.pred_at`` (over ``batch.vocab`` when set).
+        rows: tokenized examples.
+        vocab: label-word token ids for classification (loss over those words only), else None.
+    """
+    if not rows:
+        raise ReftError("no training examples after tokenization")
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    per_update = config.batch_size * config.grad_accum
+    steps = config.steps or config.epochs * math.ceil(len(rows) / per_update)
+    opt = torch.optim.AdamW(groups, lr=config.lr)
+    warmup = int(config.warmup_ratio * steps)
+
+    def schedule(step):  # linear warm-up to lr, then linear decay to 0
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (steps - step) / max(1, steps - warmup))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    stream = _batches(rows, config.batch_size, rng)
+    hist = History()
+    params = [p for g in groups for p in g["params"]]
+    from tqdm.auto import tqdm
+
+    bar = tqdm(range(steps), disable=not config.progress, desc="train", leave=False)
+    train_seconds = 0.0
+    for step in bar:
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for _ in range(config.grad_accum):
+            rb = _data.collate(lm, next(stream), vocab)
+            loss = response_loss(forward(rb), rb) / config.grad_accum  # (B, k, V) -> scalar
+            loss.backward()
+            total += loss.item()
+            hist.response_tokens += int(rb.label_mask.sum())
+        if config.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        opt.step()
+        sched.step()
+        train_seconds += time.perf_counter() - t0
+        hist.losses.append(total)
+        hist.steps = step + 1
+        bar.set_postfix(loss=f"{total:.4f}")
+        last = step + 1 == steps
+        if evaluate_fn and ((config.eval_every and (step + 1) % config.eval_every == 0) or last):
+            hist.evals.append((step + 1, evaluate_fn()))
+            bar.write(f"step {step + 1}: {hist.evals[-1][1]}") if config.progress else None
+        if checkpoint_fn and config.checkpoint_every and ((step + 1) % config.checkpoint_every == 0 or last):
+            checkpoint_fn(Path(config.checkpoint_dir) / f"step-{step + 1}")
+    bar.close()
+    hist.seconds_per_step = train_seconds / max(1, hist.steps)
+    return hist
+
+
+def _batches(rows, batch_size, rng):
+    """Endless shuffled epochs cut into batches (the last, partial batch of an epoch is kept)."""
+    idx = list(range(len(rows)))
+    while True:
+        rng.shuffle(idx)
+        for i in range(0, len(idx), batch_size):
+            yield [rows[j] for j in idx[i : i + batch_size]]
+
+
+@torch.no_grad()
+def evaluate(model, examples, *, label_words=None, config: TrainConfig = TrainConfig(), forward=None) -> dict:
+    """Accuracy over ``label_words`` (classification) or mean response loss (instruction data).
+
+    ``model`` is a :class:`ReftModel` or an :class:`interp.LM`; ``forward`` (``ReftBatch -> logits``) overrides
+    how logits are computed (the LoRA/DoRA baselines pass theirs).
+    """
+    lm = model.lm if isinstance(model, ReftModel) else model
+    rows = prepare(lm, examples, config, label_words=label_words)
+    vocab = _data.label_vocab(lm, label_words)
+    if forward is None:
+        forward = (
+            model.logits
+            if isinstance(model, ReftModel)
+            else (lambda rb: lm_logits(lm.hf, rb.batch, rb.pred_at, rb.vocab))
+        )
+    correct, total, n = 0, 0.0, 0
+    for i in range(0, len(rows), config.batch_size):
+        rb = _data.collate(lm, rows[i : i + config.batch_size], vocab)
+        logits = forward(rb)  # (B, k, V) or (B, 1, n_labels)
+        if vocab is not None:
+            correct += int((logits[:, 0].argmax(-1) == rb.labels[:, 0]).sum())
+        m = int(rb.label_mask.sum())
+        total += response_loss(logits, rb).item() * m
+        n += m
+    out = {"loss": total / n, "n": len(rows)}
+    if vocab is not None:
+        out["accuracy"] = correct / len(rows)
+    return out

@@ -1,0 +1,336 @@
+"""ReFT properties on tiny random models: the edit's algebra, positions, batching, generation, save/load, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers as tf
+from conftest import tiny_lm
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import interp
+import reft
+from interp import Site, first, last
+from interp._trace import Batch
+from interp.positions import PositionError
+from interp.sites import SiteError
+from reft.model import forward_logits
+from reft.positions import prompt_indices
+
+ORTHONORMAL = ("loreft", "lobireft", "consreft", "lodireft")
+
+
+def _sharp_llama(layers: int = 2) -> interp.LM:
+    """A tiny random Llama with a large init, so its predictions depend strongly on the residual stream."""
+    torch.manual_seed(0)
+    cfg = tf.LlamaConfig(
+        vocab_size=97,
+        hidden_size=32,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_hidden_layers=layers,
+        intermediate_size=64,
+        initializer_range=0.3,
+    )
+    return interp.LM(tf.LlamaForCausalLM(cfg).eval())
+
+
+def _randomize(rlm, scale=0.5, seed=1):
+    """Move W, b (and unconstrained bases) away from init so that an edit is visible."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in rlm.interventions.named_parameters():
+            if "original" not in name:
+                p.add_(scale * torch.randn(p.shape, generator=g))
+
+
+def _batch(rows: list[list[int]], side="left") -> tuple[Batch, list[int], list[int]]:
+    T = max(map(len, rows))
+    ids = torch.zeros(len(rows), T, dtype=torch.long)
+    mask = torch.zeros(len(rows), T, dtype=torch.long)
+    starts = []
+    for b, r in enumerate(rows):
+        s = T - len(r) if side == "left" else 0
+        ids[b, s : s + len(r)] = torch.tensor(r)
+        mask[b, s : s + len(r)] = 1
+        starts.append(s)
+    return Batch(ids, mask), starts, [len(r) for r in rows]
+
+
+# ---- the interventions -----------------------------------------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None)
+@given(d=st.integers(2, 48), rank=st.integers(1, 8), seed=st.integers(0, 10_000))
+def test_loreft_with_W_equal_R_and_zero_bias_is_identity(d, rank, seed):
+    rank = min(rank, d)
+    torch.manual_seed(seed)
+    iv = reft.LoReFT(d, rank)
+    with torch.no_grad():
+        iv.W.weight.copy_(iv.R.weight)
+        iv.W.bias.zero_()
+    h = torch.randn(3, 5, d)
+    torch.testing.assert_close(iv(h), h, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", sorted(reft.KINDS))
+@settings(max_examples=10, deadline=None)
+@given(d=st.integers(4, 40), rank=st.integers(1, 6), seed=st.integers(0, 10_000))
+def test_edit_lies_in_row_space_of_basis(kind, d, rank, seed):
+    rank = min(rank, d)
+    torch.manual_seed(seed)
+    iv = reft.make(kind, d, rank)
+    with torch.no_grad():
+        for name, p in iv.named_parameters():  # the orthogonal map reads only the strict upper triangle
+            p.add_(0.3 * (torch.randn_like(p).triu(1) if "original" in name else torch.randn_like(p)))
+    h = torch.randn(6, d)
+    delta = (iv(h) - h).detach()
+    R = iv.basis_weight().detach()  # (r, d)
+    proj = torch.linalg.pinv(R) @ R  # projector onto the row space of R
+    torch.testing.assert_close(delta @ proj, delta, atol=1e-4, rtol=1e-4)
+    assert delta.abs().max() > 1e-4  # and the edit is not trivially zero
+    if kind in ORTHONORMAL:
+        torch.testing.assert_close(R @ R.T, torch.eye(rank), atol=1e-5, rtol=0)
+
+
+def test_R_stays_orthonormal_and_undecayed_after_training():
+    lm = _sharp_llama()
+    rlm = reft.attach(lm, reft.at_layers(lm, "0", pos="f1+l1", rank=4))
+    ex = [{"prompt_ids": [1, 5, 6, 7], "response_ids": [9]}, {"prompt_ids": [1, 8, 3], "response_ids": [11]}]
+    cfg = reft.TrainConfig(steps=50, lr=5e-2, batch_size=2, weight_decay=0.5, progress=False)
+    reft.train_reft(rlm, ex, cfg)
+    R = rlm.interventions[0].R.weight.detach()
+    torch.testing.assert_close(R @ R.T, torch.eye(4), atol=1e-5, rtol=0)
+
+
+def test_user_defined_intervention_in_one_class_trains_and_reloads(tmp_path):
+    class ScaledReFT(reft.ReftIntervention):
+        """h + R^T (s * W h - R h): a learned scale on LoReFT's target."""
+
+        def __init__(self, d_model, rank, *, dtype=torch.float32):
+            super().__init__(d_model, rank, dtype=dtype)
+            self.W = torch.nn.Linear(d_model, rank, dtype=dtype)
+            self.s = torch.nn.Parameter(torch.ones((), dtype=dtype))
+
+        def target(self, h):
+            return self.s * self.W(h)
+
+    lm = _sharp_llama()
+    rlm = reft.attach(lm, {Site("resid_post", 0, last()): ScaledReFT(lm.d_model, 2)})
+    reft.train_reft(rlm, [{"prompt_ids": [1, 4], "response_ids": [7]}], reft.TrainConfig(steps=3, progress=False))
+    reft.save(rlm, tmp_path / "run")
+    again = reft.load(lm, tmp_path / "run")
+    assert type(again.interventions[0]).__name__ == "ScaledReFT"
+
+
+# ---- positions -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n", "expected"),
+    [(10, [[0, 1, 2], [7, 8, 9]]), (5, [[0, 1], [2, 3, 4]]), (4, [[0, 1], [2, 3]]), (1, [[], [0]])],
+)
+def test_short_prompt_rule(n, expected):
+    assert prompt_indices(first(3) + last(3), n) == expected
+
+
+def test_position_and_layer_strings():
+    assert repr(reft.parse_positions("f7+l7")) == "first(7)+last(7)"
+    assert repr(reft.parse_positions("first(1)+last()")) == "first(1)+last()"
+    assert reft.parse_layers("3;9;17", 18) == [3, 9, 17]
+    assert reft.parse_layers("all", 3) == [0, 1, 2]
+    with pytest.raises(reft.ReftError, match="layer 18 does not exist"):
+        reft.parse_layers("3;18", 18)
+    with pytest.raises(reft.ReftError, match="f<n>, l<n>"):
+        reft.parse_positions("x7")
+
+
+def test_no_positions_is_a_no_op():
+    lm = _sharp_llama()
+    # untied: the prefix copy gets no position on a 1-token prompt (p' = min(1, 1 // 2) = 0) ...
+    rlm = reft.attach(lm, {Site("resid_post", 0, first(1) + last(1)): reft.LoReFT(lm.d_model, 4)}, tied=False)
+    _randomize(rlm)
+    prefix, suffix = (pl.intervention for pl in rlm.placements)
+    with torch.no_grad():  # ... and the suffix copy is made the identity
+        suffix.W.weight.copy_(suffix.R.weight)
+        suffix.W.bias.zero_()
+    batch, starts, lengths = _batch([[5], [7]])
+    at = torch.tensor([[0], [0]])
+    with torch.no_grad():
+        plain = forward_logits(lm, batch, at, [None, None], starts, lengths)
+        edited = forward_logits(lm, batch, at, [rlm, rlm], starts, lengths)
+    assert torch.equal(plain, edited)
+
+
+def test_hooks_match_the_nnsight_engine():
+    lm = tiny_lm("gemma3")
+    iv = reft.LoReFT(lm.d_model, 4)
+    site = Site("resid_post", 0, first(1) + last(1))
+    rlm = reft.attach(lm, {site: iv})
+    _randomize(rlm)
+    batch, starts, lengths = _batch([[1, 5, 6, 7, 8], [1, 9, 3]])
+    T = batch.input_ids.shape[1]
+    with torch.no_grad():
+        ours = forward_logits(lm, batch, torch.tensor([[T - 1], [T - 1]]), [rlm, rlm], starts, lengths)[:, 0]
+        theirs = interp.intervene(
+            lm, {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}, at=site, via=iv
+        ).logits
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+# ---- several interventions in one batch ------------------------------------------------------------------
+
+
+def test_per_example_interventions_in_one_batch_equal_each_alone():
+    lm = _sharp_llama(layers=3)
+    a = reft.attach(lm, reft.at_layers(lm, "0", pos="f1+l1", rank=4))
+    b = reft.attach(lm, reft.at_layers(lm, "1;2", pos="f2+l2", kind="direft", rank=2), tied=False)
+    _randomize(a, seed=1)
+    _randomize(b, seed=2)
+    rows = [[1, 5, 6, 7, 8, 9], [1, 4], [1, 8, 3, 2], [1, 2, 3]]
+    choice = [a, None, b, a]
+    batch, starts, lengths = _batch(rows)
+    T = batch.input_ids.shape[1]
+    with torch.no_grad():
+        together = forward_logits(lm, batch, torch.full((4, 1), T - 1), choice, starts, lengths)[:, 0]
+        for i, (row, c) in enumerate(zip(rows, choice)):
+            one, s, n = _batch([row])
+            alone = forward_logits(lm, one, torch.tensor([[len(row) - 1]]), [c], s, n)[0, 0]
+            torch.testing.assert_close(together[i], alone, atol=1e-5, rtol=1e-5)
+        plain = forward_logits(lm, batch, torch.full((4, 1), T - 1), [None] * 4, starts, lengths)[:, 0]
+    assert not torch.allclose(together[0], plain[0])  # the interventions do something
+
+
+# ---- training --------------------------------------------------------------------------------------------
+
+
+def test_train_reft_overfits_four_examples():
+    lm = _sharp_llama()
+    rlm = reft.attach(lm, reft.at_layers(lm, "0", pos="f1+l1", rank=4))
+    ex = [
+        {"prompt_ids": [1, 5, 6, 7], "response_ids": [9]},
+        {"prompt_ids": [1, 8, 3], "response_ids": [11]},
+        {"prompt_ids": [1, 3, 4, 20, 21], "response_ids": [30]},
+        {"prompt_ids": [1, 2], "response_ids": [40]},
+    ]
+    hist = reft.train_reft(rlm, ex, reft.TrainConfig(steps=100, lr=2e-2, batch_size=4, progress=False))
+    assert hist.losses[-1] < hist.losses[0] / 10, (hist.losses[0], hist.losses[-1])
+
+
+def test_train_config_round_trips_and_rejects_unknown_keys():
+    cfg = reft.TrainConfig(steps=5, lr=1e-3)
+    assert reft.TrainConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(reft.ReftError, match="unknown TrainConfig keys"):
+        reft.TrainConfig.from_dict({"stpes": 5})
+
+
+# ---- generation ------------------------------------------------------------------------------------------
+
+
+def test_generation_equals_manual_recomputation():
+    lm = _sharp_llama()
+    rlm = reft.attach(lm, reft.at_layers(lm, "0;1", pos="f1+l2", rank=4))
+    _randomize(rlm)
+    prompts = [[1, 5, 6, 7, 8], [1, 9, 3]]
+    batch, starts, lengths = _batch(prompts)
+    got, T = reft.generate_ids(
+        rlm, {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}, max_new_tokens=6
+    )
+    ids, mask = batch.input_ids, batch.attention_mask
+    with torch.no_grad():
+        for _ in range(6):  # recompute everything each step, the edit on the prompt positions only
+            full = Batch(ids, mask)
+            nxt = forward_logits(lm, full, torch.full((2, 1), ids.shape[1] - 1), [rlm, rlm], starts, lengths)
+            ids = torch.cat([ids, nxt[:, 0].argmax(-1, keepdim=True)], 1)
+            mask = torch.cat([mask, torch.ones(2, 1, dtype=mask.dtype)], 1)
+    assert torch.equal(got, ids)
+    plain, _ = reft.generate_ids(
+        lm, {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}, max_new_tokens=6
+    )
+    assert not torch.equal(plain, got)
+
+
+# ---- save / load -----------------------------------------------------------------------------------------
+
+
+def test_reload_is_bit_identical_and_small(tmp_path):
+    lm = _sharp_llama()
+    rlm = reft.attach(lm, reft.at_layers(lm, "0;1", pos="f1+l1", rank=4), tied=False)
+    reft.train_reft(
+        rlm, [{"prompt_ids": [1, 4, 5], "response_ids": [7]}], reft.TrainConfig(steps=5, lr=1e-2, progress=False)
+    )
+    reft.save(rlm, tmp_path / "run")
+    again = reft.load(lm, tmp_path / "run")
+    for x, y in zip(rlm.placements, again.placements):
+        assert x.site == y.site and x.part == y.part
+        assert torch.equal(x.intervention.basis_weight(), y.intervention.basis_weight())
+    batch, starts, lengths = _batch([[1, 5, 6, 7, 8], [1, 9, 3]])
+    at = torch.tensor([[4], [4]])
+    with torch.no_grad():
+        assert torch.equal(
+            forward_logits(lm, batch, at, [rlm] * 2, starts, lengths),
+            forward_logits(lm, batch, at, [again] * 2, starts, lengths),
+        )
+    weights = (tmp_path / "run" / "weights.safetensors").stat().st_size
+    assert weights < 4 * 4 * (2 * 4 * 32 + 4) + 2048  # 4 interventions of R, W, b in float32, plus a header
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        reft.save(rlm, tmp_path / "run")
+    reft.save(rlm, tmp_path / "run", overwrite=True)
+
+
+def test_loading_into_the_wrong_model_is_refused(tmp_path):
+    lm = _sharp_llama()
+    reft.save(reft.attach(lm, reft.at_layers(lm, "0", rank=2)), tmp_path / "run")
+    with pytest.raises(reft.ReftError, match="different model.*architecture"):
+        reft.load(tiny_lm("gpt2"), tmp_path / "run")
+    with pytest.raises(reft.ReftError, match="n_layers saved 2, this model 3"):
+        reft.load(_sharp_llama(layers=3), tmp_path / "run")
+
+
+def test_interventions_follow_the_model_dtype():
+    lm = tiny_lm("llama")
+    lm.hf.to(torch.bfloat16)
+    rlm = reft.attach(lm, reft.at_layers(lm, "0", rank=2))
+    assert rlm.interventions[0].W.weight.dtype == torch.bfloat16
+    batch, starts, lengths = _batch([[1, 5, 6]])
+    with torch.no_grad():
+        out = forward_logits(lm, batch, torch.tensor([[2]]), [rlm], starts, lengths)
+    assert out.dtype == torch.bfloat16
+
+
+# ---- bad input fails before training ---------------------------------------------------------------------
+
+
+def _untouched(rlm):
+    return [p.detach().clone() for p in rlm.interventions.parameters()]
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ([], "dataset is empty"),
+        ([{"prompt_ids": [1, 2], "response_ids": []}], "no response"),
+        ([{"prompt": "x"}], "no response"),
+        ([{"prompt_ids": [], "response_ids": [3]}], "empty prompt"),
+    ],
+)
+def test_bad_data_fails_before_training(data, match):
+    lm = _sharp_llama()
+    rlm = reft.attach(lm, reft.at_layers(lm, "0", rank=2))
+    before = _untouched(rlm)
+    with pytest.raises(reft.ReftError, match=match):
+        reft.train_reft(rlm, data, reft.TrainConfig(steps=2, progress=False))
+    assert all(torch.equal(a, b) for a, b in zip(before, _untouched(rlm)))
+
+
+def test_bad_setups_fail_clearly():
+    lm = _sharp_llama()
+    with pytest.raises(reft.ReftError, match="rank=33 must be an integer in \\[1, d_model=32\\]"):
+        reft.LoReFT(lm.d_model, 33)
+    with pytest.raises(SiteError, match="layer 5 is out of range"):
+        reft.attach(lm, {Site("resid_post", 5, last()): reft.LoReFT(lm.d_model, 2)})
+    with pytest.raises(PositionError, match="empty prompt"):
+        prompt_indices(first(1) + last(1), 0)
+    with pytest.raises(Exception, match="d_model=16"):
+        reft.attach(lm, {Site("resid_post", 0, last()): reft.LoReFT(16, 2)})
