@@ -1,0 +1,50 @@
+"""Loading: the embedded default's spec, any local HF checkpoint, and clear errors."""
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+import interp
+from interp import Site, interchange, last
+
+
+@pytest.mark.slow
+def test_embedded_default_spec(gemma):
+    s = gemma.spec
+    assert (s.architecture, s.n_layers, s.d_model, s.n_heads, s.head_dim) == ("Gemma3ForCausalLM", 18, 640, 4, 256)
+    assert s.vocab_size == 262144 and gemma.tokenizer.tokenize(" capital") == ["▁capital"]
+    assert s.fingerprint() == {"architecture": "Gemma3ForCausalLM", "d_model": 640, "n_layers": 18}
+
+
+@pytest.mark.slow
+def test_any_local_checkpoint_loads_the_same_way(gemma, tmp_path):
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=gemma.spec.vocab_size,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
+    LlamaForCausalLM(cfg).save_pretrained(tmp_path)
+    gemma.tokenizer.save_pretrained(tmp_path)
+    lm = interp.load(tmp_path)
+    assert lm.spec.architecture == "LlamaForCausalLM" and lm.d_model == 16
+    out = interchange(lm, ["Hello there", "A cat"], ["Good bye", "The dog sat"], at=Site("resid_post", 1, last()))
+    assert out.logits.shape == (2, gemma.spec.vocab_size)
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="could not load model .* offline"):
+        interp.load(tmp_path / "nowhere")
+
+
+def test_wrapping_freezes_the_model():
+    lm = interp.LM(
+        LlamaForCausalLM(
+            LlamaConfig(vocab_size=97, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+        )
+    )
+    assert not any(p.requires_grad for p in lm.hf.parameters())
+    assert "LlamaForCausalLM" in repr(lm) and lm.n_layers == 1
