@@ -11,7 +11,7 @@ import importlib
 import json
 import sys
 
-COMMANDS = ("patch",)  # modules of interp.cli, one per subcommand
+COMMANDS = ("patch", "das", "sweep")  # modules of interp.cli, one per subcommand
 
 
 def main(argv=None) -> int:

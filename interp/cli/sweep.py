@@ -1,0 +1,81 @@
+"""``interp sweep``: DAS over layers x positions (x ranks) on a built-in task; a heatmap and a JSON file.
+
+Example:
+    interp sweep --task gender --json                        # layers 0,3,..,15 x {name, verb, last}, rank 1
+    interp sweep --task ioi --positions end --layers all --rank 1
+    interp sweep --task capitals --ranks 4,16 --probe        # also a linear probe per site for comparison
+
+Prints (with --json) one object with ``layers``, ``positions``, ``ranks``, ``iia`` (layers x positions at the
+first rank; ``iia_by_rank`` holds all), ``best`` ({layer, position, rank, iia}) and, with --probe,
+``probe_accuracy`` on the same grid.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .das import add_common, config_from, setup, threads
+from .patch import parse_layers
+
+
+def add_parser(sub):
+    p = sub.add_parser("sweep", help="DAS IIA over layers x positions; heatmap + JSON", description=__doc__)
+    add_common(p)
+    p.add_argument("--layers", default=None, help="'all' or a list like '0;4;8' (task default: every third)")
+    p.add_argument("--positions", default=None, help="comma-separated position names (task default: all)")
+    p.add_argument("--ranks", default=None, help="comma-separated ranks, e.g. '1,4' (default: --rank or the task's)")
+    p.add_argument("--probe", action="store_true", help="also fit a linear probe per site (probe accuracy vs IIA)")
+    p.add_argument("--out", default="results/das", help="folder for the PNG heatmap and JSON results")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier results in --out")
+    return p
+
+
+def run(args) -> dict:
+    from interp import viz
+    from interp.das import sweep_das
+
+    out = Path(args.out)
+    png, js = out / f"sweep_{args.task}.png", out / f"sweep_{args.task}.json"
+    existing = [str(f) for f in (png, js) if f.exists()]
+    if existing and not args.overwrite:
+        raise FileExistsError(f"{', '.join(existing)} already exist; pass --overwrite or choose another --out")
+    t0 = time.time()
+    ts = setup(args.task, n=args.n, seed=args.seed, model=args.model)
+    n_layers = ts.lm.n_layers
+    layers = parse_layers(args.layers, n_layers) if args.layers else ts.layers
+    names = args.positions.split(",") if args.positions else list(ts.positions)
+    bad = [p for p in names if p not in ts.positions]
+    if bad:
+        raise ValueError(f"--positions {bad}: this task has positions {list(ts.positions)}")
+    positions = {p: ts.positions[p] for p in names}
+    try:
+        ranks = [int(r) for r in args.ranks.split(",")] if args.ranks else [args.rank or ts.rank]
+    except ValueError:
+        raise ValueError(f"--ranks {args.ranks!r}: expected integers separated by commas, like '1,4'") from None
+    if ts.component == "module":
+        raise ValueError(
+            f"sweep over {args.task!r} is not offered: its model is an MLP addressed by module path; use `interp das`"
+        )
+    cfg = config_from(args, ts)
+    with threads(ts.threads):
+        sw = sweep_das(
+            ts.lm, ts.train, ts.test, layers=layers, positions=positions, ranks=ranks, config=cfg,
+            progress=not args.quiet,
+        )  # fmt: skip
+    result = {"task": args.task, "task_accuracy": ts.task_accuracy, **sw.to_dict()}
+    result["iia_by_rank"], result["iia"] = result["iia"], result["iia"][0]
+    if args.probe:
+        from interp.probe import probe_sweep
+
+        var = ts.train.variables[0]
+        values = [str(ts.causal.run(b)[var]) for b in ts.train.data.base]  # the variable's value on each base
+        ps = probe_sweep(ts.lm, ts.train.base, values, layers=layers, positions=positions)
+        result["probe_accuracy"] = ps.accuracy.tolist()
+    out.mkdir(parents=True, exist_ok=True)
+    ax = sw.plot(title=f"DAS IIA on {args.task}, rank {ranks[0]} ({len(ts.test)} held-out pairs)")
+    viz.save(ax, png)
+    result.update(png=str(png), json=str(js), seconds=round(time.time() - t0, 1))
+    js.write_text(json.dumps(result, indent=1))
+    return result
