@@ -1,0 +1,205 @@
+"""DAS on tiny random models: planted variables are recovered, saved alignments reload, bad input fails early."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from conftest import tiny_lm
+from torch.nn import functional as F
+
+from interp import Boundless, LowRankRotation, Site, at, interchange, last
+from interp.causal import CausalModel, CausalModelError, Pairs
+from interp.das import (
+    Alignment,
+    DASConfig,
+    DASError,
+    DASResult,
+    collect_sources,
+    das_loss,
+    fit_das,
+    iia,
+    rows,
+    sweep_das,
+    task_accuracy,
+)
+from interp.inputs import InputError
+from interp.positions import PositionError
+from interp.probe import fit_probe, probe_sweep
+from interp.subspace import BasisError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: thread hand-offs cost more than the arithmetic (10x slower on a busy 2-core machine)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+GROUP_A, GROUP_B = list(range(10, 30)), list(range(30, 50))
+YES, NO = 5, 6
+
+
+def planted(seed: int = 1):
+    """Tiny GPT-2 whose input tokens carry a binary variable G along a random unit direction u of the residual
+    stream, and whose answer (token 5 or 6) reads that direction: a known variable in a random 1-dim subspace."""
+    lm = tiny_lm("gpt2")
+    u = torch.randn(32, generator=torch.Generator().manual_seed(seed))
+    u /= u.norm()
+    with torch.no_grad():
+        W = lm.hf.transformer.wte.weight  # tied with the unembedding
+        for t in GROUP_A + GROUP_B:
+            W[t] += ((3.0 if t in GROUP_A else -3.0) - W[t] @ u) * u
+        W[YES], W[NO] = 5 * u, -5 * u
+    model = CausalModel({"a": None, "G": (("a",), lambda a: a in GROUP_A), "O": (("G",), lambda g: YES if g else NO)})
+    data = model.counterfactuals(lambda r: {"a": r.choice(GROUP_A + GROUP_B)}, variables="G", n=300, seed=0,
+                                 changed_only=True)  # fmt: skip
+    return lm, u, data.render(lambda s: [s["a"]], int)
+
+
+FAST = dict(steps=60, batch_size=32, lr=1e-2, eval_every=20, patience=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    lm, u, pairs = planted()
+    train, test = pairs.split(0.7, seed=0)
+    t0 = time.time()
+    das = fit_das(lm, train, at=Site("resid_post", 0, last()), rank=1, test=test, **FAST)
+    return lm, u, train, test, das, time.time() - t0
+
+
+def test_planted_variable_is_recovered_fast(fitted):
+    lm, u, train, test, das, seconds = fitted
+    assert task_accuracy(lm, test.base, test.base_labels) == 1.0
+    assert das.iia_test > 0.95 and das.iia_train > 0.95
+    assert seconds < 60
+    R = das.rotation
+    torch.testing.assert_close(R @ R.T, torch.eye(1), atol=1e-5, rtol=0)  # still orthonormal after training
+    # a random direction does not do it: IIA near the no-op floor (every label flips, so ~0)
+    assert iia(lm, test, at=das.site, via=LowRankRotation(32, 1)) < das.iia_test - 0.3
+    assert [h["step"] for h in das.history] == sorted(h["step"] for h in das.history)
+
+
+def test_reuse_in_dii_and_probe(fitted):
+    lm, u, train, test, das, _ = fitted
+    base, src = rows(lm, test.base), rows(lm, test.sources[0])
+    out = interchange(lm, base, src, at=das.site, via=das.basis)
+    want = torch.tensor([YES if y == YES else NO for y in test.labels])
+    assert (out.predictions() == want).float().mean() > 0.95
+    values = [b["a"] in GROUP_A for b in train.data.base]
+    pr = fit_probe(lm, train.base, values, at=das.site)
+    assert pr.accuracy_test == 1.0
+    ps = probe_sweep(lm, train.base, values, layers=[0, 1], positions={"last": last()})
+    assert ps.accuracy.shape == (2, 1)
+
+
+def test_save_reload_identical(fitted, tmp_path):
+    lm, u, train, test, das, _ = fitted
+    path = das.save(tmp_path / "planted")
+    again = DASResult.load(path, lm)
+    assert again.iia(test) == das.iia(test) == das.iia_test
+    torch.testing.assert_close(again.rotation, das.rotation, atol=0, rtol=0)
+    assert again.site == das.site and again.config == das.config and again.history == das.history
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        das.save(path)
+    das.save(path, overwrite=True)
+    other = tiny_lm("llama")
+    with pytest.raises(DASError, match="fitted on"):
+        DASResult.load(path, other)
+
+
+def test_step_equals_unoptimised_path():
+    """Cached sources + logits at the last token + backward to the site == full source and base forwards with
+    plain PyTorch hooks (no nnsight), logits everywhere."""
+    lm, u, pairs = planted()
+    batch = pairs[:8]
+    site = Site("resid_post", 1, last())
+    R = LowRankRotation(32, 2)
+    labels = torch.tensor(batch.labels)
+    src = collect_sources(lm, batch, [site])[0]
+    loss = das_loss(lm, rows(lm, batch.base), src, labels, at=site, via=Alignment(R))
+    loss.backward()
+    g_fast = R.proj.parametrizations.weight.original.grad.clone()
+    R.zero_grad()
+
+    layer = lm.hf.transformer.h[1]
+    seen = {}
+    hook = layer.register_forward_hook(lambda m, i, o: seen.__setitem__("s", o[:, -1].detach().clone()))
+    lm.hf(input_ids=torch.tensor(batch.sources[0]))
+    hook.remove()
+
+    def edit(m, i, o):
+        W = R.weight
+        h = o[:, -1]
+        o = o.clone()
+        o[:, -1] = h + (seen["s"] @ W.T - h @ W.T) @ W
+        return o
+
+    hook = layer.register_forward_hook(edit)
+    logits = lm.hf(input_ids=torch.tensor(batch.base)).logits  # (B, T, V): every position
+    hook.remove()
+    ref = F.cross_entropy(logits[:, -1], labels)
+    ref.backward()
+    torch.testing.assert_close(loss, ref, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(g_fast, R.proj.parametrizations.weight.original.grad, atol=1e-6, rtol=1e-4)
+
+
+def test_boundless_and_multi_variable_alignment():
+    lm, u, pairs = planted()
+    train, test = pairs.split(0.7, seed=0)
+    das = fit_das(lm, train, at=Site("resid_post", 0, last()), via=Boundless(32, init_fraction=0.25),
+                  test=test, **FAST)  # fmt: skip
+    assert das.iia_test > 0.9
+    # two variables on one site: rows beyond the splits keep the base; one variable == plain interchange
+    R = LowRankRotation(32, 4)
+    h, s1, s2 = torch.randn(3, 5, 1, 32).unbind(0)
+    out = Alignment(R, (1, 2))(h, torch.cat([s1, s2], -1))
+    W = R.weight.detach()
+    torch.testing.assert_close(out @ W[0], s1 @ W[0])
+    torch.testing.assert_close(out @ W[1:3].T, s2 @ W[1:3].T)
+    torch.testing.assert_close(out @ W[3], h @ W[3])
+    torch.testing.assert_close(Alignment(R)(h, s1), R.interchange(h, s1), atol=0, rtol=0)
+
+
+def test_sweep_grid():
+    lm, u, pairs = planted()
+    train, test = pairs.split(0.7, seed=0)
+    sw = sweep_das(lm, train, test, layers=[0, 1], positions={"last": last()}, ranks=[1], progress=False,
+                   **{k: v for k, v in FAST.items() if k != "progress"} | {"steps": 20})  # fmt: skip
+    assert sw.iia.shape == (1, 2, 1) and sw.best()["iia"] == float(sw.iia.max())
+    assert set(sw.to_dict()) >= {"layers", "positions", "iia", "best"}
+    ax = sw.plot()
+    assert ax.get_title()
+
+
+def test_bad_input_fails_before_training():
+    lm, u, pairs = planted()
+    site = Site("resid_post", 0, last())
+    with pytest.raises(DASError, match="empty"):
+        fit_das(lm, pairs[:0], at=site, rank=1)
+    with pytest.raises(DASError, match=r"rank=0 is out of range .* \[1, 32\]"):
+        fit_das(lm, pairs, at=site, rank=0)
+    with pytest.raises(DASError, match=r"rank=33 is out of range"):
+        fit_das(lm, pairs, at=site, rank=33)
+    with pytest.raises(DASError, match="give rank"):
+        fit_das(lm, pairs, at=site)
+    with pytest.raises(BasisError, match="width 16"):
+        fit_das(lm, pairs, at=site, via=LowRankRotation(16, 1))
+    with pytest.raises(DASError, match="unknown options"):
+        fit_das(lm, pairs, at=site, rank=1, setps=10)
+    with pytest.raises(DASError, match="unknown DASConfig keys"):
+        DASConfig.from_dict({"steps": 3, "weight_decay": 0.1})
+    with pytest.raises(InputError, match="outside the vocabulary"):
+        fit_das(lm, Pairs(("G",), [[10]], [[30]], [1000], [5]), at=site, rank=1)
+    with pytest.raises(CausalModelError, match="base has 2 examples"):
+        Pairs(("G",), [[10], [11]], [[30]], [5, 5], [6, 6])
+    # a position that exists on the base but not on a (shorter) source
+    uneven = Pairs(("G",), [[10, 11, 12]] * 4, [[[30]] * 4], [5] * 4, [6] * 4)
+    with pytest.raises(PositionError, match="source of 'G'"):
+        fit_das(lm, uneven, at=Site("resid_post", 0, at(2)), rank=1, progress=False)
+    with pytest.raises(DASError, match="2 blocks for 1 variables"):
+        fit_das(lm, pairs, at=site, rank=2, splits=(1, 1))
