@@ -233,7 +233,8 @@ def _batches(rows, batch_size, rng):
 
 @torch.no_grad()
 def evaluate(model, examples, *, label_words=None, config: TrainConfig = TrainConfig(), forward=None) -> dict:
-    """Accuracy over ``label_words`` (classification) or mean response loss (instruction data).
+    """Accuracy and mean response loss; accuracy is over ``label_words`` for classification, else exact
+    match (every response token is the greedy choice given the ones before, i.e. greedy decoding's answer).
 
     ``model`` is a :class:`ReftModel` or an :class:`interp.LM`; ``forward`` (``ReftBatch -> logits``) overrides
     how logits are computed (the LoRA/DoRA baselines pass theirs).
@@ -251,12 +252,9 @@ def evaluate(model, examples, *, label_words=None, config: TrainConfig = TrainCo
     for i in range(0, len(rows), config.batch_size):
         rb = _data.collate(lm, rows[i : i + config.batch_size], vocab)
         logits = forward(rb)  # (B, k, V) or (B, 1, n_labels)
-        if vocab is not None:
-            correct += int((logits[:, 0].argmax(-1) == rb.labels[:, 0]).sum())
+        hit = (logits.argmax(-1) == rb.labels) | ~rb.label_mask  # (B, k)
+        correct += int(hit.all(-1).sum())  # every answer token is the greedy choice
         m = int(rb.label_mask.sum())
         total += response_loss(logits, rb).item() * m
         n += m
-    out = {"loss": total / n, "n": len(rows)}
-    if vocab is not None:
-        out["accuracy"] = correct / len(rows)
-    return out
+    return {"accuracy": correct / len(rows), "loss": total / n, "n": len(rows)}

@@ -1,0 +1,37 @@
+"""Built-in ReFT tasks for the embedded Gemma-3-270M: ``style``, ``sentiment``, ``addition``.
+
+Example:
+    >>> task = get("sentiment")
+    >>> data = task.load(n_train=256, n_test=200, seed=0)
+    >>> data.train[0], data.label_words
+    ({'prompt': 'Review: ...\\nSentiment:', 'label': 1}, {0: ' negative', 1: ' positive'})
+
+Each task module defines ``load(...) -> TaskData`` and ``DEFAULTS`` (where to intervene and how to train,
+chosen to run in a few minutes on a 2-core CPU).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+from ..interventions import ReftError
+
+NAMES = ("style", "sentiment", "addition")
+
+
+@dataclass
+class TaskData:
+    """Training and held-out examples; ``label_words`` for classification tasks."""
+
+    train: list[dict]
+    test: list[dict]
+    label_words: dict | None = None
+    eval_prompts: list[str] = field(default_factory=list)  # unseen prompts to show generations on
+
+
+def get(name: str):
+    """The task module called ``name``."""
+    if name not in NAMES:
+        raise ReftError(f"unknown task {name!r}; known: {', '.join(NAMES)} (or pass --data file.jsonl)")
+    return importlib.import_module(f"reft.tasks.{name}")
