@@ -43,7 +43,15 @@ class Position:
         """
         mask = attention_mask.bool()
         rows = []
+        # Positions that ignore token ids give the same indices for rows with the same mask: resolve each
+        # distinct mask once (large batches of short or equal-length prompts are the common case).
+        memo = {} if _id_free(self) else None
+        mask_np = mask.cpu().numpy() if memo is not None else None
         for b in range(mask.shape[0]):
+            key = mask_np[b].tobytes() if memo is not None else None
+            if key is not None and key in memo:
+                rows.append(memo[key])
+                continue
             real = mask[b].nonzero().flatten()  # padded indices of the real tokens, left or right padding alike
             ids = input_ids[b, real] if input_ids is not None else None
             local = self.indices(len(real), ids, tokenizer)
@@ -54,6 +62,8 @@ class Position:
                         "use positions that exist in every prompt (e.g. last(), or at(-k) counted from the end)"
                     )
             rows.append([int(real[i]) for i in local])
+            if key is not None:
+                memo[key] = rows[-1]
         k = {len(r) for r in rows}
         if len(k) > 1:
             raise PositionError(
@@ -61,6 +71,11 @@ class Position:
                 "the same count in every row: use fixed-size positions or group prompts by length"
             )
         return torch.tensor(rows, dtype=torch.long, device=attention_mask.device).reshape(mask.shape[0], -1)
+
+
+def _id_free(p: Position) -> bool:
+    """True for the built-in positions that depend only on the prompt length (not on its tokens)."""
+    return all(type(q) in (_Last, _First, _At, _Span) for q in _parts(p))
 
 
 def _parts(p: Position) -> list[Position]:
