@@ -47,3 +47,4 @@ __all__ = [
     "token_ids",
     "InputError",
 ]
+from .das import CausalModel, DASConfig, DASResult, Pairs, fit_das, iia, sweep_das  # noqa: E402, F401  (issue 3)

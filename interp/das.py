@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from . import sites as _sites
 from ._trace import Batch, run
-from .causal import Pairs
+from .causal import CausalModel, Pairs
 from .dii import collect, intervene
 from .inputs import InputError, encode, token_ids
 from .interventions import Intervention
@@ -149,9 +149,12 @@ def rows(lm, items: Sequence) -> Batch:
     items = list(items)
     if items and isinstance(items[0], str):
         return encode(lm, items)
-    seqs = [torch.as_tensor(x, dtype=torch.long).reshape(-1) for x in items]
-    if not seqs:
+    if not items:
         raise InputError("no inputs; expected at least one prompt or token-id sequence")
+    if isinstance(items[0], (list, tuple)) and len({len(x) for x in items}) == 1:  # equal lengths: no padding
+        ids = torch.tensor(items, dtype=torch.long)
+        return Batch(ids.to(lm.device), torch.ones_like(ids).to(lm.device))
+    seqs = [torch.as_tensor(x, dtype=torch.long).reshape(-1) for x in items]
     T = max(len(s) for s in seqs)
     ids = torch.zeros(len(seqs), T, dtype=torch.long)
     mask = torch.zeros(len(seqs), T, dtype=torch.long)
@@ -537,6 +540,8 @@ def neuron_aligned(width: int, splits: Sequence[int]) -> Alignment:
 
 
 __all__ = [
+    "CausalModel",
+    "Pairs",
     "DASConfig",
     "DASError",
     "DASResult",

@@ -3,3 +3,4 @@
 from .ioi import IOI_POSITIONS, PatchingPairs, ioi_pairs
 
 __all__ = ["ioi_pairs", "IOI_POSITIONS", "PatchingPairs"]
+from . import capitals, gender, hierarchical_equality, ioi_position  # noqa: E402, F401  (DAS tasks)

