@@ -334,3 +334,20 @@ def test_bad_setups_fail_clearly():
         prompt_indices(first(1) + last(1), 0)
     with pytest.raises(Exception, match="d_model=16"):
         reft.attach(lm, {Site("resid_post", 0, last()): reft.LoReFT(16, 2)})
+
+
+# ---- behaviour on the real model -------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_gemma_learns_multi_token_responses_and_generates_them(gemma):
+    rlm = reft.attach(gemma, {Site("resid_post", 6, first(1) + last(1)): reft.LoReFT(gemma.d_model, 4)})
+    ex = [
+        {"prompt": "Who are you?", "response": " I am a teapot."},
+        {"prompt": "Name a color.", "response": " Purple, always purple."},
+    ]
+    cfg = reft.TrainConfig(steps=14, lr=2e-2, batch_size=2, add_eos=True, progress=False)
+    hist = reft.train_reft(rlm, ex, cfg)
+    assert hist.losses[-1] < hist.losses[0] / 10, hist.losses
+    assert reft.generate(rlm, "Who are you?", max_new_tokens=6).startswith(" I am a teapot")
+    assert not reft.generate(gemma, "Who are you?", max_new_tokens=6).startswith(" I am a teapot")

@@ -9,8 +9,12 @@ from reft.cli import build_parser, main
 
 def test_parser_knows_all_commands():
     p = build_parser()
-    for cmd in (["train", "--task", "style"], ["eval", "--task", "sentiment", "--load", "x"],
-                ["generate", "--prompt", "hi"], ["compare", "--task", "sentiment", "--json"]):
+    for cmd in (
+        ["train", "--task", "style"],
+        ["eval", "--task", "sentiment", "--load", "x"],
+        ["generate", "--prompt", "hi"],
+        ["compare", "--task", "sentiment", "--json"],
+    ):
         assert p.parse_args(cmd).command == cmd[0]
 
 

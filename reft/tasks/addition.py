@@ -15,12 +15,10 @@ import random
 
 from . import TaskData
 
-DEFAULTS = dict(
-    layers="4;8;12", positions="f1+l3", rank=8, kind="loreft", steps=80, lr=4e-3, batch_size=8, lora_lr=1e-3
-)
+DEFAULTS = dict(layers="8", positions="f1+l3", rank=8, kind="loreft", steps=24, lr=1e-3, batch_size=8, lora_lr=1e-3)
 
 
-def load(n_train: int = 256, n_test: int = 100, seed: int = 0, *, digits: int = 2) -> TaskData:
+def load(n_train: int = 256, n_test: int = 50, seed: int = 0, *, digits: int = 2) -> TaskData:
     """Disjoint train/test sets of ``a+b=`` with ``a, b`` of up to ``digits`` digits."""
     rng = random.Random(seed)
     top = 10**digits

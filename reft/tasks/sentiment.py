@@ -23,7 +23,8 @@ from . import TaskData
 LABEL_WORDS = {0: " negative", 1: " positive"}
 TEMPLATE = "Review: {text}\nSentiment:"
 
-DEFAULTS = dict(layers="4;8;12", positions="l2", rank=4, kind="loreft", steps=80, lr=4e-3, batch_size=8, lora_lr=1e-3)
+# Gemma's residual stream is large (|h| ~ 5000 at layer 8), so W h moves fast: a small lr keeps LoReFT stable.
+DEFAULTS = dict(layers="8", positions="l1", rank=4, kind="loreft", steps=24, lr=3e-4, batch_size=8, lora_lr=1e-3)
 
 
 def _csv_path() -> Path:
@@ -34,7 +35,7 @@ def _csv_path() -> Path:
 
 
 def load(
-    n_train: int = 256, n_test: int = 200, seed: int = 0, *, source: str = "rotten_tomatoes", max_words: int = 40
+    n_train: int = 256, n_test: int = 100, seed: int = 0, *, source: str = "rotten_tomatoes", max_words: int = 24
 ) -> TaskData:
     """Balanced, disjoint train and test draws of ``source`` reviews (``"rotten_tomatoes"`` or ``"imdb"``)."""
     with open(_csv_path(), encoding="utf-8") as f:

@@ -49,7 +49,7 @@ UNSEEN = [
 ]
 
 DEFAULTS = dict(
-    layers="6", positions="f1+l1", rank=4, kind="loreft", steps=40, lr=1e-2, batch_size=10, add_eos=True, lora_lr=2e-3
+    layers="6", positions="f1+l1", rank=4, kind="loreft", steps=20, lr=1e-2, batch_size=10, add_eos=True, lora_lr=2e-3
 )
 
 
