@@ -351,3 +351,19 @@ def test_gemma_learns_multi_token_responses_and_generates_them(gemma):
     assert hist.losses[-1] < hist.losses[0] / 10, hist.losses
     assert reft.generate(rlm, "Who are you?", max_new_tokens=6).startswith(" I am a teapot")
     assert not reft.generate(gemma, "Who are you?", max_new_tokens=6).startswith(" I am a teapot")
+
+
+def test_serving_several_in_one_generate_equals_each_alone():
+    lm = _sharp_llama()
+    a = reft.attach(lm, reft.at_layers(lm, "0", pos="f1+l1", rank=4))
+    b = reft.attach(lm, reft.at_layers(lm, "1", pos="l2", kind="direft", rank=2))
+    _randomize(a, seed=3)
+    _randomize(b, seed=4)
+    rows, choice = [[1, 5, 6, 7, 8], [1, 9, 3], [1, 4, 4, 2]], [a, None, b]
+    batch, _, _ = _batch(rows)
+    together, T = reft.generate_ids(
+        lm, {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}, serve=choice, max_new_tokens=5
+    )
+    for i, (row, c) in enumerate(zip(rows, choice)):
+        alone, _ = reft.generate_ids(c or lm, torch.tensor([row]), max_new_tokens=5)
+        assert torch.equal(together[i, T:], alone[0, len(row) :])
