@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="several methods on one task at matched steps, one table")
     _add_common(p, training=True)
     p.add_argument("--methods", default=",".join(COMPARE), help="comma-separated methods")
+    p.add_argument("--jobs", type=int, default=1, help="methods run at once (timings then share the CPU)")
     for p in sub.choices.values():
         p.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
@@ -289,7 +290,7 @@ def cmd_compare(args) -> dict:
         raise ReftError(f"unknown methods {bad}; expected some of {', '.join((*KINDS, *BASELINES))}")
     defaults = _defaults(args)
     steps = _pick(args, "steps", defaults, 100)
-    results = {}
+    commands = {}
     for m in methods:
         cmd = [
             sys.executable,
@@ -326,23 +327,31 @@ def cmd_compare(args) -> dict:
                 cmd += [f"--{flag.replace('_', '-')}", str(v)]
         if args.untied:
             cmd.append("--untied")
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise ReftError(f"method {m} failed:\n{proc.stderr[-2000:]}")
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
-        keep = (
-            "accuracy",
-            "trainable_params",
-            "percent_of_base",
-            "seconds_per_step",
-            "peak_rss_mb",
-            "eval_loss",
-            "train_loss_last",
-            "response_tokens",
-            "layers",
-            "positions",
-            "rank",
-        )
+        commands[m] = cmd
+    keep = (
+        "accuracy",
+        "trainable_params",
+        "percent_of_base",
+        "seconds_per_step",
+        "peak_rss_mb",
+        "eval_loss",
+        "train_loss_last",
+        "response_tokens",
+        "layers",
+        "positions",
+        "rank",
+    )
+    results, running, queue = {}, {}, list(methods)
+    while queue or running:  # at most --jobs methods at a time, each in its own process
+        while queue and len(running) < max(1, args.jobs):
+            m = queue.pop(0)
+            running[m] = subprocess.Popen(commands[m], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        m = next(iter(running))
+        out, err = running.pop(m).communicate()
+        if not out.strip():
+            raise ReftError(f"method {m} failed:\n{err[-2000:]}")
+        r = json.loads(out.strip().splitlines()[-1])
         results[m] = {k: r[k] for k in keep if k in r}
         print(f"{m}: {results[m]}", file=sys.stderr)
+    results = {m: results[m] for m in methods}
     return {"task": args.task or args.data, "steps": steps, "methods": results}
