@@ -97,7 +97,7 @@ def main():
     slow.backward()
     g_slow = param.grad.clone()
     opt.zero_grad(set_to_none=True)
-    diff = {"loss": abs(float(fast - slow)), "grad": float((g_fast - g_slow).abs().max())}
+    diff = {"loss": abs((fast - slow).item()), "grad": (g_fast - g_slow).abs().max().item()}
 
     secs = timed({"bare": bare, "naive": naive_step, "das": das_step, "cache": lambda: collect(lm, source, at=site)},
                  args.repeats)  # fmt: skip

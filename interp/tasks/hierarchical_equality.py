@@ -34,7 +34,7 @@ from ..sites import Site
 ENTITY_DIM = 4
 HIDDEN = 16
 N_LAYERS = 3
-N_ENTITIES = 100
+N_ENTITIES = 2**15  # a large pool: the network must learn equality itself, not memorise entities
 FIRST_HIDDEN = Site.module("layers.0", last())
 VARIABLES = ("WX", "YZ")
 
@@ -115,7 +115,13 @@ def _render(s: dict) -> list[int]:
 
 
 def train_equality_mlp(
-    *, seed: int = 0, steps: int = 6000, batch_size: int = 256, lr: float = 3e-3, n_test: int = 10_000
+    *,
+    seed: int = 0,
+    steps: int = 6000,
+    batch_size: int = 256,
+    lr: float = 3e-3,
+    l1: float = 0.0,
+    n_test: int = 10_000,
 ) -> tuple[LM, float]:
     """Train the MLP on fresh balanced samples; returns the wrapped model and its held-out accuracy.
 
@@ -143,6 +149,8 @@ def train_equality_mlp(
         for _ in range(steps):
             ids, ys = batch(batch_size)
             loss = nn.functional.cross_entropy(net(ids).logits[:, 0], ys)
+            if l1:  # sparse input weights: each first-layer unit tends to read fewer entities
+                loss = loss + l1 * net.layers[0][0].weight.abs().sum()
             opt.zero_grad()
             loss.backward()
             opt.step()
