@@ -11,6 +11,7 @@ three on the embedded Gemma-3-270M (or --model). Each has defaults that run in m
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import time
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ class TaskSetup:
     extra: dict = field(default_factory=dict)
     threads: int | None = None  # tiny models run faster on one thread
     causal: object = None  # the task's CausalModel (probe targets are its variables' values)
+    sweep_positions: list | None = None  # default positions of `interp sweep` (all when None)
 
     def site(self, layer: int, position: str):
         from interp import Site
@@ -108,13 +110,21 @@ def setup(task: str, *, n: int | None, seed: int, model: str | None) -> TaskSetu
     train, test = pairs.split(0.75, seed=seed)
     acc = task_accuracy(lm, pairs.base, pairs.base_labels, candidates=pairs.candidates)
     layers = list(range(0, lm.n_layers, 3))
+    # sweep defaults sized for a few minutes on a 2-core CPU: the long IOI/capitals prompts get fewer cells
+    sweep_positions = {"gender": None, "ioi": ["end"], "capitals": ["country", "last"]}[task]
     return TaskSetup(
-        lm, train, test, positions, layers, layer, pos, rank, config=config, task_accuracy=acc, causal=causal
-    )
+        lm, train, test, positions, layers, layer, pos, rank, config=config, task_accuracy=acc, causal=causal,
+        sweep_positions=sweep_positions,
+    )  # fmt: skip
 
 
 def add_parser(sub):
-    p = sub.add_parser("das", help="fit one DAS alignment on a task; report task accuracy and IIA", description=__doc__)
+    p = sub.add_parser(
+        "das",
+        help="fit one DAS alignment on a task; report task accuracy and IIA",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_common(p)
     p.add_argument("--layer", type=int, default=None, help="layer of the site (task default if omitted)")
     p.add_argument("--position", default=None, help="named position of the task (e.g. last, name, country)")
@@ -169,7 +179,7 @@ def run(args) -> dict:
     layer = ts.layer if args.layer is None else args.layer
     site = ts.site(layer, args.position or ts.position)
     width = sites.resolve(ts.lm, site).width
-    rank = args.rank or (width if (args.basis or ts.basis) == "full" else ts.rank)
+    rank = args.rank if args.rank is not None else (width if (args.basis or ts.basis) == "full" else ts.rank)
     basis = make_basis(args.basis or ts.basis, width, rank)
     with threads(ts.threads):
         das = fit_das(ts.lm, ts.train, at=site, via=basis, splits=ts.splits, test=ts.test, config=config_from(args, ts))

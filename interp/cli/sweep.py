@@ -2,7 +2,7 @@
 
 Example:
     interp sweep --task gender --json                        # layers 0,3,..,15 x {name, verb, last}, rank 1
-    interp sweep --task ioi --positions end --layers all --rank 1
+    interp sweep --task ioi --layers all                     # rank 1 at the final position of every layer
     interp sweep --task capitals --ranks 4,16 --probe        # also a linear probe per site for comparison
 
 Prints (with --json) one object with ``layers``, ``positions``, ``ranks``, ``iia`` (layers x positions at the
@@ -12,6 +12,7 @@ first rank; ``iia_by_rank`` holds all), ``best`` ({layer, position, rank, iia}) 
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -21,7 +22,12 @@ from .patch import parse_layers
 
 
 def add_parser(sub):
-    p = sub.add_parser("sweep", help="DAS IIA over layers x positions; heatmap + JSON", description=__doc__)
+    p = sub.add_parser(
+        "sweep",
+        help="DAS IIA over layers x positions; heatmap + JSON",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_common(p)
     p.add_argument("--layers", default=None, help="'all' or a list like '0;4;8' (task default: every third)")
     p.add_argument("--positions", default=None, help="comma-separated position names (task default: all)")
@@ -45,7 +51,7 @@ def run(args) -> dict:
     ts = setup(args.task, n=args.n, seed=args.seed, model=args.model)
     n_layers = ts.lm.n_layers
     layers = parse_layers(args.layers, n_layers) if args.layers else ts.layers
-    names = args.positions.split(",") if args.positions else list(ts.positions)
+    names = args.positions.split(",") if args.positions else (ts.sweep_positions or list(ts.positions))
     bad = [p for p in names if p not in ts.positions]
     if bad:
         raise ValueError(f"--positions {bad}: this task has positions {list(ts.positions)}")
