@@ -72,7 +72,8 @@ def patch_grid(
         layers: layers to patch (default: all).
         positions: names -> positions (default: ``{"last": last()}``).
         component: the site component (``resid_post``, ``attn_out``, ...).
-        via: None for the whole vector (activation patching), or a Basis for a DII along a subspace.
+        via: None for the whole vector (activation patching), a Basis for a DII along a subspace, or a dict
+            ``{(layer, position_name): Basis}`` for a different subspace at each site.
     """
     layers = list(range(lm.n_layers) if layers is None else layers)
     positions = dict(positions or {"last": last()})
@@ -84,8 +85,15 @@ def patch_grid(
     if len(base) != len(source):
         raise InputError(f"{len(base)} base prompts but {len(source)} source prompts; pair them one to one")
     sites = [Site(component, layer, pos) for layer in layers for pos in positions.values()]
-    iv = as_intervention(via)
-    for _, target, _ in plan(lm, base, sites):  # every site and position checked on both sides first
+    keys = [(layer, name) for layer in layers for name in positions]
+    if isinstance(via, Mapping):
+        missing = [k for k in keys if k not in via]
+        if missing:
+            raise InputError(f"via has no basis for sites {missing[:4]}; expected a key (layer, position) per site")
+        ivs = [as_intervention(via[k]) for k in keys]
+    else:
+        ivs = [as_intervention(via)] * len(sites)
+    for (_, target, _), iv in zip(plan(lm, base, sites), ivs):  # every site and position checked on both sides
         iv.check(target.width)
     ops = [Op(s, t, p, read=True) for s, t, p in plan(lm, source, sites)]
     with torch.no_grad():
@@ -99,7 +107,7 @@ def patch_grid(
         raise InputError("base and source runs have the same logit difference; the effect is undefined")
     effect = torch.zeros(len(layers), len(positions))
     bar = tqdm(total=len(sites), desc=f"patching {component}", disable=not progress)
-    for k, (site, src) in enumerate(zip(sites, src_vectors)):
+    for k, (site, src, iv) in enumerate(zip(sites, src_vectors, ivs)):
         out = intervene(lm, base, at=site, via=iv, sources=[src])
         effect[k // len(positions), k % len(positions)] = (ld_base - logit_diff(out, pairs).mean().item()) / denom
         bar.update()
