@@ -46,7 +46,7 @@ FIGURES = Path(os.environ.get("INTERP_FIGURES", ROOT / "results" / "figures"))
 SMOKE = os.environ.get("SMOKE") == "1"  # fewer layers for a quick local run; the model is always the real one
 torch.manual_seed(0)
 lm = interp.load()
-lm
+print(lm)
 
 # %% [markdown]
 # ## The task and the model's clean accuracy
