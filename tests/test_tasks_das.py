@@ -1,0 +1,60 @@
+"""DAS tasks: the hierarchical-equality MLP through the LM path, and behaviour on the real Gemma-3-270M."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from interp import Rotation, Site
+from interp.causal import Pairs
+from interp.das import fit_das, iia, neuron_aligned, task_accuracy
+from interp.inputs import InputError
+from interp.tasks import capitals, gender, ioi_position
+from interp.tasks import hierarchical_equality as he
+
+GENDER_LAYER = 6  # rank-1 DAS IIA on the last token is high here (interp sweep --task gender)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_equality_mlp_learns_and_das_beats_neurons(one_thread):
+    mlp, acc = he.train_equality_mlp(seed=0, steps=3000, n_test=2000)
+    assert acc > 0.95, acc
+    assert mlp.spec.d_model == 16 and mlp.spec.n_layers == 3
+    pairs = he.equality_pairs(mlp, n=3000, seed=1)
+    assert task_accuracy(mlp, pairs.base[:500], pairs.base_labels[:500]) > 0.95  # the LM path agrees
+    train, test = pairs.split(0.67, seed=0)
+    das = fit_das(mlp, train, at=he.FIRST_HIDDEN, via=Rotation(16), splits=(8, 8), test=test, steps=400,
+                  batch_size=256, lr=1e-2, eval_every=100, patience=0, progress=False)  # fmt: skip
+    neurons = iia(mlp, test, at=he.FIRST_HIDDEN, via=neuron_aligned(16, (8, 8)))
+    assert das.iia_test > 0.7 and das.iia_test > neurons + 0.1, (das.iia_test, neurons)
+
+
+def test_gemma_multi_token_label_fails_before_training(gemma):
+    bad = Pairs(("C",), ["The capital of Andorra is"], [["The capital of Spain is"]], [" Andorra la Vella"], [" x"])
+    with pytest.raises(InputError, match="Andorra la Vella"):
+        fit_das(gemma, bad, at=Site("resid_post", 3), rank=1)
+
+
+def test_gemma_solves_the_task_prompts(gemma):
+    g = gender.gender_pairs(gemma, n=48, seed=0)
+    assert task_accuracy(gemma, g.base, g.base_labels, candidates=g.candidates) > 0.95
+    p = ioi_position.ioi_position_pairs(gemma, n=32, seed=0)
+    assert task_accuracy(gemma, p.base, p.base_labels) > 0.9
+    known = capitals.known_countries(gemma, among=["France", "Germany", "Italy", "Egypt", "Russia", "Spain"])
+    assert len(known) >= 4 and known.get("France", "Paris") == "Paris"
+
+
+def test_gemma_gender_rank1_das(gemma):
+    pairs = gender.gender_pairs(gemma, n=160, seed=0)
+    train, test = pairs.split(0.7, seed=0)
+    site = Site("resid_post", GENDER_LAYER, gender.GENDER_POSITIONS["last"])
+    das = fit_das(gemma, train, at=site, rank=1, test=test, steps=40, lr=1e-2, eval_every=20, patience=1,
+                  progress=False)  # fmt: skip
+    assert das.iia_test >= 0.9
