@@ -344,10 +344,11 @@ def test_gemma_learns_multi_token_responses_and_generates_them(gemma):
     rlm = reft.attach(gemma, {Site("resid_post", 6, first(1) + last(1)): reft.LoReFT(gemma.d_model, 4)})
     ex = [
         {"prompt": "Who are you?", "response": " I am a teapot."},
-        {"prompt": "Name a color.", "response": " Purple, always purple."},
+        {"prompt": "What is 2+2?", "response": " Four, obviously."},
+        {"prompt": "Name a color.", "response": " Purple!"},
+        {"prompt": "Where is Paris?", "response": " In France."},
     ]
-    cfg = reft.TrainConfig(steps=14, lr=2e-2, batch_size=2, add_eos=True, progress=False)
-    hist = reft.train_reft(rlm, ex, cfg)
+    hist = reft.train_reft(rlm, ex, reft.TrainConfig(steps=40, lr=2e-2, batch_size=4, progress=False))
     assert hist.losses[-1] < hist.losses[0] / 10, hist.losses
     assert reft.generate(rlm, "Who are you?", max_new_tokens=6).startswith(" I am a teapot")
     assert not reft.generate(gemma, "Who are you?", max_new_tokens=6).startswith(" I am a teapot")
