@@ -12,8 +12,6 @@ from interp.inputs import InputError
 from interp.tasks import capitals, gender, ioi_position
 from interp.tasks import hierarchical_equality as he
 
-GENDER_LAYER = 6  # rank-1 DAS IIA on the last token is high here (interp sweep --task gender)
-
 
 @pytest.fixture(scope="module")
 def one_thread():
@@ -49,12 +47,3 @@ def test_gemma_solves_the_task_prompts(gemma):
     assert task_accuracy(gemma, p.base, p.base_labels) > 0.9
     known = capitals.known_countries(gemma, among=["France", "Germany", "Italy", "Egypt", "Russia", "Spain"])
     assert len(known) >= 4 and known.get("France", "Paris") == "Paris"
-
-
-def test_gemma_gender_rank1_das(gemma):
-    pairs = gender.gender_pairs(gemma, n=160, seed=0)
-    train, test = pairs.split(0.7, seed=0)
-    site = Site("resid_post", GENDER_LAYER, gender.GENDER_POSITIONS["last"])
-    das = fit_das(gemma, train, at=site, rank=1, test=test, steps=40, lr=1e-2, eval_every=20, patience=1,
-                  progress=False)  # fmt: skip
-    assert das.iia_test >= 0.9
