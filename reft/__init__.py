@@ -15,6 +15,7 @@ A LoReFT edits hidden vectors at a few prompt positions: ``h + R^T (W h + b - R 
 
 from interp.positions import first, last
 
+from .bridge import as_basis, init_basis, principal_angles
 from .data import Example, as_examples
 from .generate import generate, generate_ids
 from .interventions import (
@@ -63,4 +64,7 @@ __all__ = [
     "generate_ids",
     "save",
     "load",
+    "as_basis",
+    "init_basis",
+    "principal_angles",
 ]
