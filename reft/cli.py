@@ -2,7 +2,7 @@
 
 Example:
     reft train --task style --out runs/style                 # rank-4 LoReFT at one layer, ~20 examples
-    reft generate --load runs/style --prompt "Question: Why do we sleep?\\nAnswer:"
+    reft generate --load runs/style --prompt "Question: Why do we sleep?\\nAnswer:" --repetition-penalty 1.3
     reft train --data train.jsonl --eval-data test.jsonl --layers "3;9" --positions f7+l7 --rank 8 --out runs/x
     reft eval --task sentiment --load runs/sent --json
     reft compare --task sentiment --json                      # LoReFT, DiReFT, LoRA, DoRA: one table
@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None)
     p.add_argument("--prompt", action="append", required=True, help="a prompt (repeat for a batch)")
     p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--repetition-penalty", type=float, default=None, help="e.g. 1.3 against loops in greedy decoding")
     p = sub.add_parser("compare", help="several methods on one task at matched steps, one table")
     _add_common(p, training=True)
     p.add_argument("--methods", default=",".join(COMPARE), help="comma-separated methods")
@@ -221,12 +222,16 @@ def cmd_train(args) -> dict:
         n = rlm.trainable_params
         metrics = evaluate(rlm, data.test, label_words=data.label_words, config=config) if data.test else {}
         if data.eval_prompts:
+            decoding = {"max_new_tokens": 24}
+            if "repetition_penalty" in defaults:
+                decoding["repetition_penalty"] = defaults["repetition_penalty"]
+            out["decoding"] = decoding
             out["samples"] = [
                 {"prompt": p, "reft": r, "base": b}
                 for p, r, b in zip(
                     data.eval_prompts,
-                    generate(rlm, data.eval_prompts, max_new_tokens=24),
-                    generate(lm, data.eval_prompts, max_new_tokens=24),
+                    generate(rlm, data.eval_prompts, **decoding),
+                    generate(lm, data.eval_prompts, **decoding),
                 )
             ]
             if args.task == "style":
@@ -279,7 +284,8 @@ def cmd_generate(args) -> dict:
     lm = interp.load(args.model)
     model = load(lm, args.load) if args.load else lm
     prompts = [p.replace("\\n", "\n") for p in args.prompt]
-    return {"prompts": prompts, "generations": generate(model, prompts, max_new_tokens=args.max_new_tokens)}
+    kw = {} if args.repetition_penalty is None else {"repetition_penalty": args.repetition_penalty}
+    return {"prompts": prompts, "generations": generate(model, prompts, max_new_tokens=args.max_new_tokens, **kw)}
 
 
 def cmd_compare(args) -> dict:

@@ -84,7 +84,10 @@ def test_train_eval_generate_end_to_end_on_a_tiny_model(tmp_path, capsys):
     assert ev["base"]["accuracy"] < 1.0  # a random model does not answer both; the saved intervention does
 
     gen = ["generate", "--model", model, "--prompt", "say red now", "--prompt", "say blue now"]
-    assert main([*gen, "--load", str(tmp_path / "run"), "--max-new-tokens", "1", "--json"]) == 0
+    assert (
+        main([*gen, "--load", str(tmp_path / "run"), "--max-new-tokens", "1", "--repetition-penalty", "1.0", "--json"])
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert [g.strip() for g in out["generations"]] == ["green", "ok"]
     assert main([*gen, "--max-new-tokens", "1", "--json"]) == 0
