@@ -7,7 +7,7 @@ import torch
 
 from interp import Rotation, Site
 from interp.causal import Pairs
-from interp.das import fit_das, iia, neuron_aligned, task_accuracy
+from interp.das import DASConfig, fit_das, iia, neuron_aligned, task_accuracy
 from interp.inputs import InputError
 from interp.tasks import capitals, gender, ioi_position
 from interp.tasks import hierarchical_equality as he
@@ -32,6 +32,21 @@ def test_equality_mlp_learns_and_das_beats_neurons(one_thread):
                   batch_size=256, lr=1e-2, eval_every=100, patience=0, progress=False)  # fmt: skip
     neurons = iia(mlp, test, at=he.FIRST_HIDDEN, via=neuron_aligned(16, (8, 8)))
     assert das.iia_test > 0.7 and das.iia_test > neurons + 0.1, (das.iia_test, neurons)
+
+
+@pytest.mark.slow
+def test_equality_das_reaches_the_published_iia(one_thread):
+    """Issue 3's claim at full scale (the CLI defaults, ~80 s): MLP accuracy 1.00, DAS IIA >= 0.95 on 10,000
+    held-out counterfactuals. Seed 0 is the default; other MLP seeds find less separable solutions (NOTES)."""
+    mlp, acc = he.train_equality_mlp(seed=0)
+    assert acc >= 0.999, acc
+    train, test = he.equality_pairs(mlp, n=20_000, seed=1).split(0.5, seed=0)
+    assert len(test) >= 10_000
+    cfg = DASConfig(steps=2000, batch_size=256, lr=5e-3, eval_every=250, patience=0, eval_batch_size=4096,
+                    progress=False)  # fmt: skip
+    das = fit_das(mlp, train, at=he.FIRST_HIDDEN, via=Rotation(16), splits=(8, 8), test=test, config=cfg)
+    neurons = iia(mlp, test, at=he.FIRST_HIDDEN, via=neuron_aligned(16, (8, 8)), batch_size=4096)
+    assert das.iia_test >= 0.95 and neurons < 0.85, (das.iia_test, neurons)
 
 
 def test_gemma_multi_token_label_fails_before_training(gemma):

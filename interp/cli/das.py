@@ -78,7 +78,7 @@ def setup(task: str, *, n: int | None, seed: int, model: str | None) -> TaskSetu
         return TaskSetup(
             mlp, train, test, {"hidden": he.FIRST_HIDDEN.pos}, list(range(he.N_LAYERS)), 0, "hidden", he.HIDDEN,
             component="module", basis="full", splits=(he.HIDDEN // 2, he.HIDDEN // 2),
-            config=dict(steps=1500, batch_size=256, lr=5e-3, eval_every=250, patience=3, eval_batch_size=4096),
+            config=dict(steps=2000, batch_size=256, lr=5e-3, eval_every=250, patience=0, eval_batch_size=4096),
             task_accuracy=acc, threads=1, causal=he.causal_model(),
         )  # fmt: skip
     import interp

@@ -81,6 +81,13 @@ class EqualityMLP(nn.Module):
             h = h[:, -logits_to_keep:]
         return CausalLMOutput(logits=self.head(h))  # (B, T', 2)
 
+    def classify(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Logits (..., 2) straight from concatenated entity vectors (..., 16): the training path."""
+        h = vectors
+        for layer in self.layers:
+            h = layer(h)
+        return self.head(h)
+
 
 def pack(w: int, x: int, y: int, z: int, n: int = N_ENTITIES) -> int:
     """One integer for the four entity ids (the MLP's single input token)."""
@@ -117,13 +124,18 @@ def _render(s: dict) -> list[int]:
 def train_equality_mlp(
     *,
     seed: int = 0,
-    steps: int = 6000,
-    batch_size: int = 256,
+    steps: int = 20_000,
+    batch_size: int = 512,
     lr: float = 3e-3,
     l1: float = 0.0,
     n_test: int = 10_000,
 ) -> tuple[LM, float]:
-    """Train the MLP on fresh balanced samples; returns the wrapped model and its held-out accuracy.
+    """Train the MLP on fresh random entity vectors; returns the wrapped model and its held-out accuracy.
+
+    Each training example draws new uniform [-1, 1]^4 vectors (as in Geiger et al. 2023 and pyvene's tutorial),
+    with each equality true half the time, so the network must learn equality itself. The default length
+    (10M examples, about 40 s on one CPU thread) reaches accuracy 1.0000 for seeds 0-3; 1.5M examples (the old
+    default) left it at 0.999. Accuracy is measured through the LM path, on entities from the model's pool.
 
     Example:
         >>> mlp, acc = train_equality_mlp(seed=0)
@@ -132,23 +144,20 @@ def train_equality_mlp(
     """
     net = EqualityMLP(seed=seed)
     g = torch.Generator().manual_seed(seed)
-    n = net.n_entities
 
-    def batch(size):  # vectorised sample(): each equality holds half the time; O = (W == X) == (Y == Z)
-        w, y = torch.randint(n, (2, size), generator=g)
-        same = torch.rand(2, size, generator=g) < 0.5
-        x = torch.where(same[0], w, (w + torch.randint(1, n, (size,), generator=g)) % n)
-        z = torch.where(same[1], y, (y + torch.randint(1, n, (size,), generator=g)) % n)
-        ids = ((w * n + x) * n + y) * n + z
-        return ids[:, None], ((w == x) == (y == z)).long()
+    def batch(size):  # (size, 16) vectors w|x|y|z and labels O = (w == x) == (y == z)
+        w, x, y, z = torch.rand(4, size, ENTITY_DIM, generator=g) * 2 - 1
+        same = torch.rand(2, size, 1, generator=g) < 0.5
+        x, z = torch.where(same[0], w, x), torch.where(same[1], y, z)
+        return torch.cat([w, x, y, z], -1), (same[0, :, 0] == same[1, :, 0]).long()
 
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         for _ in range(steps):
-            ids, ys = batch(batch_size)
-            loss = nn.functional.cross_entropy(net(ids).logits[:, 0], ys)
+            vectors, ys = batch(batch_size)
+            loss = nn.functional.cross_entropy(net.classify(vectors), ys)
             if l1:  # sparse input weights: each first-layer unit tends to read fewer entities
                 loss = loss + l1 * net.layers[0][0].weight.abs().sum()
             opt.zero_grad()
@@ -156,7 +165,10 @@ def train_equality_mlp(
             opt.step()
             sched.step()
     net.eval()
-    ids, ys = batch(n_test)
+    rng = random.Random(seed + 10_000)
+    settings = [sample(rng, net.n_entities) for _ in range(n_test)]
+    ids = torch.tensor([[pack(s["W"], s["X"], s["Y"], s["Z"], net.n_entities)] for s in settings])
+    ys = torch.tensor([int((s["W"] == s["X"]) == (s["Y"] == s["Z"])) for s in settings])
     with torch.no_grad():
         acc = float((net(ids).logits[:, 0].argmax(-1) == ys).float().mean())
     return LM(net), acc
