@@ -14,6 +14,23 @@ import sys
 COMMANDS = ("patch", "das", "sweep")  # modules of interp.cli, one per subcommand
 
 
+def output_files(out, stem: str, overwrite: bool):
+    """``(png, json)`` paths for a command's results in ``out``, refusing to replace earlier ones unasked.
+
+    Example:
+        >>> png, js = output_files("results/demo", "patch_ioi", overwrite=True)
+        >>> png.name, js.name
+        ('patch_ioi.png', 'patch_ioi.json')
+    """
+    from pathlib import Path
+
+    png, js = Path(out) / f"{stem}.png", Path(out) / f"{stem}.json"
+    existing = [str(f) for f in (png, js) if f.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{', '.join(existing)} already exist; pass --overwrite or choose another --out")
+    return png, js
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="interp", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)

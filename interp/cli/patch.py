@@ -42,14 +42,12 @@ def parse_layers(text: str, n_layers: int) -> list[int]:
 def run(args) -> dict:
     import interp
     from interp import viz
+    from interp.cli import output_files
     from interp.patching import patch_grid
     from interp.tasks import IOI_POSITIONS, ioi_pairs
 
     out = Path(args.out)
-    png, js = out / f"patch_{args.task}.png", out / f"patch_{args.task}.json"
-    existing = [str(f) for f in (png, js) if f.exists()]
-    if existing and not args.overwrite:
-        raise FileExistsError(f"{', '.join(existing)} already exist; pass --overwrite or choose another --out")
+    png, js = output_files(out, f"patch_{args.task}", args.overwrite)
     if args.n < 1:
         raise ValueError(f"--n {args.n}: expected at least 1 pair")
     lm = interp.load(args.model)

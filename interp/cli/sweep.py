@@ -40,13 +40,11 @@ def add_parser(sub):
 
 def run(args) -> dict:
     from interp import viz
+    from interp.cli import output_files
     from interp.das import sweep_das
 
     out = Path(args.out)
-    png, js = out / f"sweep_{args.task}.png", out / f"sweep_{args.task}.json"
-    existing = [str(f) for f in (png, js) if f.exists()]
-    if existing and not args.overwrite:
-        raise FileExistsError(f"{', '.join(existing)} already exist; pass --overwrite or choose another --out")
+    png, js = output_files(out, f"sweep_{args.task}", args.overwrite)
     t0 = time.time()
     ts = setup(args.task, n=args.n, seed=args.seed, model=args.model)
     n_layers = ts.lm.n_layers
