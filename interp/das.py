@@ -15,12 +15,14 @@ counterfactual label: cross-entropy on ``logits(base | R-subspace <- source)``. 
 consecutive blocks of rows are aligned to them, each fed by its own source. IIA is the fraction of held-out
 pairs whose intervened argmax is the counterfactual label.
 
-The model is frozen, so source activations are collected once (no grad; the run stops at the site) and each
-step runs only the base rows, with logits at the last token and a backward that stops at the site.
+The model is frozen, so source activations are collected once (no grad; the run stops at the site), and so is
+the base rows' residual stream entering the site's layer (:mod:`interp.replay`): each step runs only the layers
+from the site up, with logits at the last token and a backward that stops at the site.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from collections.abc import Sequence
@@ -37,6 +39,7 @@ from .dii import collect, intervene
 from .inputs import InputError, encode, token_ids
 from .interventions import Intervention
 from .positions import Position, PositionError, last
+from .replay import PrefixCache
 from .sites import Site
 from .subspace import Basis, BasisError, Boundless, Coordinate, LowRankRotation, edit
 
@@ -248,6 +251,10 @@ def das_loss(lm, base, sources: torch.Tensor, labels: torch.Tensor, *, at: Site,
     return F.cross_entropy(logits.float(), labels)
 
 
+def _replaying(prefix: PrefixCache | None, lm, idx, batch):
+    return prefix.replay(lm, idx, batch) if prefix is not None else contextlib.nullcontext()
+
+
 def _predict(logits: torch.Tensor, candidates: torch.Tensor | None) -> torch.Tensor:
     if candidates is None:
         return logits.argmax(-1)
@@ -266,6 +273,7 @@ def iia(
     at: Site,
     via: Basis | Intervention,
     sources: torch.Tensor | None = None,
+    prefix: PrefixCache | None = None,
     batch_size: int = 128,
 ) -> float:
     """Interchange intervention accuracy: the fraction of pairs whose intervened prediction is the label.
@@ -274,7 +282,8 @@ def iia(
         >>> iia(lm, test, at=das.site, via=das.intervention)
         0.97
 
-    Predictions are the argmax over the whole vocabulary, or over ``pairs.candidates`` when set.
+    Predictions are the argmax over the whole vocabulary, or over ``pairs.candidates`` when set. ``sources``
+    and ``prefix`` (:class:`interp.replay.PrefixCache` of ``pairs.base``) reuse cached activations.
     """
     pairs = _check_pairs(pairs)
     iv = via if isinstance(via, Intervention) else Alignment(via)
@@ -284,7 +293,9 @@ def iia(
     cand = _candidate_ids(lm, pairs)
     hits = 0
     for sl in _chunks(len(pairs), batch_size):
-        logits = das_logits(lm, rows(lm, pairs.base[sl]), sources[sl], at=at, via=iv)
+        batch = rows(lm, pairs.base[sl])
+        with _replaying(prefix, lm, range(sl.start, sl.stop), batch):
+            logits = das_logits(lm, batch, sources[sl], at=at, via=iv)
         hits += int((_predict(logits, cand) == labels[sl]).sum())
     return hits / len(pairs)
 
@@ -458,6 +469,11 @@ def fit_das(
 
     src = collect_sources(lm, pairs, [at], batch_size=cfg.eval_batch_size)[0]  # (N, k, w * n_vars), no grad
     val_src = collect_sources(lm, held_out, [at], batch_size=cfg.eval_batch_size)[0] if held_out else None
+    prefix = val_prefix = None
+    if PrefixCache.applies(lm, at):  # the frozen layers below the site run once per prompt, not once per step
+        prefix = PrefixCache.collect(lm, pairs.base, layer=at.layer, batch_size=cfg.eval_batch_size)
+        if held_out is not None:
+            val_prefix = PrefixCache.collect(lm, held_out.base, layer=at.layer, batch_size=cfg.eval_batch_size)
 
     rot = [p for n, p in basis.named_parameters() if n != "boundary"]
     groups = [{"params": rot, "lr": cfg.lr}]
@@ -484,7 +500,8 @@ def fit_das(
             order += more
         idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
         base = rows(lm, [pairs.base[i] for i in idx])
-        loss = das_loss(lm, base, src[idx], labels[idx], at=at, via=iv)
+        with _replaying(prefix, lm, idx, base):
+            loss = das_loss(lm, base, src[idx], labels[idx], at=at, via=iv)
         if isinstance(basis, Boundless) and cfg.boundary_weight:
             loss = loss + cfg.boundary_weight * basis.boundary.clamp(0, 1)
         opt.zero_grad(set_to_none=True)
@@ -494,7 +511,9 @@ def fit_das(
         record = {"step": step + 1, "loss": loss.item(), "lr": sched.get_last_lr()[0]}
         last_step = step + 1 == cfg.steps
         if held_out is not None and ((step + 1) % cfg.eval_every == 0 or last_step):
-            score = iia(lm, held_out, at=at, via=iv, sources=val_src, batch_size=cfg.eval_batch_size)
+            score = iia(
+                lm, held_out, at=at, via=iv, sources=val_src, prefix=val_prefix, batch_size=cfg.eval_batch_size
+            )
             record["val_iia"] = score
             if score > best[0]:
                 best = (score, {k: v.detach().clone() for k, v in basis.state_dict().items()}, step + 1)
@@ -522,7 +541,7 @@ def fit_das(
         fingerprint=lm.spec.fingerprint(),
         lm=lm,
     )
-    result.iia_train = iia(lm, pairs, at=at, via=iv, sources=src, batch_size=cfg.eval_batch_size)
+    result.iia_train = iia(lm, pairs, at=at, via=iv, sources=src, prefix=prefix, batch_size=cfg.eval_batch_size)
     if test is not None:
         result.iia_test = iia(lm, test, at=at, via=iv, batch_size=cfg.eval_batch_size)
     return result

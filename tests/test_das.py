@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
 import torch
-from conftest import tiny_lm
+from conftest import ARCHS, tiny_lm
 from torch.nn import functional as F
 
 from interp import Boundless, LowRankRotation, Site, at, interchange, last
@@ -16,6 +17,7 @@ from interp.das import (
     DASConfig,
     DASError,
     DASResult,
+    collect_rows,
     collect_sources,
     das_loss,
     fit_das,
@@ -27,6 +29,7 @@ from interp.das import (
 from interp.inputs import InputError
 from interp.positions import PositionError
 from interp.probe import fit_probe, probe_sweep
+from interp.replay import PrefixCache, _Replay
 from interp.subspace import BasisError
 
 
@@ -146,6 +149,39 @@ def test_step_equals_unoptimised_path():
     ref.backward()
     torch.testing.assert_close(loss, ref, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(g_fast, R.proj.parametrizations.weight.original.grad, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("component", ["resid_pre", "attn_out", "resid_post"])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_prefix_replay_equals_the_full_run(arch, component):
+    """Replaying the cached stream below the site gives the loss and gradient of running every layer, under left
+    padding and in any row order, and puts the real layers back afterwards."""
+    lm = tiny_lm(arch)
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(3, 97, (n,), generator=g).tolist() for n in (5, 7, 4, 7, 6)]
+    site = Site(component, 1, last())
+    R = LowRankRotation(32, 2)
+    idx = [3, 0, 2]  # a minibatch drawn out of order, padded to its own length
+    base = rows(lm, [prompts[i] for i in idx])
+    src = collect_rows(lm, prompts[1:4], [site])  # sources of another length and padding
+    labels = torch.tensor([5, 6, 7])
+
+    def loss_and_grad(replay):
+        R.zero_grad()
+        with replay:
+            loss = das_loss(lm, base, src[0], labels, at=site, via=Alignment(R))
+        loss.backward()
+        return loss.detach(), R.proj.parametrizations.weight.original.grad.clone()
+
+    full = loss_and_grad(contextlib.nullcontext())
+    cache = PrefixCache.collect(lm, prompts, layer=1, batch_size=2)  # collected under other padding
+    fast = loss_and_grad(cache.replay(lm, idx, base))
+    torch.testing.assert_close(fast[0], full[0], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(fast[1], full[1], atol=1e-6, rtol=1e-4)
+    assert not any(isinstance(m, _Replay) for m in lm.hf.modules())
+    with pytest.raises(ValueError, match="not the ones"):
+        with cache.replay(lm, [4, 0, 2], base):  # prompt 4 has 6 tokens, prompt 3 has 7
+            pass
 
 
 def test_boundless_and_multi_variable_alignment():

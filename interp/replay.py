@@ -1,0 +1,99 @@
+"""Skip the frozen layers below a site: replay the residual stream they produced instead of recomputing it.
+
+Example:
+    >>> cache = PrefixCache.collect(lm, train.base, layer=10)   # what enters layer 10, per prompt, no grad
+    >>> batch = rows(lm, [train.base[i] for i in idx])
+    >>> with cache.replay(lm, idx, batch):                      # layers 0..9 return the cached stream
+    ...     loss = das_loss(lm, batch, src[idx], labels[idx], at=Site("resid_post", 10, last()), via=iv)
+
+The model is frozen and a training step only edits layer ``L`` or above, so the stream entering layer ``L``
+is the same every time a prompt comes round. DAS fits revisit each base prompt many times; caching that stream
+once and standing in for layers ``0..L-1`` with a module that returns it cuts each step's forward by ``L`` layers.
+Attention masks keep padding out of every real token, so results equal the full run up to float rounding
+(``tests/test_das.py``). Decoder layers must take the stream as their first argument and return a tensor
+(every architecture in :data:`interp.sites.ARCHITECTURES` does under transformers 5).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import sites as _sites
+from ._trace import Batch, Op, run
+
+
+class _Replay(nn.Module):
+    """Stands in for a skipped decoder layer: passes the stream on, or (the last one) returns the cache."""
+
+    def __init__(self, value: torch.Tensor | None = None):
+        super().__init__()
+        self.value = value
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return hidden_states if self.value is None else self.value
+
+
+@dataclass
+class PrefixCache:
+    """The residual stream entering ``layer`` for each of a list of inputs: one (T_i, d) tensor per input."""
+
+    layer: int
+    streams: list[torch.Tensor]
+
+    @staticmethod
+    def applies(lm, site: _sites.Site) -> bool:
+        """True when ``site`` sits in a decoder layer above the first of an architecture in the site table."""
+        return (
+            site.component != "module"
+            and isinstance(site.layer, int)
+            and site.layer >= 1
+            and lm.spec.architecture in _sites.ARCHITECTURES
+        )
+
+    @classmethod
+    @torch.no_grad()
+    def collect(cls, lm, inputs: Sequence, *, layer: int, batch_size: int = 128) -> PrefixCache:
+        """Run ``inputs`` up to ``layer`` (the run stops there) and keep each one's real tokens."""
+        from .das import rows  # das builds its batches with rows(); the cache must see the same tokens
+
+        target = _sites.resolve(lm, _sites.Site("resid_pre", layer))
+        streams: list[torch.Tensor] = []
+        for a in range(0, len(inputs), batch_size):
+            batch = rows(lm, inputs[a : a + batch_size])
+            B, T = batch.input_ids.shape
+            pos = torch.arange(T, device=batch.input_ids.device).expand(B, T)
+            (h,), _ = run(lm, batch, [Op(_sites.Site("resid_pre", layer), target, pos, read=True)])  # (B, T, d)
+            real = batch.attention_mask.bool()
+            streams += [h[i, real[i]].detach() for i in range(B)]
+        return cls(layer, streams)
+
+    def stream(self, idx: Sequence[int], batch: Batch) -> torch.Tensor:
+        """The cached streams of ``idx`` laid out like ``batch`` (padding slots zero): (B, T, d)."""
+        real = batch.attention_mask.bool()
+        lengths = real.sum(-1).tolist()
+        got = [self.streams[i] for i in idx]
+        if [len(g) for g in got] != lengths:
+            raise ValueError("the batch's prompts are not the ones this cache was collected on (token counts differ)")
+        out = got[0].new_zeros(*batch.input_ids.shape, got[0].shape[-1])
+        out[real] = torch.cat(got)
+        return out
+
+    @contextlib.contextmanager
+    def replay(self, lm, idx: Sequence[int], batch: Batch):
+        """Within the block, a forward of ``batch`` skips layers ``0..layer-1`` and starts from the cache."""
+        _sites.execution_order(lm)  # computed (and cached) with the real layers before any is swapped out
+        layers = lm.hf.get_submodule(_sites.architecture(lm).layers)
+        kept = [layers[i] for i in range(self.layer)]
+        value = self.stream(idx, batch)
+        try:
+            for i in range(self.layer):
+                layers[i] = _Replay(value if i == self.layer - 1 else None)
+            yield
+        finally:
+            for i, module in enumerate(kept):
+                layers[i] = module
