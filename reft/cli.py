@@ -360,4 +360,18 @@ def cmd_compare(args) -> dict:
         results[m] = {k: r[k] for k in keep if k in r}
         print(f"{m}: {results[m]}", file=sys.stderr)
     results = {m: results[m] for m in methods}
-    return {"task": args.task or args.data, "steps": steps, "methods": results}
+    return {"task": args.task or args.data, "steps": steps, "methods": results, "frozen": _frozen(args)}
+
+
+def _frozen(args) -> dict:
+    """The frozen model on the same held-out examples: the floor every method starts from."""
+    import interp
+
+    from .train import evaluate
+
+    data = _data(args)
+    if not data.test:
+        return {}
+    config = _config(args, _defaults(args), "loreft")  # the evaluation every method's `reft train` runs
+    r = evaluate(interp.load(args.model), data.test, label_words=data.label_words, config=config)
+    return {"accuracy": r["accuracy"], "eval_loss": r["loss"]}

@@ -96,3 +96,10 @@ def test_train_eval_generate_end_to_end_on_a_tiny_model(tmp_path, capsys):
     # a second train into the same --out without --overwrite is refused, with the path in the message
     assert main([*train, "--out", str(tmp_path / "run")]) == 2
     assert "run" in capsys.readouterr().err
+
+    # compare: the same training in a child process, and the frozen model's score on the same held-out rows
+    compare = ["compare", *common, "--layers", "1", "--positions", "l1", "--rank", "4", "--steps", "60"]
+    assert main([*compare, "--lr", "5e-2", "--methods", "loreft"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    assert table["methods"]["loreft"]["accuracy"] == 1.0
+    assert table["frozen"]["accuracy"] == ev["base"]["accuracy"]
