@@ -26,3 +26,11 @@ def test_readme_block_runs(i, tmp_path):
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     print(r.stdout)
+
+
+def test_linked_results_exist():
+    """Every figure or JSON the README links to is committed, so a reader sees it without running anything."""
+    links = re.findall(r"\]\(((?:results|notebooks)/[^)]+)\)", README.read_text())
+    assert links, "README links no results"
+    missing = [p for p in links if not (README.parent / p).exists()]
+    assert not missing, f"README links to missing files: {missing}"

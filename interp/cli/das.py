@@ -1,7 +1,7 @@
 """``interp das``: fit one DAS alignment on a built-in task and report task accuracy and IIA.
 
 Example:
-    interp das --task gender --layer 10 --position last --rank 1 --json
+    interp das --task gender --layer 14 --position last --rank 1 --json
     interp das --task hierarchical-equality --json          # trains the MLP first (about a minute)
     interp das --task ioi --layer 9 --save runs/ioi-l9      # safetensors + JSON, reusable in DII
 
@@ -88,8 +88,9 @@ def setup(task: str, *, n: int | None, seed: int, model: str | None) -> TaskSetu
     if task == "gender":
         from interp.tasks.gender import GENDER_POSITIONS, causal_model, gender_pairs
 
-        # layer 10 / last: rank-1 IIA 1.00 on 128 held-out pairs at 80 steps (layer 6 / last: probe 1.00, IIA 0.19)
-        pairs, positions, layer, pos, rank = gender_pairs(lm, n=n, seed=seed), GENDER_POSITIONS, 10, "last", 1
+        # layer 14 / last: rank-1 DAS and whole-vector patching both move G there (notebook 03). At layer 10 / last
+        # rank-1 DAS reaches 1.00 but patching the whole vector 0.00: a direction that acts, not where G is kept
+        pairs, positions, layer, pos, rank = gender_pairs(lm, n=n, seed=seed), GENDER_POSITIONS, 14, "last", 1
         config = dict(steps=80, batch_size=32, lr=2e-2, eval_every=40, patience=0)
         causal = causal_model()
     elif task == "ioi":
