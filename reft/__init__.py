@@ -18,6 +18,7 @@ from interp.positions import first, last
 from .bridge import as_basis, init_basis, principal_angles
 from .data import Example, as_examples
 from .generate import generate, generate_ids
+from .head import ClassifierHead
 from .interventions import (
     KINDS,
     ConsReFT,
@@ -47,6 +48,7 @@ __all__ = [
     "make",
     "ReftError",
     "ReftModel",
+    "ClassifierHead",
     "attach",
     "at_layers",
     "applied",

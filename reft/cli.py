@@ -43,6 +43,10 @@ def _add_common(p, *, training: bool):
         p.add_argument("--positions", default=None, help="prompt positions, e.g. 'f1+l1' or 'f7+l7'")
         p.add_argument("--rank", type=int, default=None)
         p.add_argument("--untied", action="store_true", help="separate weights for prefix and suffix positions")
+        p.add_argument(
+            "--head", action="store_true", help="classification with ReFT: train a linear head (started from the "
+            "label words' unembedding rows) with the interventions instead of scoring the label words"
+        )  # fmt: skip
         p.add_argument("--steps", type=int, default=None, help="optimizer steps")
         p.add_argument("--lr", type=float, default=None)
         p.add_argument("--grad-accum", type=int, default=1)
@@ -185,6 +189,7 @@ def cmd_train(args) -> dict:
 
     from . import tasks as _tasks
     from .generate import generate
+    from .head import ClassifierHead
     from .io import save
     from .model import at_layers, attach
     from .train import evaluate, train_reft
@@ -195,6 +200,11 @@ def cmd_train(args) -> dict:
     defaults = _defaults(args)
     data = _data(args)
     config = _config(args, defaults, method)  # validates before the model loads
+    if args.head and (method in BASELINES or not data.label_words):
+        raise ReftError(
+            f"--head trains a classifier head with a ReFT method; got --method {method} "
+            f"{'with' if data.label_words else 'and no'} label words (use --label-words or --task sentiment)"
+        )
     lm = interp.load(args.model)
     base_params = sum(p.numel() for p in lm.hf.parameters())
     out = {"task": args.task or args.data, "method": method, "steps": config.steps}
@@ -216,8 +226,9 @@ def cmd_train(args) -> dict:
         layers = _pick(args, "layers", defaults, str(lm.n_layers // 2))
         positions = _pick(args, "positions", defaults, "f1+l1")
         rank = _pick(args, "rank", defaults, 4)
-        rlm = attach(lm, at_layers(lm, layers, pos=positions, kind=method, rank=rank), tied=not args.untied)
-        out.update(layers=str(layers), positions=positions, rank=rank, tied=not args.untied)
+        head = ClassifierHead.from_label_words(lm, data.label_words) if args.head else None
+        rlm = attach(lm, at_layers(lm, layers, pos=positions, kind=method, rank=rank), tied=not args.untied, head=head)
+        out.update(layers=str(layers), positions=positions, rank=rank, tied=not args.untied, head=args.head)
         hist = train_reft(rlm, data.train, config, label_words=data.label_words)
         n = rlm.trainable_params
         metrics = evaluate(rlm, data.test, label_words=data.label_words, config=config) if data.test else {}
@@ -333,6 +344,8 @@ def cmd_compare(args) -> dict:
                 cmd += [f"--{flag.replace('_', '-')}", str(v)]
         if args.untied:
             cmd.append("--untied")
+        if args.head and m not in BASELINES:  # LoRA/DoRA score the label words through the tuned model
+            cmd.append("--head")
         commands[m] = cmd
     keep = (
         "accuracy",

@@ -73,6 +73,8 @@ def as_examples(data, *, label_words: dict | list | None = None) -> list[Example
                 )
             key = _label_key(label, words, i)
             response, label = words[key], key
+            if isinstance(response, int):  # a label given as a token id (models without a tokenizer)
+                response = (response,)
         else:
             response = None
         if prompt is None or (isinstance(prompt, str) and not prompt.strip()) or len(prompt) == 0:

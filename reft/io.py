@@ -6,7 +6,8 @@ Example:
 
 ``config.json`` records the model fingerprint (architecture, d_model, n_layers), ``tied``, and per placement
 the site, the positions (their repr, e.g. ``first(1)+last()``), the part and the intervention's class and
-constructor arguments. Weights are the interventions' state dicts; a reload is bit-identical.
+constructor arguments, and the classifier head's size if there is one. Weights are the interventions' (and the
+head's) state dicts; a reload is bit-identical.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from interp.sites import Site
 
 from . import positions as _pos
 from .interventions import REGISTRY, ReftError
-from .model import Placement, ReftModel, to_model
+from .model import Placement, ReftModel, check_head, to_model
 
 FORMAT = "reft-interventions/1"
 _DTYPES = {str(d): d for d in (torch.float32, torch.float16, torch.bfloat16, torch.float64)}
@@ -56,8 +57,11 @@ def save(rlm: ReftModel, path: str | os.PathLike, *, overwrite: bool = False) ->
         "dtype": str(rlm.lm.dtype),
         "interventions": [{"class": type(iv).__name__, "config": iv.config()} for iv in rlm.interventions],
         "placements": placements,
+        "head": None if rlm.head is None else {"d_model": rlm.head.in_features, "n_labels": rlm.head.out_features},
     }
     tensors = {f"{i}.{k}": v for i, iv in enumerate(rlm.interventions) for k, v in _compact_state(iv).items()}
+    if rlm.head is not None:
+        tensors.update({f"head.{k}": v.detach().contiguous().cpu() for k, v in rlm.head.state_dict().items()})
     tmp = path.with_name(path.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -113,10 +117,17 @@ def load(lm, path: str | os.PathLike) -> ReftModel:
         placements.append(Placement(site, target, iv, p["part"]))
     for iv in ivs:
         to_model(iv, lm)
+    head = None
+    if config.get("head"):
+        from .head import ClassifierHead
+
+        head = ClassifierHead(config["head"]["d_model"], config["head"]["n_labels"])
+        head.load_state_dict({k[len("head.") :]: v for k, v in weights.items() if k.startswith("head.")})
+        check_head(head, lm)
+        to_model(head, lm)
     for p in lm.hf.parameters():
         p.requires_grad_(False)
-    rlm = ReftModel(lm, placements, tied=config["tied"])
-    return rlm
+    return ReftModel(lm, placements, tied=config["tied"], head=head)
 
 
 _ORIGINAL = "parametrizations.weight.original"

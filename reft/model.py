@@ -44,9 +44,10 @@ class Placement:
 class ReftModel(nn.Module):
     """A frozen :class:`interp.LM` plus trainable interventions at prompt positions (see :func:`attach`)."""
 
-    def __init__(self, lm, placements: list[Placement], *, tied: bool):
+    def __init__(self, lm, placements: list[Placement], *, tied: bool, head: nn.Module | None = None):
         super().__init__()
         self.lm = lm
+        self.head = head  # a reft.ClassifierHead, or None: classify by scoring label words
         self.placements = placements
         self.tied = tied
         unique: list[ReftIntervention] = []
@@ -57,7 +58,12 @@ class ReftModel(nn.Module):
 
     @property
     def trainable_params(self) -> int:
-        return sum(p.numel() for p in self.interventions.parameters() if p.requires_grad)
+        return sum(p.numel() for p in self.trainable_parameters())
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The interventions' parameters, then the head's (if any): what training updates."""
+        params = list(self.interventions.parameters()) + (list(self.head.parameters()) if self.head is not None else [])
+        return [p for p in params if p.requires_grad]
 
     def __repr__(self):
         rows = []
@@ -65,6 +71,9 @@ class ReftModel(nn.Module):
             part = "" if p.part is None else f" part {p.part}"
             iv = p.intervention
             rows.append(f"  {p.site!r}{part}: {type(iv).__name__}(d_model={iv.d_model}, rank={iv.rank})")
+        if self.head is not None:
+            h = self.head
+            rows.append(f"  head: {type(h).__name__}(d_model={h.in_features}, n_labels={h.out_features})")
         return f"ReftModel({self.lm!r}, tied={self.tied},\n" + "\n".join(rows) + "\n)"
 
     @contextmanager
@@ -80,8 +89,13 @@ class ReftModel(nn.Module):
             yield
 
     def logits(self, rb) -> torch.Tensor:
-        """Logits (B, k, V) of a :class:`reft.data.ReftBatch` at its ``pred_at`` columns, with the edit applied."""
-        return forward_logits(self.lm, rb.batch, rb.pred_at, [self] * len(rb), rb.starts, rb.lengths, rb.vocab)
+        """Logits (B, k, V) of a :class:`reft.data.ReftBatch` at its ``pred_at`` columns, with the edit applied
+        (with a head: (B, 1, n_labels) from the head)."""
+        if self.head is not None and rb.vocab is None:
+            raise ReftError("this ReftModel has a classifier head; give label_words= (one per class) to use it")
+        return forward_logits(
+            self.lm, rb.batch, rb.pred_at, [self] * len(rb), rb.starts, rb.lengths, rb.vocab, head=self.head
+        )
 
 
 def _rows_to_list(rlm, rows, B):
@@ -91,7 +105,9 @@ def _rows_to_list(rlm, rows, B):
     return out
 
 
-def attach(lm, interventions: dict[Site, ReftIntervention], *, tied: bool = True) -> ReftModel:
+def attach(
+    lm, interventions: dict[Site, ReftIntervention], *, tied: bool = True, head: nn.Module | None = None
+) -> ReftModel:
     """Put ReFT interventions on a frozen model: ``{Site: intervention}``; positions are prompt positions.
 
     Example:
@@ -102,6 +118,8 @@ def attach(lm, interventions: dict[Site, ReftIntervention], *, tied: bool = True
             One intervention object used at several sites shares its weights across them.
         tied: with ``tied=False`` each part of a site's positions (prefix, suffix) gets its own copy of the
             intervention; with ``tied=True`` one set of weights serves all of them.
+        head: a :class:`reft.ClassifierHead` trained with the interventions (classification); default: score
+            the label words.
 
     Interventions are moved to the model's device and dtype (an intervention in another dtype would silently
     upcast activations, or fail). Sites and widths are checked here, before any data is seen.
@@ -125,9 +143,21 @@ def attach(lm, interventions: dict[Site, ReftIntervention], *, tied: bool = True
         else:
             for j in range(n_parts):
                 placements.append(Placement(site, target, iv if j == 0 else copy.deepcopy(iv), part=j))
+    if head is not None:
+        check_head(head, lm)
+        to_model(head, lm)
     for p in lm.hf.parameters():
         p.requires_grad_(False)
-    return ReftModel(lm, placements, tied=tied)
+    return ReftModel(lm, placements, tied=tied, head=head)
+
+
+def check_head(head: nn.Module, lm) -> None:
+    """A head must be a linear map from the model's final hidden size to at least two classes."""
+    if not isinstance(head, nn.Linear) or head.in_features != lm.d_model:
+        raise ReftError(
+            f"head must be a reft.ClassifierHead(d_model={lm.d_model}, n_labels); got {head!r}; try "
+            "reft.ClassifierHead.from_label_words(lm, label_words)"
+        )
 
 
 def to_model(iv: ReftIntervention, lm) -> ReftIntervention:
@@ -252,17 +282,18 @@ def _register(lm, pl: Placement, rows, index, valid, once: bool):
     return module.register_forward_pre_hook(pre_hook, with_kwargs=True)
 
 
-def forward_logits(lm, batch, at: torch.Tensor, assignment, starts, lengths, vocab=None) -> torch.Tensor:
+def forward_logits(lm, batch, at: torch.Tensor, assignment, starts, lengths, vocab=None, head=None) -> torch.Tensor:
     """One forward of ``lm`` with the assigned interventions; logits (B, k, V) only at the (B, k) columns ``at``."""
     with applied(assignment, batch, starts, lengths):
-        return lm_logits(lm.hf, batch, at, vocab)
+        return lm_logits(lm.hf, batch, at, vocab, head)
 
 
-def lm_logits(hf, batch, at: torch.Tensor, vocab: torch.Tensor | None = None) -> torch.Tensor:
+def lm_logits(hf, batch, at: torch.Tensor, vocab: torch.Tensor | None = None, head=None) -> torch.Tensor:
     """Logits of a Hugging Face causal LM at the (B, k) columns ``at`` only: (B, k, V), or (B, k, len(vocab)).
 
     With ``vocab`` (token ids, e.g. label words) the unembedding multiplies only those rows, so a classifier
     never reads the 262k x d_model matrix; otherwise HF's ``logits_to_keep`` limits it to the needed columns.
+    A ``head`` (``nn.Linear``) replaces the label-word rows: (B, k, n_labels).
     """
     at = at.to(batch.input_ids.device)
     rows = torch.arange(at.shape[0], device=at.device)[:, None]
@@ -272,6 +303,8 @@ def lm_logits(hf, batch, at: torch.Tensor, vocab: torch.Tensor | None = None) ->
         return out.logits[rows, torch.searchsorted(cols, at)]  # (B, k) -> kept columns -> (B, k, V)
     decoder = getattr(hf, hf.base_model_prefix)
     hidden = decoder(**batch.forward_kwargs(), use_cache=False).last_hidden_state[rows, at]  # (B, k, d)
+    if head is not None:
+        return head(hidden.to(head.weight.dtype))  # (B, k, d) -> (B, k, n_labels)
     head = hf.get_output_embeddings()
     logits = hidden @ head.weight[vocab].T.to(hidden.dtype)  # (B, k, d) @ (d, L) -> (B, k, L)
     if getattr(head, "bias", None) is not None:

@@ -110,7 +110,13 @@ def train_reft(
         ev = prepare(lm, eval_examples, config, label_words=label_words)
         evaluate_fn = lambda: evaluate(rlm, ev, label_words=label_words, config=config)  # noqa: E731
     no_decay = {id(p) for iv in rlm.interventions for p in iv.no_decay_parameters()}
-    params = [p for p in rlm.interventions.parameters() if p.requires_grad]
+    if rlm.head is not None and (vocab is None or len(vocab) != rlm.head.out_features):
+        n = 0 if vocab is None else len(vocab)
+        raise ReftError(
+            f"the classifier head has {rlm.head.out_features} classes but {n} label words were given; "
+            "pass label_words= with one word (or name) per class"
+        )
+    params = rlm.trainable_parameters()
     groups = [
         {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0},
         {"params": [p for p in params if id(p) not in no_decay], "weight_decay": config.weight_decay},

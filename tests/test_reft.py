@@ -368,3 +368,32 @@ def test_serving_several_in_one_generate_equals_each_alone():
     for i, (row, c) in enumerate(zip(rows, choice)):
         alone, _ = reft.generate_ids(c or lm, torch.tensor([row]), max_new_tokens=5)
         assert torch.equal(together[i, T:], alone[0, len(row) :])
+
+
+def test_classifier_head_starts_as_label_words_learns_saves_and_reloads(tmp_path):
+    from reft.data import collate, tokenize
+    from reft.model import lm_logits
+
+    lm = _sharp_llama()
+    words = {0: 5, 1: 6, 2: 7}  # class names as token ids (the tiny model has no tokenizer)
+    g = torch.Generator().manual_seed(0)
+    data = [{"prompt": tuple(torch.randint(10, 97, (6,), generator=g).tolist()), "label": i % 3} for i in range(12)]
+    head = reft.ClassifierHead.from_label_words(lm, words)
+    rows = tokenize(lm, reft.as_examples(data, label_words=words), label_words=words)
+    rb = collate(lm, rows, torch.tensor([5, 6, 7]))
+    torch.testing.assert_close(  # before training the head is label-word scoring
+        lm_logits(lm.hf, rb.batch, rb.pred_at, rb.vocab, head), lm_logits(lm.hf, rb.batch, rb.pred_at, rb.vocab)
+    )
+    rlm = reft.attach(lm, {Site("resid_post", 1, last()): reft.LoReFT(32, 4)}, head=head)
+    assert rlm.trainable_params == 2 * 4 * 32 + 4 + 3 * 33
+    before = reft.evaluate(rlm, data, label_words=words)["accuracy"]
+    reft.train_reft(rlm, data, reft.TrainConfig(steps=80, lr=5e-2, batch_size=12, progress=False), label_words=words)
+    after = reft.evaluate(rlm, data, label_words=words)
+    assert after["accuracy"] == 1.0 > before  # arbitrary labels: the head learns what the words alone cannot say
+    reft.save(rlm, tmp_path / "run")
+    again = reft.load(lm, tmp_path / "run")
+    assert torch.equal(again.head.weight, rlm.head.weight) and torch.equal(again.logits(rb), rlm.logits(rb))
+    with pytest.raises(reft.ReftError, match="3 classes but 2 label words"):
+        reft.train_reft(rlm, data[:2], reft.TrainConfig(steps=1, progress=False), label_words={0: 5, 1: 6})
+    with pytest.raises(reft.ReftError, match="d_model=32"):
+        reft.attach(lm, {Site("resid_post", 1, last()): reft.LoReFT(32, 4)}, head=reft.ClassifierHead(16, 2))
