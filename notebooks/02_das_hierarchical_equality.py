@@ -131,7 +131,7 @@ save(fig, FIGURES / "02_hierarchical_equality.png")
 # ## What it says
 #
 # The learned rotation makes the MLP follow the causal model under interchange on nearly every held-out pair
-# (about 0.997 here; the paper reports 1.00), while swapping raw neurons 0-7 / 8-15 does not (about 0.78). The
+# (0.99-1.00 over our runs; the paper reports 1.00), while swapping raw neurons 0-7 / 8-15 does not (0.78). The
 # rows of R mix many neurons: the equalities are stored in a distributed way, not one per neuron.
 #
 # A caveat, measured with `interp das --task hierarchical-equality --seed S --json` (same recipe, other
