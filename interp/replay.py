@@ -77,8 +77,12 @@ class PrefixCache:
         real = batch.attention_mask.bool()
         lengths = real.sum(-1).tolist()
         got = [self.streams[i] for i in idx]
-        if [len(g) for g in got] != lengths:
-            raise ValueError("the batch's prompts are not the ones this cache was collected on (token counts differ)")
+        cached = [len(g) for g in got]
+        if cached != lengths:
+            raise ValueError(
+                f"the batch's prompts are not the ones this cache was collected on: rows {list(idx)} have "
+                f"{lengths} tokens in the batch but {cached} in the cache; collect the cache on the same inputs"
+            )
         out = got[0].new_zeros(*batch.input_ids.shape, got[0].shape[-1])
         out[real] = torch.cat(got)
         return out

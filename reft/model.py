@@ -47,7 +47,6 @@ class ReftModel(nn.Module):
     def __init__(self, lm, placements: list[Placement], *, tied: bool, head: nn.Module | None = None):
         super().__init__()
         self.lm = lm
-        self.head = head  # a reft.ClassifierHead, or None: classify by scoring label words
         self.placements = placements
         self.tied = tied
         unique: list[ReftIntervention] = []
@@ -55,15 +54,16 @@ class ReftModel(nn.Module):
             if not any(p.intervention is u for u in unique):
                 unique.append(p.intervention)
         self.interventions = nn.ModuleList(unique)
+        self.head = head  # a reft.ClassifierHead, or None: classify by scoring label words
 
     @property
     def trainable_params(self) -> int:
         return sum(p.numel() for p in self.trainable_parameters())
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """The interventions' parameters, then the head's (if any): what training updates."""
-        params = list(self.interventions.parameters()) + (list(self.head.parameters()) if self.head is not None else [])
-        return [p for p in params if p.requires_grad]
+        """The interventions' parameters, then the head's (if any): what training updates (the LM is not a
+        submodule, so its frozen weights never appear here)."""
+        return [p for p in self.parameters() if p.requires_grad]
 
     def __repr__(self):
         rows = []
