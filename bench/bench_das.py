@@ -27,9 +27,9 @@ from bench_dii import peak_mb, timed
 from torch.nn import functional as F
 
 import interp
-from interp import LowRankRotation, Site, collect, encode, last, token_ids
-from interp._reference import _hook
-from interp.das import Alignment, das_loss
+from interp import LowRankRotation, Site, collect, encode, interchange, last, token_ids
+from interp.das import Alignment
+from interp.metrics import das_loss
 from interp.replay import PrefixCache
 from interp.tasks import ioi_pairs
 
@@ -70,23 +70,9 @@ def main():
         opt.step()
         return loss
 
-    def naive_loss():
-        rows = torch.arange(len(base))[:, None]
-        last_b = torch.full_like(rows, base.input_ids.shape[1] - 1)  # left padding: the last token is at T-1
-        last_s = torch.full_like(rows, source.input_ids.shape[1] - 1)
-        store = {}
-        h = _hook(lm, site, lambda v: store.__setitem__("s", v[rows, last_s].detach().clone()))
-        with torch.no_grad():
-            lm.hf(**source.forward_kwargs())  # whole model, every logit
-        h.remove()
-
-        def patch(v):
-            return v.index_put((rows, last_b), iv(v[rows, last_b], store["s"]))
-
-        h = _hook(lm, site, patch)
-        logits = lm.hf(**base.forward_kwargs()).logits  # (B, T, V)
-        h.remove()
-        return F.cross_entropy(logits[:, -1], labels)
+    def naive_loss():  # the reference path: source through the whole model, every logit, no replay
+        out = interchange(lm, base, source, at=site, via=iv, grad=True, backend="hooks", full=True)
+        return F.cross_entropy(out.logits, labels)
 
     def naive_step():
         opt.zero_grad(set_to_none=True)

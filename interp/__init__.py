@@ -7,13 +7,19 @@ Example:
     >>> out = interchange(lm, base, source, at=Site("resid_post", 12, last()))
 """
 
+from .batches import DASError, check_positions, collect_rows, collect_sources, rows
+from .causal import CausalModel, Pairs
+from .das import Alignment, DASConfig, DASResult, fit_das, neuron_aligned
 from .dii import DIIResult, collect, interchange, intervene
+from .grid import Grid
 from .inputs import InputError, encode, token_ids
 from .interventions import Interchange, Intervention, Mean, Steer, Zero
+from .metrics import das_logits, das_loss, iia, label_ids, task_accuracy
 from .models import LM, ModelSpec, load
 from .positions import Position, PositionError, at, first, last, span, token
 from .sites import Site, SiteError
 from .subspace import Basis, BasisError, Boundless, Coordinate, LowRankRotation, Rotation
+from .sweep import sweep_das
 
 __all__ = [
     "LM",
@@ -46,5 +52,23 @@ __all__ = [
     "encode",
     "token_ids",
     "InputError",
+    "CausalModel",
+    "Pairs",
+    "DASConfig",
+    "DASResult",
+    "DASError",
+    "Alignment",
+    "fit_das",
+    "neuron_aligned",
+    "iia",
+    "task_accuracy",
+    "label_ids",
+    "das_logits",
+    "das_loss",
+    "sweep_das",
+    "Grid",
+    "rows",
+    "collect_rows",
+    "collect_sources",
+    "check_positions",
 ]
-from .das import CausalModel, DASConfig, DASResult, Pairs, fit_das, iia, sweep_das  # noqa: E402, F401  (issue 3)

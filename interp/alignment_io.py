@@ -26,7 +26,7 @@ _POSITIONS["token"] = _positions.token
 
 
 def save(result, path, *, overwrite: bool = False) -> Path:
-    from .das import DASError
+    from .batches import DASError
 
     path = Path(path)
     files = [path / "basis.safetensors", path / "das.json"]
@@ -55,7 +55,8 @@ def save(result, path, *, overwrite: bool = False) -> Path:
 
 
 def load(path, lm):
-    from .das import DASConfig, DASError, DASResult
+    from .batches import DASError
+    from .das import DASConfig, DASResult
 
     path = Path(path)
     files = [path / "basis.safetensors", path / "das.json"]

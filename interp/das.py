@@ -22,7 +22,6 @@ from the site up, with logits at the last token and a backward that stops at the
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 from collections.abc import Sequence
@@ -30,22 +29,16 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
-from torch.nn import functional as F
 
 from . import sites as _sites
-from ._trace import Batch, run
-from .causal import CausalModel, Pairs
-from .dii import collect, intervene
-from .inputs import InputError, encode, token_ids
+from .batches import DASError, _check_pairs, check_positions, collect_sources, rows
+from .causal import Pairs
+from .inputs import InputError
 from .interventions import Intervention
-from .positions import Position, PositionError, last
+from .metrics import _replaying, das_loss, iia, label_ids
 from .replay import PrefixCache
 from .sites import Site
 from .subspace import Basis, BasisError, Boundless, Coordinate, LowRankRotation, edit
-
-
-class DASError(ValueError):
-    """A DAS run that cannot start as asked (bad data, rank, site or saved file)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,178 +135,6 @@ class Alignment(Intervention):
 
     def check(self, width: int) -> None:
         self.via.check_width(width, "site's vectors")
-
-
-# ----------------------------------------------------------------------------------------------- data
-
-
-def rows(lm, items: Sequence) -> Batch:
-    """A left-padded :class:`Batch` from prompts (str) or token-id sequences (ints, lists or tensors)."""
-    items = list(items)
-    if items and isinstance(items[0], str):
-        return encode(lm, items)
-    if not items:
-        raise InputError("no inputs; expected at least one prompt or token-id sequence")
-    if isinstance(items[0], (list, tuple)) and len({len(x) for x in items}) == 1:  # equal lengths: no padding
-        ids = torch.tensor(items, dtype=torch.long)
-        return Batch(ids.to(lm.device), torch.ones_like(ids).to(lm.device))
-    seqs = [torch.as_tensor(x, dtype=torch.long).reshape(-1) for x in items]
-    T = max(len(s) for s in seqs)
-    ids = torch.zeros(len(seqs), T, dtype=torch.long)
-    mask = torch.zeros(len(seqs), T, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, T - len(s) :] = s
-        mask[i, T - len(s) :] = 1
-    return Batch(ids.to(lm.device), mask.to(lm.device))
-
-
-def label_ids(lm, labels: Sequence) -> torch.Tensor:
-    """Token ids (N,) of answer words (each must be one token) or ids; errors name the offending label."""
-    labels = list(labels)
-    if labels and isinstance(labels[0], str):
-        return token_ids(lm, labels)
-    ids = torch.as_tensor([int(x) for x in labels], dtype=torch.long)
-    vocab = lm.spec.vocab_size
-    bad = [int(i) for i in ids if not 0 <= i < vocab]
-    if bad:
-        raise InputError(f"label ids {bad[:5]} are outside the vocabulary [0, {vocab}); pass words or valid ids")
-    return ids.to(lm.device)
-
-
-def _check_pairs(pairs) -> Pairs:
-    if not isinstance(pairs, Pairs):
-        raise DASError(f"expected interp.causal.Pairs (from CounterfactualDataset.render); got {type(pairs).__name__}")
-    if len(pairs) == 0:
-        raise DASError("the dataset is empty; expected at least one counterfactual pair (check the sampler/filter)")
-    return pairs
-
-
-def _chunks(n: int, size: int):
-    for a in range(0, n, size):
-        yield slice(a, min(n, a + size))
-
-
-def collect_rows(lm, inputs: Sequence, sites: Sequence[Site], *, batch_size: int = 128) -> list[torch.Tensor]:
-    """Vectors at each site for all ``inputs``, in batches, without grad: a list of (N, k, w) tensors.
-
-    Example:
-        >>> h6, h9 = collect_rows(lm, prompts, [Site("resid_post", 6, last()), Site("resid_post", 9, last())])
-    """
-    per_site: list[list[torch.Tensor]] = [[] for _ in sites]
-    for sl in _chunks(len(inputs), batch_size):
-        for i, h in enumerate(collect(lm, rows(lm, inputs[sl]), at=list(sites))):
-            per_site[i].append(h)
-    return [torch.cat(p) for p in per_site]
-
-
-def collect_sources(lm, pairs: Pairs, sites: Sequence[Site], *, batch_size: int = 128) -> list[torch.Tensor]:
-    """Source vectors per site, variables side by side: a list of (N, k, w * n_variables) tensors, no grad.
-
-    Each source run stops after the last site, so caching costs less than one forward per source.
-    """
-    per_var = [collect_rows(lm, src, sites, batch_size=batch_size) for src in pairs.sources]  # [var][site]
-    return [torch.cat([v[i] for v in per_var], dim=-1) for i in range(len(sites))]
-
-
-def check_positions(lm, pairs: Pairs, site: Site) -> None:
-    """Raise PositionError before any forward pass if ``site.pos`` is undefined on some base or source."""
-    k = None
-    named = [("base", pairs.base)] + [(f"source of {v!r}", s) for v, s in zip(pairs.variables, pairs.sources)]
-    for name, items in named:
-        batch = rows(lm, items)
-        try:
-            pos = site.pos.resolve(batch.attention_mask, batch.input_ids, lm.tokenizer)
-        except PositionError as e:
-            raise PositionError(f"{site!r} on the {name} inputs: {e}") from None
-        if k is not None and pos.shape[1] != k:
-            raise PositionError(
-                f"{site!r} selects {k} token(s) on the base inputs but {pos.shape[1]} on the {name} inputs; "
-                "base and source must give the same number of positions"
-            )
-        k = pos.shape[1]
-
-
-# ----------------------------------------------------------------------------------------------- losses, IIA
-
-
-def das_logits(lm, base, sources: torch.Tensor, *, at: Site, via: Intervention, grad: bool = False) -> torch.Tensor:
-    """Logits (B, V) at the last token of ``base`` with the ``via`` interchange from cached ``sources``."""
-    return intervene(lm, base, at=at, via=via, sources=[sources], grad=grad).logits
-
-
-def das_loss(lm, base, sources: torch.Tensor, labels: torch.Tensor, *, at: Site, via: Intervention) -> torch.Tensor:
-    """Cross-entropy of the counterfactual labels under the interchange; differentiable in ``via``'s weights.
-
-    Example:
-        >>> loss = das_loss(lm, batch, src_cache[idx], labels[idx], at=site, via=Alignment(R)); loss.backward()
-    """
-    logits = das_logits(lm, base, sources, at=at, via=via, grad=True)
-    return F.cross_entropy(logits.float(), labels)
-
-
-def _replaying(prefix: PrefixCache | None, lm, idx, batch):
-    return prefix.replay(lm, idx, batch) if prefix is not None else contextlib.nullcontext()
-
-
-def _predict(logits: torch.Tensor, candidates: torch.Tensor | None) -> torch.Tensor:
-    if candidates is None:
-        return logits.argmax(-1)
-    return candidates[logits[:, candidates].argmax(-1)]
-
-
-def _candidate_ids(lm, pairs: Pairs) -> torch.Tensor | None:
-    return label_ids(lm, pairs.candidates) if pairs.candidates else None
-
-
-@torch.no_grad()
-def iia(
-    lm,
-    pairs: Pairs,
-    *,
-    at: Site,
-    via: Basis | Intervention,
-    sources: torch.Tensor | None = None,
-    prefix: PrefixCache | None = None,
-    batch_size: int = 128,
-) -> float:
-    """Interchange intervention accuracy: the fraction of pairs whose intervened prediction is the label.
-
-    Example:
-        >>> iia(lm, test, at=das.site, via=das.intervention)
-        0.97
-
-    Predictions are the argmax over the whole vocabulary, or over ``pairs.candidates`` when set. ``sources``
-    and ``prefix`` (:class:`interp.replay.PrefixCache` of ``pairs.base``) reuse cached activations.
-    """
-    pairs = _check_pairs(pairs)
-    iv = via if isinstance(via, Intervention) else Alignment(via)
-    if sources is None:
-        sources = collect_sources(lm, pairs, [at], batch_size=batch_size)[0]
-    labels = label_ids(lm, pairs.labels)
-    cand = _candidate_ids(lm, pairs)
-    hits = 0
-    for sl in _chunks(len(pairs), batch_size):
-        batch = rows(lm, pairs.base[sl])
-        with _replaying(prefix, lm, range(sl.start, sl.stop), batch):
-            logits = das_logits(lm, batch, sources[sl], at=at, via=iv)
-        hits += int((_predict(logits, cand) == labels[sl]).sum())
-    return hits / len(pairs)
-
-
-@torch.no_grad()
-def task_accuracy(lm, inputs: Sequence, answers: Sequence, *, candidates=None, batch_size: int = 128) -> float:
-    """Fraction of ``inputs`` on which the unintervened model predicts ``answers`` (argmax, or over candidates)."""
-    if len(inputs) == 0 or len(inputs) != len(answers):
-        raise InputError(f"got {len(inputs)} inputs and {len(answers)} answers; expected equally many, at least one")
-    want = label_ids(lm, answers)
-    cand = label_ids(lm, candidates) if candidates else None
-    hits = 0
-    for sl in _chunks(len(inputs), batch_size):
-        batch = rows(lm, inputs[sl])
-        read = last().resolve(batch.attention_mask)
-        _, logits = run(lm, batch, [], logits_at=read)
-        hits += int((_predict(logits[:, -1], cand) == want[sl]).sum())
-    return hits / len(inputs)
 
 
 # ----------------------------------------------------------------------------------------------- fitting
@@ -558,117 +379,4 @@ def neuron_aligned(width: int, splits: Sequence[int]) -> Alignment:
     return Alignment(Coordinate(width, range(sum(splits))), tuple(splits))
 
 
-__all__ = [
-    "CausalModel",
-    "Pairs",
-    "DASConfig",
-    "DASError",
-    "DASResult",
-    "Alignment",
-    "fit_das",
-    "iia",
-    "das_loss",
-    "task_accuracy",
-    "neuron_aligned",
-    "collect_sources",
-    "sweep_das",
-    "SweepResult",
-]
-
-
-# ----------------------------------------------------------------------------------------------- sweeps
-
-
-@dataclass
-class SweepResult:
-    """IIA of a DAS fit at every (rank, layer, position) of a grid.
-
-    Attributes:
-        iia: (n_ranks, n_layers, n_positions) test IIA (train IIA where no test set was given).
-        iia_train: the same grid on the training pairs.
-    """
-
-    layers: list[int]
-    positions: list[str]
-    ranks: list[int]
-    iia: torch.Tensor
-    iia_train: torch.Tensor
-    component: str = "resid_post"
-
-    def best(self) -> dict:
-        """The best cell: ``{"layer", "position", "rank", "iia"}``."""
-        flat = int(torch.nan_to_num(self.iia, nan=-1.0).argmax())
-        r, rest = divmod(flat, len(self.layers) * len(self.positions))
-        li, pi = divmod(rest, len(self.positions))
-        return {
-            "layer": self.layers[li],
-            "position": self.positions[pi],
-            "rank": self.ranks[r],
-            "iia": float(self.iia[r, li, pi]),
-        }
-
-    def plot(self, *, rank: int | None = None, ax=None, title: str | None = None):
-        """Heatmap of IIA over layers x positions at one rank (default: the first); returns the Axes."""
-        from .viz import plot_iia_grid
-
-        r = self.ranks.index(rank) if rank is not None else 0
-        title = title or f"DAS IIA, {self.component}, rank {self.ranks[r]}"
-        return plot_iia_grid(self.iia[r].numpy(), self.layers, self.positions, ax=ax, title=title, annotate=True)
-
-    def to_dict(self) -> dict:
-        return {
-            "layers": self.layers,
-            "positions": self.positions,
-            "ranks": self.ranks,
-            "component": self.component,
-            "iia": self.iia.tolist(),
-            "iia_train": self.iia_train.tolist(),
-            "best": self.best(),
-        }
-
-
-def sweep_das(
-    lm,
-    train: Pairs,
-    test: Pairs | None = None,
-    *,
-    layers: Sequence[int],
-    positions: dict[str, Position] | Sequence[Position],
-    component: str = "resid_post",
-    ranks: Sequence[int] = (1,),
-    config: DASConfig | None = None,
-    progress: bool = True,
-    **overrides,
-) -> SweepResult:
-    """Fit DAS at every (rank, layer, position) and score it: where is the variable?
-
-    Example:
-        >>> sw = sweep_das(lm, train, test, layers=range(0, 18, 3), positions={"name": at(1), "last": last()})
-        >>> sw.best()          # {'layer': 6, 'position': 'last', 'rank': 1, 'iia': 0.98}
-        >>> sw.plot()
-
-    ``config``/``overrides`` are :class:`DASConfig` fields used for every fit (keep ``steps`` small on CPU).
-    """
-    if not isinstance(positions, dict):
-        positions = {repr(p): p for p in positions}
-    layers, ranks = [int(x) for x in layers], [int(r) for r in ranks]
-    if not layers or not positions or not ranks:
-        raise DASError(f"empty grid: layers={layers}, positions={list(positions)}, ranks={ranks}")
-    grid = [(r, l, p) for r in ranks for l in layers for p in positions]
-    sites = {(l, p): Site(component, l, positions[p]) for l in layers for p in positions}
-    for s in sites.values():  # every site and position checked before the first fit
-        _sites.resolve(lm, s)
-        check_positions(lm, _check_pairs(train), s)
-    shape = (len(ranks), len(layers), len(positions))
-    out, out_train = torch.full(shape, float("nan")), torch.full(shape, float("nan"))
-    cfg = replace(config or DASConfig(), progress=False, **overrides)
-    from tqdm.auto import tqdm
-
-    bar = tqdm(grid, desc="DAS sweep", disable=not progress)
-    for r, l, p in bar:
-        res = fit_das(lm, train, at=sites[(l, p)], rank=r, test=test, config=cfg)
-        i = (ranks.index(r), layers.index(l), list(positions).index(p))
-        out_train[i] = res.iia_train
-        out[i] = res.iia_test if res.iia_test is not None else res.iia_train
-        bar.set_postfix(layer=l, pos=p, rank=r, iia=f"{float(out[i]):.2f}")
-    return SweepResult(layers, list(positions), ranks, out, out_train, component)
+__all__ = ["DASConfig", "DASError", "DASResult", "Alignment", "fit_das", "neuron_aligned"]

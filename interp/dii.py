@@ -6,9 +6,14 @@ Example:
     >>> out = interchange(lm, base, source, at=site, via=LowRankRotation(lm.d_model, 16))
     >>> out.logit_diff(" Mary", " John").mean()
     >>> h = collect(lm, base, at=Site("resid_post", 6, last()))             # (B, 1, d_model)
+    >>> run(lm, base).logit_diff(" Mary", " John")                         # the plain model, same result type
+    >>> collect(rlm, base, at=site)                                         # under a trained ReFT (reft.attach)
 
 The source run stops after the last site it feeds, and the base run computes logits only at the positions
 read (by default the last token), so a DII costs far less than two full forwards (bench/bench_dii.py).
+Every call builds ops for :mod:`interp.engine`; ``backend="hooks"`` runs the same plan with module hooks.
+A model with edits of its own (a ``reft.ReftModel``, or anything with ``.lm`` and ``edit_ops(batch)``) can
+stand in for ``lm``: its edits apply first, then the reads and interventions asked for.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from . import sites as _sites
-from ._trace import Batch, Op, run
+from .engine import Batch, Op, execute
 from .inputs import InputError, encode, token_ids
 from .interventions import Intervention, as_intervention
 from .positions import Position, last
@@ -77,6 +82,17 @@ def _as_list(x, n=None):
     return [x] * (n or 1)
 
 
+def _unwrap(model):
+    """``(lm, edited)``: the LM, and the model whose own edits apply to every run (None for a plain LM)."""
+    if hasattr(model, "edit_ops") and hasattr(model, "lm"):
+        return model.lm, model
+    return model, None
+
+
+def _own_ops(edited, batch: Batch) -> list[Op]:
+    return [] if edited is None else list(edited.edit_ops(batch))
+
+
 def plan(lm, batch: Batch, sites: Sequence[Site]) -> list[tuple[Site, _sites.Target, torch.Tensor]]:
     """Resolve sites and their positions on ``batch``: every check happens here, before a forward pass."""
     out = []
@@ -87,18 +103,35 @@ def plan(lm, batch: Batch, sites: Sequence[Site]) -> list[tuple[Site, _sites.Tar
     return out
 
 
-def collect(lm, inputs, *, at: Site | Sequence[Site]) -> torch.Tensor | list[torch.Tensor]:
-    """Vectors at one site (B, k, w) or a list of them for several sites; the run stops after the last."""
+def collect(
+    model, inputs, *, at: Site | Sequence[Site], backend: str = "nnsight", full: bool = False
+) -> torch.Tensor | list[torch.Tensor]:
+    """Vectors at one site (B, k, w) or a list of them for several sites; the run stops after the last.
+
+    ``full=True`` (every call here takes it) is the unoptimised reference: nothing stops early and logits are
+    computed at every position, as a plain implementation pays (tests and benches compare against it).
+    """
+    lm, edited = _unwrap(model)
     batch = encode(lm, inputs)
     sites = _as_list(at)
     ops = [Op(s, t, p, read=True) for s, t, p in plan(lm, batch, sites)]
+    own = _own_ops(edited, batch)
     with torch.no_grad():
-        reads, _ = run(lm, batch, ops)
+        reads = execute(lm, batch, own + ops, backend=backend, full=full).reads[len(own) :]
     return reads if isinstance(at, (list, tuple)) else reads[0]
 
 
+def run(model, inputs, *, logits_at: Position | None = None, backend: str = "nnsight", full: bool = False) -> DIIResult:
+    """The model's own run (with its edits, for a ReFT) as a :class:`DIIResult`: logits where asked, metrics.
+
+    Example:
+        >>> run(lm, prompts).accuracy(" Mary")
+    """
+    return intervene(model, inputs, at=[], logits_at=logits_at, backend=backend, full=full)
+
+
 def intervene(
-    lm,
+    model,
     base,
     *,
     at: Site | Sequence[Site],
@@ -106,21 +139,24 @@ def intervene(
     sources: Sequence[torch.Tensor | None] | None = None,
     logits_at: Position | None = None,
     grad: bool = False,
+    backend: str = "nnsight",
+    full: bool = False,
 ) -> DIIResult:
     """Run ``base`` with an intervention at each site; ``sources`` holds source vectors per site if needed.
 
-    ``via`` is one Basis/Intervention for all sites or a list with one per site. Logits are computed only
-    at ``logits_at`` (default: the last token).
+    ``via`` is one Basis/Intervention for all sites or a list with one per site; ``at=[]`` is a plain run.
+    Logits are computed only at ``logits_at`` (default: the last token).
     """
+    lm, edited = _unwrap(model)
     batch = encode(lm, base)
     sites = _as_list(at)
-    ivs = [as_intervention(v) for v in _as_list(via, len(sites))]
+    ivs = [as_intervention(v) for v in _as_list(via, len(sites))] if sites else []
     sources = list(sources) if sources is not None else [None] * len(sites)
     if not len(ivs) == len(sources) == len(sites):
         raise InputError(
             f"got {len(sites)} sites, {len(ivs)} interventions and {len(sources)} sources; expected one each"
         )
-    ops = []
+    ops = _own_ops(edited, batch)
     for (site, target, pos), iv, src in zip(plan(lm, batch, sites), ivs, sources):
         iv.check(target.width)
         if iv.needs_source:
@@ -135,7 +171,7 @@ def intervene(
         ops.append(Op(site, target, pos, fn=_bind(iv, src)))
     read_at = (logits_at or last()).resolve(batch.attention_mask, batch.input_ids, lm.tokenizer)
     with torch.set_grad_enabled(grad):
-        _, logits = run(lm, batch, ops, logits_at=read_at)
+        logits = execute(lm, batch, ops, logits_at=read_at, backend=backend, full=full).logits
     if logits_at is None:
         logits = logits[:, -1]
     return DIIResult(logits, lm)
@@ -146,7 +182,7 @@ def _bind(iv: Intervention, src):
 
 
 def interchange(
-    lm,
+    model,
     base,
     source=None,
     *,
@@ -154,6 +190,8 @@ def interchange(
     via=None,
     logits_at: Position | None = None,
     grad: bool = False,
+    backend: str = "nnsight",
+    full: bool = False,
 ) -> DIIResult:
     """DII: run ``base`` with the ``via`` subspace at each site taken from ``source``'s run at that site.
 
@@ -163,7 +201,9 @@ def interchange(
         at: a Site or a list of Sites (applied in one forward, in execution order).
         via: None (the whole vector: activation patching), a Basis, an Intervention, or a list per site.
         logits_at: positions whose logits are kept (default: the last token).
+        backend: ``"nnsight"`` (default) or ``"hooks"``; both run the same plan.
     """
+    lm, _ = _unwrap(model)
     base_batch = encode(lm, base)
     sites = _as_list(at)
     per_site = source if isinstance(source, (list, tuple)) and source and not isinstance(source[0], str) else None
@@ -190,7 +230,8 @@ def interchange(
         for i, (_, t, _p) in zip(idx, plan(lm, src_batch, [sites[i] for i in idx])):
             ivs[i].check(t.width)
     for idx in by_source.values():
-        reads = collect(lm, srcs[idx[0]], at=[sites[i] for i in idx])
+        reads = collect(model, srcs[idx[0]], at=[sites[i] for i in idx], backend=backend, full=full)
         for i, r in zip(idx, reads):
             sources[i] = r
-    return intervene(lm, base_batch, at=sites, via=ivs, sources=sources, logits_at=logits_at, grad=grad)
+    kw = dict(logits_at=logits_at, grad=grad, backend=backend, full=full)
+    return intervene(model, base_batch, at=sites, via=ivs, sources=sources, **kw)

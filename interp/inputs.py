@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ._trace import Batch
+from .engine import Batch
 
 
 class InputError(ValueError):

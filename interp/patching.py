@@ -4,7 +4,7 @@ Example:
     >>> pairs = ioi_pairs(32)
     >>> grid = patch_grid(lm, pairs, layers=range(18), positions=IOI_POSITIONS)
     >>> grid.effect.shape                  # (18, 15)
-    >>> plot_patching_grid(grid.effect, grid.layers, grid.positions)
+    >>> grid.plot()                        # plot_patching_grid(grid.effect, grid.layers, grid.positions)
 
 With ``LD = logit(base answer) - logit(source answer)`` averaged over pairs, the effect of patching a site is
 
@@ -18,36 +18,17 @@ one trace; each site then costs one base forward with logits at the last token o
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
 
 import torch
 from tqdm.auto import tqdm
 
-from ._trace import Op, run
-from .dii import DIIResult, intervene, plan
+from .dii import DIIResult, intervene, plan, run
+from .engine import Op, execute
+from .grid import Grid
 from .inputs import InputError, encode
 from .interventions import as_intervention
 from .positions import Position, last
 from .sites import Site
-
-
-@dataclass
-class PatchGrid:
-    """Effects of patching each (layer, position); ``effect[i, j]`` is layer ``layers[i]``, ``positions[j]``."""
-
-    layers: list[int]
-    positions: list[str]
-    effect: torch.Tensor  # (n_layers, n_positions)
-    component: str
-    clean_accuracy: float
-    base_logit_diff: float
-    source_logit_diff: float
-    n_pairs: int
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["effect"] = [[round(float(v), 5) for v in row] for row in self.effect]
-        return d
 
 
 def logit_diff(result: DIIResult, pairs) -> torch.Tensor:
@@ -64,7 +45,7 @@ def patch_grid(
     component: str = "resid_post",
     via=None,
     progress: bool = True,
-) -> PatchGrid:
+) -> Grid:
     """Patch each (layer, position) from source into base and measure the normalised logit-difference effect.
 
     Args:
@@ -74,6 +55,10 @@ def patch_grid(
         component: the site component (``resid_post``, ``attn_out``, ...).
         via: None for the whole vector (activation patching), a Basis for a DII along a subspace, or a dict
             ``{(layer, position_name): Basis}`` for a different subspace at each site.
+
+    Returns:
+        A :class:`interp.grid.Grid` of ``effect`` (n_layers, n_positions), with ``component``,
+        ``clean_accuracy``, ``base_logit_diff``, ``source_logit_diff`` and ``n_pairs`` as metadata.
     """
     layers = list(range(lm.n_layers) if layers is None else layers)
     positions = dict(positions or {"last": last()})
@@ -97,9 +82,9 @@ def patch_grid(
         iv.check(target.width)
     ops = [Op(s, t, p, read=True) for s, t, p in plan(lm, source, sites)]
     with torch.no_grad():
-        _, base_logits = run(lm, base, [], logits_at=last().resolve(base.attention_mask))
-        src_vectors, src_logits = run(lm, source, ops, logits_at=last().resolve(source.attention_mask))
-    base_res, src_res = DIIResult(base_logits[:, -1], lm), DIIResult(src_logits[:, -1], lm)
+        base_res = run(lm, base)
+        src = execute(lm, source, ops, logits_at=last().resolve(source.attention_mask))
+    src_vectors, src_res = src.reads, DIIResult(src.logits[:, -1], lm)
     ld_base = logit_diff(base_res, pairs).mean().item()
     ld_source = logit_diff(src_res, pairs).mean().item()
     denom = ld_base - ld_source
@@ -112,13 +97,11 @@ def patch_grid(
         effect[k // len(positions), k % len(positions)] = (ld_base - logit_diff(out, pairs).mean().item()) / denom
         bar.update()
     bar.close()
-    return PatchGrid(
-        layers=layers,
-        positions=list(positions),
-        effect=effect,
+    meta = dict(
         component=component,
         clean_accuracy=base_res.accuracy(pairs.base_answer),
         base_logit_diff=ld_base,
         source_logit_diff=ld_source,
         n_pairs=len(pairs),
     )
+    return Grid("effect", effect, {"layers": layers, "positions": list(positions)}, meta=meta)

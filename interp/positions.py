@@ -1,19 +1,36 @@
-"""Typed token positions that resolve per example, correctly under left or right padding.
+"""Typed token positions with one meaning everywhere (DII, DAS, ReFT), under left or right padding.
 
 Example:
-    >>> last()                       # the last real token of each prompt
-    >>> first(2) + last(1)           # combine: the first two and the last token
-    >>> at(-3), span(1, 4)           # index from the start (negative: from the end) / a half-open range
-    >>> token(" Mary", occurrence=1) # where the token " Mary" occurs the second time
+    >>> import torch
+    >>> mask = torch.tensor([[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]])       # 4 and 5 real tokens, left-padded
+    >>> last().resolve(mask).tolist()
+    [[4], [4]]
+    >>> (first(1) + last(1)).resolve(mask).tolist()
+    [[1, 4], [0, 4]]
+    >>> loc = (first(3) + last(3)).locate(mask)              # the ReFT rule: 4 tokens -> 2 + 2, 5 -> 2 + 3
+    >>> loc.index.tolist(), loc.valid.sum(1).tolist()       # row 0's fifth slot is invalid (never written)
+    ([[1, 2, 3, 4, 1], [0, 1, 2, 3, 4]], [4, 5])
 
-Positions count real tokens only (BOS included when the tokenizer adds one), never padding. ``resolve``
-turns a position into a ``(B, k)`` LongTensor of indices into the padded batch; every example must have
-the same number ``k`` of positions, and a position beyond a prompt's length is an error raised before any
-forward pass.
+Positions count real tokens only (BOS included when the tokenizer adds one), never padding. A position is
+``last(n)``, ``first(n)``, ``at(i)``, ``span(a, b)``, ``token(text)``, or a sum of them, resolved left to
+right with one rule:
+
+- a sum never repeats a token: a part skips every token an earlier part took;
+- a sum with ``first`` and ``last`` parts follows the ReFT paper's rule for the pair (Wu et al. 2024, as in
+  pyreft): on a prompt of ``n`` tokens ``first(p)`` takes ``p' = min(p, floor(n/2))`` tokens and ``last(s)``
+  takes ``s' = min(s, ceil(n/2))`` (pyreft gives the odd middle token to neither; here it goes to the
+  suffix, so a one-token prompt keeps its last token), so prefix and suffix never overlap;
+- any single part that asks for a token the prompt does not have is a :class:`PositionError`.
+
+``locate`` gives a :class:`Located` ``(index, valid)`` pair of (B, k) tensors: rows with fewer positions than
+others carry invalid slots (``valid`` False) that every edit leaves untouched. ``resolve`` is the strict form
+that DII and DAS use (base and source slots pair up one to one): every row must have the same number of
+positions, and it returns the (B, k) index tensor alone.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -23,77 +40,150 @@ class PositionError(ValueError):
     """A position that does not exist in some prompt of the batch."""
 
 
-class Position:
-    """Base class: ``indices(n, ids)`` gives the positions among the ``n`` real tokens ``ids`` of one row."""
+@dataclass
+class Located:
+    """Resolved positions: ``index`` (B, k) columns of the padded batch, ``valid`` (B, k) real slots."""
 
-    def indices(self, n: int, ids: torch.Tensor, tokenizer) -> list[int]:
+    index: torch.Tensor
+    valid: torch.Tensor
+
+    @property
+    def complete(self) -> bool:
+        """True when no row has an invalid slot."""
+        return bool(self.valid.all())
+
+
+class Position:
+    """Base class. A new kind of position implements ``indices(n, ids, tokenizer) -> list[int]``: the chosen
+    tokens among the ``n`` real tokens ``ids`` (a 1-D tensor) of one prompt."""
+
+    def indices(self, n: int, ids: torch.Tensor | None, tokenizer) -> list[int]:
         raise NotImplementedError
+
+    @property
+    def parts(self) -> tuple[Position, ...]:
+        """The parts of a sum (``first(1)+last(1)`` -> ``(first(1), last())``); ``(self,)`` otherwise."""
+        return (self,)
+
+    def split(self, n: int, ids: torch.Tensor | None = None, tokenizer=None) -> list[list[int]]:
+        """Token indices per part on one prompt of ``n`` tokens, by the rule in the module docstring."""
+        return [_checked(self, self.indices(n, ids, tokenizer), n)]
 
     def __add__(self, other: Position) -> Position:
         if not isinstance(other, Position):
             return NotImplemented
-        return Concat(_parts(self) + _parts(other))
+        return Concat(self.parts + other.parts)
 
-    def resolve(self, attention_mask: torch.Tensor, input_ids: torch.Tensor | None = None, tokenizer=None):
-        """Index tensor ``(B, k)`` into the padded sequence axis, one row per example.
+    def locate(self, mask: torch.Tensor, input_ids=None, tokenizer=None, *, by_part: bool = False):
+        """``Located`` (B, k) positions in the padded batch (a list with one per part when ``by_part``).
+
+        ``mask`` (B, T) marks the tokens positions count over: the attention mask, or a ReFT prompt's columns.
+        """
+        per_row = _per_row(self, mask, input_ids, tokenizer)  # [row][part] -> padded column indices
+        n_parts = len(per_row[0]) if per_row else 0
+        if by_part:
+            return [_pack([r[j] for r in per_row], mask) for j in range(n_parts)]
+        return _pack([[i for part in r for i in part] for r in per_row], mask)
+
+    def resolve(self, attention_mask: torch.Tensor, input_ids=None, tokenizer=None) -> torch.Tensor:
+        """Index tensor ``(B, k)``; every row must have the same number ``k`` of positions.
 
         Example:
-            >>> last().resolve(torch.tensor([[0, 1, 1], [1, 1, 1]]))
-            tensor([[2], [2]])
+            >>> last().resolve(torch.tensor([[0, 1, 1], [1, 1, 1]])).tolist()
+            [[2], [2]]
         """
-        mask = attention_mask.bool()
-        rows = []
-        # Positions that ignore token ids give the same indices for rows with the same mask: resolve each
-        # distinct mask once (large batches of short or equal-length prompts are the common case).
-        memo = {} if _id_free(self) else None
-        mask_np = mask.cpu().numpy() if memo is not None else None
-        for b in range(mask.shape[0]):
-            key = mask_np[b].tobytes() if memo is not None else None
-            if key is not None and key in memo:
-                rows.append(memo[key])
-                continue
-            real = mask[b].nonzero().flatten()  # padded indices of the real tokens, left or right padding alike
-            ids = input_ids[b, real] if input_ids is not None else None
-            local = self.indices(len(real), ids, tokenizer)
-            for i in local:
-                if not 0 <= i < len(real):
-                    raise PositionError(
-                        f"position {self!r} asks for token {i} but prompt {b} has only {len(real)} tokens; "
-                        "use positions that exist in every prompt (e.g. last(), or at(-k) counted from the end)"
-                    )
-            rows.append([int(real[i]) for i in local])
-            if key is not None:
-                memo[key] = rows[-1]
-        k = {len(r) for r in rows}
-        if len(k) > 1:
+        loc = self.locate(attention_mask, input_ids, tokenizer)
+        if not loc.complete:
+            counts = sorted(set(loc.valid.sum(1).tolist()))
             raise PositionError(
-                f"position {self!r} gives different numbers of tokens per prompt ({sorted(k)}); a batch needs "
+                f"position {self!r} gives different numbers of tokens per prompt ({counts}); a batch needs "
                 "the same count in every row: use fixed-size positions or group prompts by length"
             )
-        return torch.tensor(rows, dtype=torch.long, device=attention_mask.device).reshape(mask.shape[0], -1)
+        return loc.index
 
 
-def _id_free(p: Position) -> bool:
-    """True for the built-in positions that depend only on the prompt length (not on its tokens)."""
-    return all(type(q) in (_Last, _First, _At, _Span) for q in _parts(p))
+def _checked(pos: Position, local: list[int], n: int, row: int | None = None) -> list[int]:
+    for i in local:
+        if not 0 <= i < n:
+            where = f"prompt {row}" if row is not None else "the prompt"
+            raise PositionError(
+                f"position {pos!r} asks for token {i} but {where} has only {n} tokens; use positions that "
+                "exist in every prompt (e.g. last(), or at(-k) counted from the end)"
+            )
+    return local
 
 
-def _parts(p: Position) -> list[Position]:
-    return list(p.parts) if isinstance(p, Concat) else [p]
+def _per_row(pos: Position, mask, input_ids, tokenizer) -> list[list[list[int]]]:
+    m = mask.bool()
+    # Positions that ignore token ids give the same indices for rows with the same mask: resolve each
+    # distinct mask once (large batches of equal-length prompts are the common case).
+    memo = {} if all(type(p) in (_Last, _First, _At, _Span) for p in pos.parts) else None
+    m_np = m.cpu().numpy()
+    out = []
+    for b in range(m.shape[0]):
+        key = m_np[b].tobytes()
+        if memo is not None and key in memo:
+            out.append(memo[key])
+            continue
+        real = m[b].nonzero().flatten().tolist()  # padded columns of the counted tokens
+        ids = input_ids[b, real] if input_ids is not None else None
+        try:
+            parts = pos.split(len(real), ids, tokenizer)
+        except PositionError as e:
+            raise PositionError(str(e).replace("the prompt has", f"prompt {b} has")) from None
+        out.append([[real[i] for i in part] for part in parts])
+        if memo is not None:
+            memo[key] = out[-1]
+    return out
+
+
+def _pack(rows: list[list[int]], mask: torch.Tensor) -> Located:
+    k = max((len(r) for r in rows), default=0)
+    index = torch.zeros(len(rows), k, dtype=torch.long)
+    valid = torch.zeros(len(rows), k, dtype=torch.bool)
+    for b, r in enumerate(rows):
+        if r:
+            index[b, : len(r)] = torch.tensor(r)
+            index[b, len(r) :] = r[0]  # an invalid slot points at a real column; edits never write it
+            valid[b, : len(r)] = True
+    return Located(index.to(mask.device), valid.to(mask.device))
 
 
 @dataclass(frozen=True, repr=False)
 class Concat(Position):
-    parts: tuple | list
+    """A sum of positions (see the module docstring for its one rule)."""
+
+    items: tuple
 
     def __post_init__(self):
-        object.__setattr__(self, "parts", tuple(self.parts))
+        object.__setattr__(self, "items", tuple(self.items))
+
+    @property
+    def parts(self):
+        return self.items
 
     def indices(self, n, ids, tokenizer):
-        return [i for p in self.parts for i in p.indices(n, ids, tokenizer)]
+        return [i for part in self.split(n, ids, tokenizer) for i in part]
+
+    def split(self, n, ids=None, tokenizer=None):
+        firsts = [p for p in self.items if type(p) is _First]
+        lasts = [p for p in self.items if type(p) is _Last]
+        cap = {_First: n // 2, _Last: math.ceil(n / 2)} if firsts and lasts else None
+        taken: set[int] = set()
+        out = []
+        for p in self.items:
+            if cap is not None and type(p) in cap:
+                k = min(p.n, cap[type(p)])
+                cap[type(p)] -= k
+                local = list(range(k)) if type(p) is _First else list(range(n - k, n))
+            else:
+                local = _checked(p, p.indices(n, ids, tokenizer), n)
+            out.append([i for i in dict.fromkeys(local) if i not in taken])
+            taken.update(out[-1])
+        return out
 
     def __repr__(self):
-        return "+".join(repr(p) for p in self.parts)
+        return "+".join(repr(p) for p in self.items)
 
 
 @dataclass(frozen=True, repr=False)
@@ -101,7 +191,7 @@ class _Last(Position):
     n: int = 1
 
     def indices(self, n, ids, tokenizer):
-        return list(range(n - self.n, n))  # too short a prompt gives negatives, caught by resolve
+        return list(range(n - self.n, n))  # too short a prompt gives negatives, caught by _checked
 
     def __repr__(self):
         return f"last({self.n})" if self.n != 1 else "last()"

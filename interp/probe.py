@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from .das import collect_rows
+from .batches import collect_rows
+from .grid import Grid
 from .positions import Position
 from .sites import Site
 
@@ -90,19 +91,6 @@ def fit_probe(
     return _probe(feats, list(values), at, test_fraction, seed, l2, steps)
 
 
-@dataclass
-class ProbeSweep:
-    """Probe test accuracy per (layer, position)."""
-
-    layers: list[int]
-    positions: list[str]
-    accuracy: torch.Tensor  # (n_layers, n_positions)
-    accuracy_train: torch.Tensor
-
-    def to_dict(self) -> dict:
-        return {"layers": self.layers, "positions": self.positions, "accuracy": self.accuracy.tolist()}
-
-
 def probe_sweep(
     lm,
     inputs: Sequence,
@@ -115,11 +103,14 @@ def probe_sweep(
     seed: int = 0,
     l2: float = 1e-3,
     steps: int = 100,
-) -> ProbeSweep:
+) -> Grid:
     """Probe every (layer, position) from a single collection pass per batch over all sites.
 
     Example:
         >>> probe_sweep(lm, prompts, genders, layers=range(18), positions={"last": last()}).accuracy
+
+    Returns:
+        A :class:`interp.grid.Grid` of test ``accuracy`` (n_layers, n_positions), with ``accuracy_train``.
     """
     _check(inputs, values)
     layers = [int(x) for x in layers]
@@ -131,7 +122,8 @@ def probe_sweep(
         r = _probe(f, list(values), site, test_fraction, seed, l2, steps)
         acc[divmod(i, len(positions))] = r.accuracy_test
         acc_tr[divmod(i, len(positions))] = r.accuracy_train
-    return ProbeSweep(layers, list(positions), acc, acc_tr)
+    axes = {"layers": layers, "positions": list(positions)}
+    return Grid("accuracy", acc, axes, {"accuracy_train": acc_tr}, {"component": component})
 
 
 def _check(inputs, values):

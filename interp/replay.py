@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from . import sites as _sites
-from ._trace import Batch, Op, run
+from .engine import Batch, Op, execute
 
 
 class _Replay(nn.Module):
@@ -59,7 +59,7 @@ class PrefixCache:
     @torch.no_grad()
     def collect(cls, lm, inputs: Sequence, *, layer: int, batch_size: int = 128) -> PrefixCache:
         """Run ``inputs`` up to ``layer`` (the run stops there) and keep each one's real tokens."""
-        from .das import rows  # das builds its batches with rows(); the cache must see the same tokens
+        from .batches import rows  # das builds its batches with rows(); the cache must see the same tokens
 
         target = _sites.resolve(lm, _sites.Site("resid_pre", layer))
         streams: list[torch.Tensor] = []
@@ -67,7 +67,7 @@ class PrefixCache:
             batch = rows(lm, inputs[a : a + batch_size])
             B, T = batch.input_ids.shape
             pos = torch.arange(T, device=batch.input_ids.device).expand(B, T)
-            (h,), _ = run(lm, batch, [Op(_sites.Site("resid_pre", layer), target, pos, read=True)])  # (B, T, d)
+            (h,) = execute(lm, batch, [Op(_sites.Site("resid_pre", layer), target, pos, read=True)]).reads  # (B, T, d)
             real = batch.attention_mask.bool()
             streams += [h[i, real[i]].detach() for i in range(B)]
         return cls(layer, streams)

@@ -88,7 +88,7 @@ ARCHITECTURES: dict[str, Arch] = {
         resid_mid=("post_attention_layernorm", "input"),  # only with use_parallel_residual=False
         head="attention.dense",
         final_norm="gpt_neox.final_layer_norm",
-        unembed="embed_out",
+        unembed="lm_head",
     ),
 }
 
@@ -194,8 +194,13 @@ def _module(root: torch.nn.Module, path: str) -> torch.nn.Module:
 
 def envoy(lm, site: Site):
     """The raw nnsight envoy of the module behind ``site`` (use inside ``lm.model.trace``)."""
+    return envoy_at(lm, resolve(lm, site).path)
+
+
+def envoy_at(lm, path: str):
+    """The nnsight envoy of the module at a dotted ``path`` of ``lm.hf``."""
     env = lm.model
-    for part in resolve(lm, site).path.split("."):
+    for part in path.split("."):
         if part in ("input", "inputs", "output", "source"):  # nnsight serves these names; it renames modules so
             part = "E_" + part
         env = env[int(part)] if part.isdigit() else getattr(env, part)

@@ -31,8 +31,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from interp import Rotation
-from interp.das import fit_das, iia, neuron_aligned
+from interp import Rotation, fit_das, iia, neuron_aligned
 from interp.tasks import hierarchical_equality as he
 from interp.viz import plot_rotation, save
 

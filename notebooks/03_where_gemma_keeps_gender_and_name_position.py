@@ -41,8 +41,7 @@ import numpy as np
 import torch
 
 import interp
-from interp import Site
-from interp.das import DASConfig, fit_das, iia, neuron_aligned, sweep_das, task_accuracy
+from interp import DASConfig, Site, fit_das, iia, neuron_aligned, sweep_das, task_accuracy
 from interp.probe import probe_sweep
 from interp.tasks.gender import GENDER_POSITIONS, causal_model, gender_pairs
 from interp.viz import heatmap, plot_iia_grid, plot_rank_curve, save

@@ -36,8 +36,7 @@ import torch
 
 import interp
 import reft
-from interp import Site, last
-from interp.das import fit_das, iia
+from interp import Site, fit_das, iia, last
 from interp.tasks.ioi_position import ioi_position_pairs
 from interp.viz import plot_learning_curves, save
 

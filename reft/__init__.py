@@ -17,7 +17,7 @@ from interp.positions import first, last
 
 from .bridge import as_basis, init_basis, principal_angles
 from .data import Example, as_examples
-from .generate import generate, generate_ids
+from .generate import Generation, generate, generate_ids
 from .head import ClassifierHead
 from .interventions import (
     KINDS,
@@ -32,7 +32,7 @@ from .interventions import (
     make,
 )
 from .io import load, save
-from .model import ReftModel, applied, at_layers, attach
+from .model import ReftModel, at_layers, attach, serve_ops
 from .positions import parse_layers, parse_positions
 from .train import History, TrainConfig, evaluate, train_reft
 
@@ -51,7 +51,7 @@ __all__ = [
     "ClassifierHead",
     "attach",
     "at_layers",
-    "applied",
+    "serve_ops",
     "first",
     "last",
     "parse_positions",
@@ -64,6 +64,7 @@ __all__ = [
     "evaluate",
     "generate",
     "generate_ids",
+    "Generation",
     "save",
     "load",
     "as_basis",

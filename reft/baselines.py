@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 
+from interp.engine import execute
+
 from .interventions import ReftError
-from .model import lm_logits
 from .train import History, TrainConfig, evaluate, fit, prepare
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -33,6 +34,14 @@ class BaselineResult:
     trainable_params: int
     history: History
     metrics: dict
+
+
+@dataclass
+class Adapter:
+    """A peft model (LoRA or DoRA adapters on a copy of the LM) and its trainable parameter count."""
+
+    model: torch.nn.Module
+    trainable_params: int
 
 
 def fresh_copy(lm) -> torch.nn.Module:
@@ -51,8 +60,8 @@ def fresh_copy(lm) -> torch.nn.Module:
     return hf
 
 
-def lora(lm, *, rank: int = 8, dora: bool = False, target_modules=ATTENTION, alpha: int | None = None):
-    """A peft LoRA (or DoRA) model on a copy of ``lm``; returns ``(peft_model, trainable_params)``."""
+def lora(lm, *, rank: int = 8, dora: bool = False, target_modules=ATTENTION, alpha: int | None = None) -> Adapter:
+    """A peft LoRA (or DoRA) model on a copy of ``lm``, as an :class:`Adapter`."""
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError:
@@ -67,8 +76,7 @@ def lora(lm, *, rank: int = 8, dora: bool = False, target_modules=ATTENTION, alp
         )
     cfg = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, lora_dropout=0.0, target_modules=targets, use_dora=dora)
     model = get_peft_model(hf, cfg)
-    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return model, n
+    return Adapter(model, sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
 def train_lora(
@@ -88,11 +96,12 @@ def train_lora(
     from .data import label_vocab
 
     vocab = label_vocab(lm, label_words)
-    model, n = lora(lm, rank=rank, dora=dora, target_modules=target_modules)
+    adapter = lora(lm, rank=rank, dora=dora, target_modules=target_modules)
+    model, n = adapter.model, adapter.trainable_params
     inner = model.get_base_model()  # the HF model with adapters injected in place
 
     def forward(rb):
-        return lm_logits(inner, rb.batch, rb.pred_at, rb.vocab)
+        return execute(lm, rb.batch, logits_at=rb.pred_at, vocab=rb.vocab, backend="hooks", hf=inner).logits
 
     params = [p for p in model.parameters() if p.requires_grad]
     model.train()

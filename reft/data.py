@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from interp._trace import Batch
+from interp.engine import Batch
 
 from .interventions import ReftError
 
@@ -161,7 +161,7 @@ class ReftBatch:
     """A right-padded batch of prompt+response rows.
 
     Attributes:
-        batch: input ids, attention mask (and position ids) as :class:`interp._trace.Batch`.
+        batch: input ids, attention mask (and position ids) as :class:`interp.engine.Batch`.
         starts, lengths: where each prompt lies in its row (prompt ``b`` is ``[starts[b], starts[b]+lengths[b])``).
         pred_at: (B, k) columns whose logits predict the response tokens ``labels`` (B, k).
         label_mask: (B, k) True for real response tokens (rows with shorter responses are padded).
@@ -179,6 +179,13 @@ class ReftBatch:
 
     def __len__(self):
         return len(self.batch)
+
+    @property
+    def prompt_mask(self) -> torch.Tensor:
+        """(B, T) True on each row's prompt tokens: where ReFT positions are counted."""
+        cols = torch.arange(self.batch.input_ids.shape[1], device=self.batch.input_ids.device)
+        starts = torch.tensor(self.starts, device=cols.device)[:, None]
+        return (cols >= starts) & (cols < starts + torch.tensor(self.lengths, device=cols.device)[:, None])
 
     @property
     def last_prompt(self) -> torch.Tensor:

@@ -1,30 +1,31 @@
-"""Attach ReFT interventions to a frozen model, and run it with them (plain forward hooks).
+"""Attach ReFT interventions to a frozen model, and run it with them through :mod:`interp.engine`.
 
 Example:
     >>> iv  = LoReFT(lm.d_model, rank=4)
     >>> rlm = attach(lm, {Site("resid_post", 9, first(1) + last(1)): iv})          # tied prefix/suffix
-    >>> rlm = attach(lm, at_layers(lm, "3;9", pos="f1+l1", kind="loreft", rank=4), tied=False)
+    >>> rlm = attach(lm, at_layers(lm, [3, 9], pos=first(1) + last(1), kind="loreft", rank=4), tied=False)
     >>> rlm.trainable_params
     5124
+    >>> interp.collect(rlm, prompts, at=Site("resid_post", 12, last()))      # analysis under the trained edit
 
-The edit runs in module hooks rather than an nnsight trace: training steps and generation are the hot
-paths, where DESIGN.md asks for plain hooks behind the same plan (tests/test_reft.py checks that both give
-identical logits). A hook edits the selected prompt positions of its rows with ``index_put`` (out of place,
-so autograd sees it); nothing before the lowest intervened layer needs a gradient, so backward stops there.
+A ReftModel builds engine ops (:meth:`ReftModel.edit_ops`): its interventions at its sites, at the prompt
+positions of each row, resolved by :mod:`interp.positions` like every other position. Training and
+generation run them on the engine's hooks backend (the hot paths); interp's analysis calls run the same ops in
+an nnsight trace. Nothing before the lowest intervened layer needs a gradient, so backward stops there.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from interp import sites as _sites
-from interp.positions import Position
+from interp.engine import Op, execute
+from interp.positions import Position, first, last
 from interp.sites import Site
 
 from . import positions as _pos
@@ -76,33 +77,33 @@ class ReftModel(nn.Module):
             rows.append(f"  head: {type(h).__name__}(d_model={h.in_features}, n_labels={h.out_features})")
         return f"ReftModel({self.lm!r}, tied={self.tied},\n" + "\n".join(rows) + "\n)"
 
-    @contextmanager
-    def applied(self, batch, starts, lengths, *, rows: torch.Tensor | None = None, once: bool = False):
-        """Hooks that edit the prompt positions of ``batch`` while the block runs (see :func:`applied`)."""
-        with applied(
-            [self] * len(batch) if rows is None else _rows_to_list(self, rows, len(batch)),
-            batch,
-            starts,
-            lengths,
-            once=once,
-        ):
-            yield
+    def edit_ops(self, batch, prompt_mask: torch.Tensor | None = None, rows: torch.Tensor | None = None) -> list[Op]:
+        """Engine ops that apply this model's interventions to ``batch``.
+
+        ``prompt_mask`` (B, T) marks the prompt tokens positions count over (default: the attention mask, the
+        whole input); ``rows`` restricts the edit to those rows of the batch (default: all).
+        """
+        mask = batch.attention_mask if prompt_mask is None else prompt_mask
+        ids = batch.input_ids
+        if rows is not None:
+            mask, ids = mask[rows], ids[rows]
+        located: dict = {}
+        ops = []
+        for pl in self.placements:
+            key = (pl.site.pos, pl.part is not None)
+            if key not in located:
+                located[key] = pl.site.pos.locate(mask, ids, self.lm.tokenizer, by_part=pl.part is not None)
+            loc = located[key] if pl.part is None else located[key][pl.part]
+            if loc.index.shape[1]:  # a part no row has (a 1-token prompt's prefix) edits nothing
+                ops.append(Op(pl.site, pl.target, loc.index, fn=pl.intervention, valid=loc.valid, rows=rows))
+        return ops
 
     def logits(self, rb) -> torch.Tensor:
         """Logits (B, k, V) of a :class:`reft.data.ReftBatch` at its ``pred_at`` columns, with the edit applied
         (with a head: (B, 1, n_labels) from the head)."""
         if self.head is not None and rb.vocab is None:
             raise ReftError("this ReftModel has a classifier head; give label_words= (one per class) to use it")
-        return forward_logits(
-            self.lm, rb.batch, rb.pred_at, [self] * len(rb), rb.starts, rb.lengths, rb.vocab, head=self.head
-        )
-
-
-def _rows_to_list(rlm, rows, B):
-    out = [None] * B
-    for r in rows.tolist():
-        out[r] = rlm
-    return out
+        return serve_logits(self.lm, rb, [self] * len(rb), head=self.head)
 
 
 def attach(
@@ -137,7 +138,7 @@ def attach(
         target = _sites.resolve(lm, site)
         iv.check(target.width)
         to_model(iv, lm)
-        n_parts = len(_pos.parts(site.pos))
+        n_parts = len(site.pos.parts)
         if tied or n_parts == 1:
             placements.append(Placement(site, target, iv))
         else:
@@ -175,142 +176,54 @@ def at_layers(
     lm,
     layers="all",
     *,
-    pos: Position | str = "f1+l1",
+    pos: Position | None = None,
     kind: str = "loreft",
     rank: int = 4,
     component: str = "resid_post",
 ) -> dict[Site, ReftIntervention]:
-    """One new intervention per layer: ``at_layers(lm, "3;9;15", pos="f7+l7", kind="loreft", rank=4)``."""
-    pos = _pos.parse_positions(pos)
+    """One new intervention per layer: ``at_layers(lm, [3, 9, 15], pos=first(7) + last(7), rank=4)``.
+
+    ``layers``: a list, an int or ``"all"``; ``pos``: a typed position (default ``first(1) + last(1)``; the CLI
+    form ``"f7+l7"`` goes through :func:`reft.parse_positions`).
+    """
+    if pos is None:
+        pos = first(1) + last(1)
+    if not isinstance(pos, Position):
+        raise ReftError(
+            f"at_layers(pos={pos!r}): expected a typed position such as first(7) + last(7); for the CLI's "
+            f"string form use reft.parse_positions({pos!r})"
+        )
     return {
         Site(component, layer, pos): make(kind, lm.d_model, rank)  # attach() moves it to the model dtype
         for layer in _pos.parse_layers(layers, lm.n_layers)
     }
 
 
-# ---- running with hooks ---------------------------------------------------------------------------------
+# ---- serving: a different ReftModel (or none) per row ---------------------------------------------------
 
 
-@contextmanager
-def applied(assignment: Sequence[ReftModel | None], batch, starts, lengths, *, once: bool = False):
-    """While the block runs, row ``b`` of ``batch`` gets ``assignment[b]``'s interventions (None: untouched).
-
-    ``starts``/``lengths`` locate each row's prompt in the padded batch. With ``once=True`` each hook fires on
-    the first forward only (the prompt pass of ``generate``; decoding with the KV cache is left alone).
-    """
+def serve_ops(assignment: Sequence[ReftModel | None], batch, prompt_mask: torch.Tensor | None = None) -> list[Op]:
+    """Ops that give row ``b`` of ``batch`` the interventions of ``assignment[b]`` (None: untouched)."""
     if len(assignment) != len(batch):
         raise ReftError(f"got {len(assignment)} intervention choices for a batch of {len(batch)}; give one per row")
-    lm = next((a.lm for a in assignment if a is not None), None)
-    handles = []
-    try:
-        if lm is not None:
-            T = batch.input_ids.shape[1]
-            groups: dict[int, tuple[ReftModel, list[int]]] = {}
-            for b, a in enumerate(assignment):
-                if a is not None:
-                    if a.lm is not lm:
-                        raise ReftError("all interventions served in one batch must be attached to the same model")
-                    groups.setdefault(id(a), (a, []))[1].append(b)
-            order = _sites.execution_order(lm)
-            work = []
-            for rlm, rows in groups.values():
-                rows_t = torch.tensor(rows, dtype=torch.long)
-                for pl in rlm.placements:
-                    ids = batch.input_ids[rows_t]
-                    resolved = _pos.resolve(
-                        pl.site.pos, [starts[r] for r in rows], [lengths[r] for r in rows], T, ids.cpu(), lm.tokenizer
-                    )
-                    chosen = resolved if pl.part is None else [resolved[pl.part]]
-                    index = torch.cat([i for i, _ in chosen], 1).to(lm.device)  # (n, k)
-                    valid = torch.cat([v for _, v in chosen], 1).to(lm.device)  # (n, k)
-                    if index.shape[1] == 0:
-                        continue  # no row has a position here: nothing to edit
-                    work.append((order[(pl.target.path, pl.target.io)], pl, rows_t.to(lm.device), index, valid))
-            for _, pl, rows_t, index, valid in sorted(work, key=lambda w: w[0]):
-                handles.append(_register(lm, pl, rows_t, index, valid, once))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
+    groups: dict[int, tuple[ReftModel, list[int]]] = {}
+    for b, a in enumerate(assignment):
+        if a is not None:
+            groups.setdefault(id(a), (a, []))[1].append(b)
+    models = [a for a, _ in groups.values()]
+    if any(a.lm is not models[0].lm for a in models):
+        raise ReftError("all interventions served in one batch must be attached to the same model")
+    ops = []
+    for rlm, rows in groups.values():
+        every = len(rows) == len(batch)
+        ops += rlm.edit_ops(batch, prompt_mask, None if every else torch.tensor(rows, device=batch.input_ids.device))
+    return ops
 
 
-def _edit(h, target, rows, index, valid, fn):
-    """Edit the selected vectors of ``h`` (B, T, D) out of place; (n, k) ``index`` per row in ``rows``."""
-    r = rows[:, None].expand_as(index)  # (n, k)
-    if target.head is None:
-        sel = h[r, index]  # (n, k, d)
-        new = torch.where(valid[..., None], fn(sel), sel)
-        return h.index_put((r, index), new)
-    B, T, D = h.shape
-    h4 = h.reshape(B, T, target.n_heads, D // target.n_heads)  # (B, T, H, hd)
-    hd = torch.full_like(index, target.head)
-    sel = h4[r, index, hd]  # (n, k, hd)
-    new = torch.where(valid[..., None], fn(sel), sel)
-    return h4.index_put((r, index, hd), new).reshape(B, T, D)
+def serve_logits(lm, rb, assignment: Sequence[ReftModel | None], *, head=None) -> torch.Tensor:
+    """Logits (B, k, V) of a ReftBatch at ``rb.pred_at`` with ``assignment[b]``'s edits on row ``b``."""
+    ops = serve_ops(assignment, rb.batch, rb.prompt_mask)
+    return execute(lm, rb.batch, ops, logits_at=rb.pred_at, vocab=rb.vocab, head=head, backend="hooks").logits
 
 
-def _register(lm, pl: Placement, rows, index, valid, once: bool):
-    module = lm.hf.get_submodule(pl.target.path)
-    state = {"armed": True}
-    fn = pl.intervention
-
-    def ready():
-        if once and not state["armed"]:
-            return False
-        state["armed"] = False
-        return True
-
-    if pl.target.io == "output":
-
-        def hook(mod, args, output):
-            if not ready():
-                return None
-            if isinstance(output, tuple):
-                return (_edit(output[0], pl.target, rows, index, valid, fn), *output[1:])
-            return _edit(output, pl.target, rows, index, valid, fn)
-
-        return module.register_forward_hook(hook)
-
-    def pre_hook(mod, args, kwargs):
-        if not ready():
-            return None
-        if args:
-            return (_edit(args[0], pl.target, rows, index, valid, fn), *args[1:]), kwargs
-        key = "hidden_states" if "hidden_states" in kwargs else next(iter(kwargs))
-        return args, {**kwargs, key: _edit(kwargs[key], pl.target, rows, index, valid, fn)}
-
-    return module.register_forward_pre_hook(pre_hook, with_kwargs=True)
-
-
-def forward_logits(lm, batch, at: torch.Tensor, assignment, starts, lengths, vocab=None, head=None) -> torch.Tensor:
-    """One forward of ``lm`` with the assigned interventions; logits (B, k, V) only at the (B, k) columns ``at``."""
-    with applied(assignment, batch, starts, lengths):
-        return lm_logits(lm.hf, batch, at, vocab, head)
-
-
-def lm_logits(hf, batch, at: torch.Tensor, vocab: torch.Tensor | None = None, head=None) -> torch.Tensor:
-    """Logits of a Hugging Face causal LM at the (B, k) columns ``at`` only: (B, k, V), or (B, k, len(vocab)).
-
-    With ``vocab`` (token ids, e.g. label words) the unembedding multiplies only those rows, so a classifier
-    never reads the 262k x d_model matrix; otherwise HF's ``logits_to_keep`` limits it to the needed columns.
-    A ``head`` (``nn.Linear``) replaces the label-word rows: (B, k, n_labels).
-    """
-    at = at.to(batch.input_ids.device)
-    rows = torch.arange(at.shape[0], device=at.device)[:, None]
-    if vocab is None:
-        cols = torch.unique(at)  # the unembedding runs only on the union of the requested columns
-        out = hf(**batch.forward_kwargs(), logits_to_keep=cols, use_cache=False)
-        return out.logits[rows, torch.searchsorted(cols, at)]  # (B, k) -> kept columns -> (B, k, V)
-    decoder = getattr(hf, hf.base_model_prefix)
-    hidden = decoder(**batch.forward_kwargs(), use_cache=False).last_hidden_state[rows, at]  # (B, k, d)
-    if head is not None:
-        return head(hidden.to(head.weight.dtype))  # (B, k, d) -> (B, k, n_labels)
-    head = hf.get_output_embeddings()
-    logits = hidden @ head.weight[vocab].T.to(hidden.dtype)  # (B, k, d) @ (d, L) -> (B, k, L)
-    if getattr(head, "bias", None) is not None:
-        logits = logits + head.bias[vocab]
-    cap = getattr(hf.config, "final_logit_softcapping", None)
-    return torch.tanh(logits / cap) * cap if cap else logits
-
-
-__all__ = ["ReftModel", "Placement", "attach", "at_layers", "applied", "forward_logits", "lm_logits"]
+__all__ = ["ReftModel", "Placement", "attach", "at_layers", "serve_ops", "serve_logits"]

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from . import data as _data
 from .interventions import ReftError
-from .model import ReftModel, lm_logits
+from .model import ReftModel, serve_logits
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -151,12 +151,10 @@ def prepare(lm, examples, config: TrainConfig, *, label_words=None) -> list[_dat
 
 def check_positions(rlm: ReftModel, rows) -> None:
     """Resolve every site's positions on every prompt now, so a bad one fails before training starts."""
-    from . import positions as _pos
-
     for i, r in enumerate(rows):
         for pl in rlm.placements:
             try:
-                _pos.prompt_indices(pl.site.pos, len(r.prompt), torch.tensor(r.prompt), rlm.lm.tokenizer)
+                pl.site.pos.split(len(r.prompt), torch.tensor(r.prompt), rlm.lm.tokenizer)
             except ValueError as e:
                 raise ReftError(f"example {i}, {pl.site!r}: {e}") from None
 
@@ -249,11 +247,7 @@ def evaluate(model, examples, *, label_words=None, config: TrainConfig = TrainCo
     rows = prepare(lm, examples, config, label_words=label_words)
     vocab = _data.label_vocab(lm, label_words)
     if forward is None:
-        forward = (
-            model.logits
-            if isinstance(model, ReftModel)
-            else (lambda rb: lm_logits(lm.hf, rb.batch, rb.pred_at, rb.vocab))
-        )
+        forward = model.logits if isinstance(model, ReftModel) else (lambda rb: serve_logits(lm, rb, [None] * len(rb)))
     correct, total, n = 0, 0.0, 0
     for i in range(0, len(rows), config.batch_size):
         rb = _data.collate(lm, rows[i : i + config.batch_size], vocab)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 
 import pytest
@@ -10,27 +11,18 @@ import torch
 from conftest import ARCHS, tiny_lm
 from torch.nn import functional as F
 
-from interp import Boundless, LowRankRotation, Site, at, interchange, last
+from interp import Boundless, Coordinate, LowRankRotation, Site, at, interchange, last
+from interp.batches import DASError, collect_rows, collect_sources, rows
 from interp.causal import CausalModel, CausalModelError, Pairs
-from interp.das import (
-    Alignment,
-    DASConfig,
-    DASError,
-    DASResult,
-    collect_rows,
-    collect_sources,
-    das_loss,
-    fit_das,
-    iia,
-    rows,
-    sweep_das,
-    task_accuracy,
-)
+from interp.das import Alignment, DASConfig, DASResult, fit_das
+from interp.grid import Grid
 from interp.inputs import InputError
+from interp.metrics import das_loss, iia, task_accuracy
 from interp.positions import PositionError
 from interp.probe import fit_probe, probe_sweep
 from interp.replay import PrefixCache, _Replay
 from interp.subspace import BasisError
+from interp.sweep import sweep_das
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -85,6 +77,22 @@ def test_planted_variable_is_recovered_fast(fitted):
     # a random direction does not do it: IIA near the no-op floor (every label flips, so ~0)
     assert iia(lm, test, at=das.site, via=LowRankRotation(32, 1)) < das.iia_test - 0.3
     assert [h["step"] for h in das.history] == sorted(h["step"] for h in das.history)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_iia_via_none_is_whole_vector_patching(arch):
+    """via=None interchanges the whole vector, as a full-rank Coordinate basis does; at the last layer's final
+    token that makes the base run the source run, so labels read off the source run score IIA 1."""
+    lm = tiny_lm(arch)
+    base, source = torch.randint(3, 97, (2, 24, 5), generator=torch.Generator().manual_seed(0)).tolist()
+    src = rows(lm, source)
+    labels = interchange(lm, src, src, at=Site("resid_post", 0, last())).predictions().tolist()  # the source run
+    pairs = Pairs(("x",), base, [source], labels, labels)
+    for layer in (0, lm.n_layers - 1):
+        site = Site("resid_post", layer, last())
+        whole, full_rank = iia(lm, pairs, at=site, via=None), iia(lm, pairs, at=site, via=Coordinate(32, range(32)))
+        assert whole == pytest.approx(full_rank, abs=1 / len(pairs))  # one near-tie may flip
+    assert whole == 1.0
 
 
 def test_reuse_in_dii_and_probe(fitted):
@@ -206,8 +214,11 @@ def test_sweep_grid():
     train, test = pairs.split(0.7, seed=0)
     sw = sweep_das(lm, train, test, layers=[0, 1], positions={"last": last()}, ranks=[1], progress=False,
                    **{k: v for k, v in FAST.items() if k != "progress"} | {"steps": 20})  # fmt: skip
-    assert sw.iia.shape == (1, 2, 1) and sw.best()["iia"] == float(sw.iia.max())
-    assert set(sw.to_dict()) >= {"layers", "positions", "iia", "best"}
+    assert sw.iia.shape == sw.iia_train.shape == (1, 2, 1) and sw.best()["iia"] == float(sw.iia.max())
+    assert set(sw.to_dict()) >= {"layers", "positions", "ranks", "iia", "iia_train", "best"}
+    again = Grid.from_dict(json.loads(json.dumps(sw.to_dict())))
+    torch.testing.assert_close(again.iia_train, sw.iia_train, atol=0, rtol=0)
+    assert again.axes == sw.axes and again.component == "resid_post" and again.best() == sw.best()
     ax = sw.plot()
     assert ax.get_title()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from reft.cli import build_parser, main
@@ -99,7 +100,118 @@ def test_train_eval_generate_end_to_end_on_a_tiny_model(tmp_path, capsys):
 
     # compare: the same training in a child process, and the frozen model's score on the same held-out rows
     compare = ["compare", *common, "--layers", "1", "--positions", "l1", "--rank", "4", "--steps", "60"]
-    assert main([*compare, "--lr", "5e-2", "--methods", "loreft"]) == 0
+    options = ["--grad-accum", "2", "--weight-decay", "0.01", "--max-grad-norm", "0.5", "--warmup-ratio", "0.2"]
+    assert main([*compare, "--lr", "5e-2", *options, "--methods", "loreft"]) == 0
     table = json.loads(capsys.readouterr().out)
     assert table["methods"]["loreft"]["accuracy"] == 1.0
     assert table["frozen"]["accuracy"] == ev["base"]["accuracy"]
+    # the worker trained with every option given to compare (its TrainConfig, from its own JSON output)
+    used = table["methods"]["loreft"]["config"]
+    want = {"grad_accum": 2, "weight_decay": 0.01, "max_grad_norm": 0.5, "warmup_ratio": 0.2, "steps": 60, "lr": 5e-2}
+    assert {k: used[k] for k in want} == want
+
+
+# ---- options: TrainConfig's fields, and what compare hands its workers -------------------------------------
+
+
+def _non_default(name, kind, default):
+    """A value for TrainConfig field ``name`` that differs from its default and passes TrainConfig's checks."""
+    if kind is bool:
+        return not default
+    if kind is str:
+        return "ckpt"
+    if kind is float:
+        return 0.25 if default != 0.25 else 0.5
+    return (default or 0) + 3
+
+
+def test_every_train_config_field_is_an_option_that_reaches_the_config():
+    from reft.cli import NONE, train_config, train_config_fields
+    from reft.train import TrainConfig
+
+    exposed = train_config_fields()
+    assert {name for name, _, _ in exposed} == {f.name for f in dataclasses.fields(TrainConfig)}
+    argv, want = ["train", "--data", "x.jsonl"], {}
+    for name, kind, default in exposed:
+        value = _non_default(name, kind, default)
+        flag = "--" + name.replace("_", "-")
+        argv += [flag if value else "--no-" + flag[2:]] if kind is bool else [flag, str(value)]
+        want[name] = value
+    config = train_config(build_parser().parse_args(argv), {})
+    assert config.to_dict() == want
+
+    # unset options: the task's default, else the CLI's, else TrainConfig's; 'none' for an optional field
+    args = build_parser().parse_args(["train", "--task", "style", "--max-prompt-tokens", NONE, "--batch-size", "3"])
+    config = train_config(args, {"steps": 20, "add_eos": True, "batch_size": 10})
+    assert (config.steps, config.add_eos, config.batch_size, config.max_prompt_tokens) == (20, True, 3, None)
+    assert (config.progress, config.weight_decay) == (False, TrainConfig().weight_decay)
+    assert train_config(build_parser().parse_args(["train", "--data", "x", "--epochs", "2"]), {}).steps is None
+    assert train_config(build_parser().parse_args(["train", "--data", "x"]), {"lora_lr": 2e-3}, "lora").lr == 2e-3
+
+
+def test_compare_hands_every_option_to_each_worker():
+    from reft.cli import train_config, train_config_fields
+    from reft.cli.compare import worker_argv
+
+    argv = ["compare", "--data", "t.jsonl", "--eval-data", "e.jsonl", "--label-words", "no,yes", "--model", "m"]
+    argv += ["--n-train", "5", "--layers", "0;1", "--positions", "f2+l2", "--rank", "2", "--untied", "--head"]
+    argv += ["--lora-rank", "4", "--out", "runs/c", "--overwrite", "--methods", "loreft,lora", "--jobs", "2"]
+    for name, kind, default in train_config_fields():
+        value = _non_default(name, kind, default)
+        flag = "--" + name.replace("_", "-")
+        argv += [flag if value else "--no-" + flag[2:]] if kind is bool else [flag, str(value)]
+    given = build_parser().parse_args(argv)
+    for method in ("loreft", "lora"):
+        worker = build_parser().parse_args(["train", *worker_argv(given, method)])
+        assert worker.method == method
+        for key, value in vars(given).items():
+            if key in ("command", "methods", "jobs", "json"):
+                continue  # compare's own
+            if key in ("out", "checkpoint_dir"):
+                assert getattr(worker, key) == f"{value}/{method}"  # one folder per method
+            elif method == "lora" and key in ("lr", "head"):
+                assert getattr(worker, key) in (None, False)  # LoRA keeps its own rate; it has no head
+            else:
+                assert getattr(worker, key) == value, key
+        differ = {"checkpoint_dir", *(("lr",) if method == "lora" else ())}  # checked above
+        config = {k: v for k, v in train_config(worker, {}, method).to_dict().items() if k not in differ}
+        assert config == {k: v for k, v in train_config(given, {}, method).to_dict().items() if k not in differ}
+
+
+# ---- one task registry for both command lines -------------------------------------------------------------
+
+
+def _choices(parser, dest="task"):
+    return tuple(next(a for a in parser._actions if a.dest == dest).choices)
+
+
+def test_one_task_registry_serves_both_command_lines():
+    import argparse
+
+    import pytest
+
+    import reft.tasks
+    from interp.cli import das, patch, sweep
+    from interp.tasks import registry
+    from reft.interventions import ReftError
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    assert _choices(das.add_parser(sub)) == _choices(sweep.add_parser(sub)) == registry.names(kind="das")
+    assert _choices(patch.add_parser(sub)) == registry.names(kind="patch")
+    reft_sub = next(a for a in build_parser()._actions if a.dest == "command").choices
+    for cmd in ("train", "eval", "compare"):
+        assert _choices(reft_sub[cmd]) == registry.names(kind="reft") == ("style", "sentiment", "addition")
+    assert set(registry.names()) >= {"ioi", "gender", "capitals", "hierarchical-equality", "style", "sentiment"}
+    assert reft.tasks.get("addition") is registry.get("addition", kind="reft").load()
+
+    with pytest.raises(registry.UnknownTaskError, match="unknown task 'nope'; known: style, sentiment, addition"):
+        registry.get("nope", kind="reft")
+    with pytest.raises(ReftError, match=r"unknown task 'nope'; known: style, sentiment, addition \(or pass --data"):
+        reft.tasks.get("nope")
+    with pytest.raises(ValueError, match="unknown task 'nope'; known: hierarchical-equality, ioi, gender, capitals"):
+        das.setup("nope", n=None, seed=0, model=None)
+    with pytest.raises(registry.UnknownTaskError, match="several kinds"):
+        registry.get("ioi")  # a patching task and a DAS task
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("style", kind="reft", loader="somewhere.else")
+    assert registry.register("style", kind="reft", loader="reft.tasks.style").name == "style"  # again: a no-op

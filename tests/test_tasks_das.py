@@ -7,8 +7,9 @@ import torch
 
 from interp import Rotation, Site
 from interp.causal import Pairs
-from interp.das import DASConfig, fit_das, iia, neuron_aligned, task_accuracy
+from interp.das import DASConfig, fit_das, neuron_aligned
 from interp.inputs import InputError
+from interp.metrics import iia, task_accuracy
 from interp.tasks import capitals, gender, ioi_position
 from interp.tasks import hierarchical_equality as he
 

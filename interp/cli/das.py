@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-TASK_NAMES = ("hierarchical-equality", "ioi", "gender", "capitals")
+from interp.tasks import registry
 
 
 @dataclass
@@ -65,59 +65,81 @@ def threads(n: int | None):
 
 
 def setup(task: str, *, n: int | None, seed: int, model: str | None) -> TaskSetup:
-    """Build a task's model and train/test pairs (test is held out from training and early stopping)."""
-    from interp.das import task_accuracy
+    """Build a task's model and train/test pairs (test is held out from training and early stopping).
 
-    if task == "hierarchical-equality":
-        from interp.tasks import hierarchical_equality as he
+    The task's loader comes from :mod:`interp.tasks.registry` (kind ``"das"``).
+    """
+    return registry.get(task, kind="das").load()(n=n, seed=seed, model=model)
 
-        with threads(1):
-            mlp, acc = he.train_equality_mlp(seed=seed)
-        pairs = he.equality_pairs(mlp, n=n or 20_000, seed=seed + 1)
-        train, test = pairs.split(0.5, seed=seed)
-        return TaskSetup(
-            mlp, train, test, {"hidden": he.FIRST_HIDDEN.pos}, list(range(he.N_LAYERS)), 0, "hidden", he.HIDDEN,
-            component="module", basis="full", splits=(he.HIDDEN // 2, he.HIDDEN // 2),
-            config=dict(steps=2000, batch_size=256, lr=5e-3, eval_every=250, patience=0, eval_batch_size=4096),
-            task_accuracy=acc, threads=1, causal=he.causal_model(),
-        )  # fmt: skip
+
+def hierarchical_equality_setup(*, n: int | None, seed: int, model: str | None = None) -> TaskSetup:
+    """Train the hierarchical-equality MLP (its own model: ``model`` is not used) and make its pairs."""
+    from interp.tasks import hierarchical_equality as he
+
+    with threads(1):
+        mlp, acc = he.train_equality_mlp(seed=seed)
+    pairs = he.equality_pairs(mlp, n=n or 20_000, seed=seed + 1)
+    train, test = pairs.split(0.5, seed=seed)
+    return TaskSetup(
+        mlp, train, test, {"hidden": he.FIRST_HIDDEN.pos}, list(range(he.N_LAYERS)), 0, "hidden", he.HIDDEN,
+        component="module", basis="full", splits=(he.HIDDEN // 2, he.HIDDEN // 2),
+        config=dict(steps=2000, batch_size=256, lr=5e-3, eval_every=250, patience=0, eval_batch_size=4096),
+        task_accuracy=acc, threads=1, causal=he.causal_model(),
+    )  # fmt: skip
+
+
+def gender_setup(*, n: int | None, seed: int, model: str | None) -> TaskSetup:
     import interp
+    from interp.tasks.gender import GENDER_POSITIONS, causal_model, gender_pairs
 
     lm = interp.load(model)
-    n = n or (1024 if task == "capitals" else 256)  # a variable with 84 values needs more distinct pairs
-    if task == "gender":
-        from interp.tasks.gender import GENDER_POSITIONS, causal_model, gender_pairs
+    # layer 14 / last: rank-1 DAS and whole-vector patching both move G there (notebook 03). At layer 10 / last
+    # rank-1 DAS reaches 1.00 but patching the whole vector 0.00: a direction that acts, not where G is kept
+    return _lm_setup(
+        lm, gender_pairs(lm, n=n or 256, seed=seed), seed, GENDER_POSITIONS, 14, "last", 1,
+        config=dict(steps=80, batch_size=32, lr=2e-2, eval_every=40, patience=0), causal=causal_model(),
+    )  # fmt: skip
 
-        # layer 14 / last: rank-1 DAS and whole-vector patching both move G there (notebook 03). At layer 10 / last
-        # rank-1 DAS reaches 1.00 but patching the whole vector 0.00: a direction that acts, not where G is kept
-        pairs, positions, layer, pos, rank = gender_pairs(lm, n=n, seed=seed), GENDER_POSITIONS, 14, "last", 1
-        config = dict(steps=80, batch_size=32, lr=2e-2, eval_every=40, patience=0)
-        causal = causal_model()
-    elif task == "ioi":
-        from interp.tasks.ioi_position import IOI_POSITIONS, causal_model, ioi_position_pairs
 
-        pairs, positions, layer, pos, rank = ioi_position_pairs(lm, n=n, seed=seed), IOI_POSITIONS, 9, "end", 1
-        positions = {"IO": positions["IO"], "S2": positions["S2"], "end": positions["end"]}
-        config = dict(steps=60, batch_size=16, lr=5e-3, eval_every=20, patience=2)
-        causal = causal_model()
-    elif task == "capitals":
-        from interp.tasks.capitals import capital_pairs, capital_positions, causal_model, known_countries
+def ioi_setup(*, n: int | None, seed: int, model: str | None) -> TaskSetup:
+    import interp
+    from interp.tasks.ioi_position import IOI_POSITIONS, causal_model, ioi_position_pairs
 
-        known = known_countries(lm)
-        pairs = capital_pairs(lm, n=n, seed=seed, countries=known)
-        # the country's identity (84 values) needs a wide subspace: rank 16 / 192 pairs gave test IIA 0.0-0.25
-        # (train 0.8: memorised); rank 64 on 768 train pairs at layer 8's country token: test 0.52 at 80 steps
-        positions, layer, pos, rank, causal = capital_positions(lm), 8, "country", 64, causal_model(known)
-        config = dict(steps=80, batch_size=16, lr=1e-2, eval_every=20, patience=2)
-    else:
-        raise ValueError(f"unknown task {task!r}; known: {', '.join(TASK_NAMES)}")
+    lm = interp.load(model)
+    positions = {"IO": IOI_POSITIONS["IO"], "S2": IOI_POSITIONS["S2"], "end": IOI_POSITIONS["end"]}
+    # sweep defaults sized for a few minutes on a 2-core CPU: the long IOI/capitals prompts get fewer cells
+    return _lm_setup(
+        lm, ioi_position_pairs(lm, n=n or 256, seed=seed), seed, positions, 9, "end", 1,
+        config=dict(steps=60, batch_size=16, lr=5e-3, eval_every=20, patience=2), causal=causal_model(),
+        sweep_positions=["end"],
+    )  # fmt: skip
+
+
+def capitals_setup(*, n: int | None, seed: int, model: str | None) -> TaskSetup:
+    import interp
+    from interp.tasks.capitals import capital_pairs, capital_positions, causal_model, known_countries
+
+    lm = interp.load(model)
+    known = known_countries(lm)
+    pairs = capital_pairs(lm, n=n or 1024, seed=seed, countries=known)  # 84 values need more distinct pairs
+    # the country's identity (84 values) needs a wide subspace: rank 16 / 192 pairs gave test IIA 0.0-0.25
+    # (train 0.8: memorised); rank 64 on 768 train pairs at layer 8's country token: test 0.52 at 80 steps
+    return _lm_setup(
+        lm, pairs, seed, capital_positions(lm), 8, "country", 64,
+        config=dict(steps=80, batch_size=16, lr=1e-2, eval_every=20, patience=2), causal=causal_model(known),
+        sweep_positions=["country", "last"],
+    )  # fmt: skip
+
+
+def _lm_setup(lm, pairs, seed, positions, layer, position, rank, *, config, causal, sweep_positions=None):
+    """The part every language-model task shares: the split, the task accuracy and the layer grid."""
+    from interp.metrics import task_accuracy
+
     train, test = pairs.split(0.75, seed=seed)
     acc = task_accuracy(lm, pairs.base, pairs.base_labels, candidates=pairs.candidates)
     layers = list(range(0, lm.n_layers, 3))
-    # sweep defaults sized for a few minutes on a 2-core CPU: the long IOI/capitals prompts get fewer cells
-    sweep_positions = {"gender": None, "ioi": ["end"], "capitals": ["country", "last"]}[task]
     return TaskSetup(
-        lm, train, test, positions, layers, layer, pos, rank, config=config, task_accuracy=acc, causal=causal,
+        lm, train, test, positions, layers, layer, position, rank, config=config, task_accuracy=acc, causal=causal,
         sweep_positions=sweep_positions,
     )  # fmt: skip
 
@@ -141,7 +163,7 @@ def add_parser(sub):
 
 
 def add_common(p):
-    p.add_argument("--task", choices=TASK_NAMES, required=True)
+    p.add_argument("--task", choices=registry.names(kind="das"), required=True)
     p.add_argument("--model", default=None, help="local HF model path or id (default: embedded Gemma-3-270M)")
     p.add_argument("--n", type=int, default=None, help="number of counterfactual pairs (task default)")
     p.add_argument("--rank", type=int, default=None, help="subspace rank (task default)")
@@ -174,7 +196,8 @@ def make_basis(kind: str, width: int, rank: int):
 
 def run(args) -> dict:
     from interp import sites
-    from interp.das import fit_das, iia, neuron_aligned
+    from interp.das import fit_das, neuron_aligned
+    from interp.metrics import iia
 
     if args.n is not None and args.n < 4:
         raise ValueError(f"--n {args.n}: expected at least 4 pairs (train and test both need some)")

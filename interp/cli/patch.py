@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-TASKS = ("ioi",)
+from interp.tasks import registry
 
 
 def add_parser(sub):
     p = sub.add_parser("patch", help="activation-patching grid over layers x positions", description=__doc__)
-    p.add_argument("--task", choices=TASKS, default="ioi")
+    p.add_argument("--task", choices=registry.names(kind="patch"), default="ioi")
     p.add_argument("--model", default=None, help="local HF model path or id (default: embedded Gemma-3-270M)")
     p.add_argument("--n", type=int, default=16, help="number of base/source pairs (default 16)")
     p.add_argument("--component", default="resid_post", help="resid_pre, resid_mid, resid_post, attn_out, mlp_out")
@@ -23,6 +23,13 @@ def add_parser(sub):
     p.add_argument("--out", default="results/patch", help="folder for the PNG heatmap and the JSON results")
     p.add_argument("--overwrite", action="store_true", help="replace earlier results in --out")
     return p
+
+
+def ioi_task(n: int, *, seed: int):
+    """The ``ioi`` patching task (see :mod:`interp.tasks.registry`): ``n`` pairs and the positions to patch."""
+    from interp.tasks import IOI_POSITIONS, ioi_pairs
+
+    return ioi_pairs(n, seed=seed), IOI_POSITIONS
 
 
 def parse_layers(text: str, n_layers: int) -> list[int]:
@@ -44,7 +51,6 @@ def run(args) -> dict:
     from interp import viz
     from interp.cli import output_files
     from interp.patching import patch_grid
-    from interp.tasks import IOI_POSITIONS, ioi_pairs
 
     out = Path(args.out)
     png, js = output_files(out, f"patch_{args.task}", args.overwrite)
@@ -52,9 +58,8 @@ def run(args) -> dict:
         raise ValueError(f"--n {args.n}: expected at least 1 pair")
     lm = interp.load(args.model)
     layers = parse_layers(args.layers, lm.n_layers)
-    grid = patch_grid(
-        lm, ioi_pairs(args.n, seed=args.seed), layers=layers, positions=IOI_POSITIONS, component=args.component
-    )
+    pairs, positions = registry.get(args.task, kind="patch").load()(args.n, seed=args.seed)
+    grid = patch_grid(lm, pairs, layers=layers, positions=positions, component=args.component)
     out.mkdir(parents=True, exist_ok=True)
     ax = viz.plot_patching_grid(
         grid.effect,

@@ -41,7 +41,7 @@ def add_parser(sub):
 def run(args) -> dict:
     from interp import viz
     from interp.cli import output_files
-    from interp.das import sweep_das
+    from interp.sweep import sweep_das
 
     out = Path(args.out)
     png, js = output_files(out, f"sweep_{args.task}", args.overwrite)
@@ -69,6 +69,7 @@ def run(args) -> dict:
             progress=not args.quiet,
         )  # fmt: skip
     result = {"task": args.task, "task_accuracy": ts.task_accuracy, **sw.to_dict()}
+    del result["grid"]  # iia is reshaped next, so this JSON is not Grid.to_dict() output
     result["iia_by_rank"], result["iia"] = result["iia"], result["iia"][0]
     if args.probe:
         from interp.probe import probe_sweep

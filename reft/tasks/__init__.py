@@ -7,17 +7,21 @@ Example:
     ({'prompt': 'Review: ...\\nSentiment:', 'label': 1}, {0: ' negative', 1: ' positive'})
 
 Each task module defines ``load(...) -> TaskData`` and ``DEFAULTS`` (where to intervene and how to train,
-chosen to run in a few minutes on a 2-core CPU).
+chosen to run in a few minutes on a 2-core CPU). They are registered (kind ``"reft"``) in the task registry
+that the ``interp`` command line shares, :mod:`interp.tasks.registry`.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
+
+from interp.tasks import registry
 
 from ..interventions import ReftError
 
-NAMES = ("style", "sentiment", "addition")
+for _name in ("style", "sentiment", "addition"):
+    registry.register(_name, kind="reft", loader=f"reft.tasks.{_name}")
+NAMES = registry.names(kind="reft")
 
 
 @dataclass
@@ -31,7 +35,9 @@ class TaskData:
 
 
 def get(name: str):
-    """The task module called ``name``."""
-    if name not in NAMES:
-        raise ReftError(f"unknown task {name!r}; known: {', '.join(NAMES)} (or pass --data file.jsonl)")
-    return importlib.import_module(f"reft.tasks.{name}")
+    """The task module called ``name`` (a ``"reft"`` task of :mod:`interp.tasks.registry`)."""
+    try:
+        task = registry.get(name, kind="reft")
+    except registry.UnknownTaskError as e:
+        raise ReftError(f"{e} (or pass --data file.jsonl)") from None
+    return task.load()

@@ -1,0 +1,101 @@
+"""Counterfactual pairs -> left-padded batches and cached site vectors, checked before any forward pass.
+
+Example:
+    >>> batch = rows(lm, ["The nurse said that", "The pilot said that"])   # Batch(input_ids, attention_mask)
+    >>> h6, h9 = collect_rows(lm, prompts, [Site("resid_post", 6, last()), Site("resid_post", 9, last())])
+    >>> (src,) = collect_sources(lm, pairs, [site])                       # (N, k, w * n_variables), no grad
+    >>> check_positions(lm, pairs, site)                                  # PositionError names the bad side
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .causal import Pairs
+from .dii import collect
+from .engine import Batch
+from .inputs import InputError, encode
+from .positions import PositionError
+from .sites import Site
+
+
+class DASError(ValueError):
+    """A DAS run that cannot start as asked (bad data, rank, site or saved file)."""
+
+
+def rows(lm, items: Sequence) -> Batch:
+    """A left-padded :class:`Batch` from prompts (str) or token-id sequences (ints, lists or tensors)."""
+    items = list(items)
+    if items and isinstance(items[0], str):
+        return encode(lm, items)
+    if not items:
+        raise InputError("no inputs; expected at least one prompt or token-id sequence")
+    if isinstance(items[0], (list, tuple)) and len({len(x) for x in items}) == 1:  # equal lengths: no padding
+        ids = torch.tensor(items, dtype=torch.long)
+        return Batch(ids.to(lm.device), torch.ones_like(ids).to(lm.device))
+    seqs = [torch.as_tensor(x, dtype=torch.long).reshape(-1) for x in items]
+    T = max(len(s) for s in seqs)
+    ids = torch.zeros(len(seqs), T, dtype=torch.long)
+    mask = torch.zeros(len(seqs), T, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, T - len(s) :] = s
+        mask[i, T - len(s) :] = 1
+    return Batch(ids.to(lm.device), mask.to(lm.device))
+
+
+def _check_pairs(pairs) -> Pairs:
+    if not isinstance(pairs, Pairs):
+        raise DASError(f"expected interp.causal.Pairs (from CounterfactualDataset.render); got {type(pairs).__name__}")
+    if len(pairs) == 0:
+        raise DASError("the dataset is empty; expected at least one counterfactual pair (check the sampler/filter)")
+    return pairs
+
+
+def _chunks(n: int, size: int):
+    for a in range(0, n, size):
+        yield slice(a, min(n, a + size))
+
+
+def collect_rows(lm, inputs: Sequence, sites: Sequence[Site], *, batch_size: int = 128) -> list[torch.Tensor]:
+    """Vectors at each site for all ``inputs``, in batches, without grad: a list of (N, k, w) tensors.
+
+    Example:
+        >>> h6, h9 = collect_rows(lm, prompts, [Site("resid_post", 6, last()), Site("resid_post", 9, last())])
+    """
+    per_site: list[list[torch.Tensor]] = [[] for _ in sites]
+    for sl in _chunks(len(inputs), batch_size):
+        for i, h in enumerate(collect(lm, rows(lm, inputs[sl]), at=list(sites))):
+            per_site[i].append(h)
+    return [torch.cat(p) for p in per_site]
+
+
+def collect_sources(lm, pairs: Pairs, sites: Sequence[Site], *, batch_size: int = 128) -> list[torch.Tensor]:
+    """Source vectors per site, variables side by side: a list of (N, k, w * n_variables) tensors, no grad.
+
+    Each source run stops after the last site, so caching costs less than one forward per source.
+    """
+    per_var = [collect_rows(lm, src, sites, batch_size=batch_size) for src in pairs.sources]  # [var][site]
+    return [torch.cat([v[i] for v in per_var], dim=-1) for i in range(len(sites))]
+
+
+def check_positions(lm, pairs: Pairs, site: Site) -> None:
+    """Raise PositionError before any forward pass if ``site.pos`` is undefined on some base or source."""
+    k = None
+    named = [("base", pairs.base)] + [(f"source of {v!r}", s) for v, s in zip(pairs.variables, pairs.sources)]
+    for name, items in named:
+        batch = rows(lm, items)
+        try:
+            pos = site.pos.resolve(batch.attention_mask, batch.input_ids, lm.tokenizer)
+        except PositionError as e:
+            raise PositionError(f"{site!r} on the {name} inputs: {e}") from None
+        if k is not None and pos.shape[1] != k:
+            raise PositionError(
+                f"{site!r} selects {k} token(s) on the base inputs but {pos.shape[1]} on the {name} inputs; "
+                "base and source must give the same number of positions"
+            )
+        k = pos.shape[1]
+
+
+__all__ = ["DASError", "rows", "collect_rows", "collect_sources", "check_positions"]

@@ -1,0 +1,133 @@
+"""One result type for scores over a grid of sites: patching effects, DAS IIA, probe accuracy.
+
+Example:
+    >>> grid = patch_grid(lm, pairs, layers=range(18), positions=IOI_POSITIONS)
+    >>> grid.effect.shape, grid.best()        # (18, 15), {'layer': 9, 'position': 'end', 'effect': 0.93}
+    >>> sw = sweep_das(lm, train, test, layers=[3, 6], positions={"last": last()}, ranks=[1, 4])
+    >>> sw.iia.shape, sw.iia_train.shape      # (2, 2, 1) each: ranks x layers x positions
+    >>> sw.plot(rank=4); Grid.from_dict(sw.to_dict())
+
+``values`` has one dimension per axis, in the order of ``axes``; ``extra`` holds tensors of the same shape
+(``iia_train``) and ``meta`` scalars (``component``, ``clean_accuracy``). Axis labels, extras and metadata
+read as attributes, and so do the values under their name: ``grid.effect`` is ``grid.values``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Grid:
+    """A tensor over named axes of site labels, with same-shaped extras and scalar metadata.
+
+    Example:
+        >>> g = Grid("iia", torch.tensor([[0.5, 1.0]]), {"layers": [3], "positions": ["name", "last"]})
+        >>> g.layers, g.best()
+        ([3], {'layer': 3, 'position': 'last', 'iia': 1.0})
+    """
+
+    name: str  # what the values are: "effect", "iia", "accuracy"
+    values: torch.Tensor  # one dimension per axis, in the order of ``axes``
+    axes: dict[str, list]  # plural axis name -> labels: {"ranks": [1], "layers": [0, 3], "positions": ["last"]}
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # same shape as values, e.g. {"iia_train": ...}
+    meta: dict = field(default_factory=dict)  # scalars: component, clean_accuracy, n_pairs, ...
+
+    def __post_init__(self):
+        shape = tuple(len(labels) for labels in self.axes.values())
+        for key, t in {self.name: self.values, **self.extra}.items():
+            if tuple(t.shape) != shape:
+                raise ValueError(f"Grid {key!r} has shape {tuple(t.shape)}; the axes {list(self.axes)} give {shape}")
+
+    def __getattr__(self, key: str):
+        d = self.__dict__
+        if key.startswith("__") or "name" not in d:  # copy/pickle probe dunders before __init__ has run
+            raise AttributeError(key)
+        if key == d["name"]:
+            return d["values"]
+        for part in ("axes", "extra", "meta"):
+            if key in d[part]:
+                return d[part][key]
+        raise AttributeError(
+            f"this Grid of {d['name']!r} has no {key!r}; it has axes {list(d['axes'])}, extra {list(d['extra'])} "
+            f"and meta {list(d['meta'])}"
+        )
+
+    def best(self) -> dict:
+        """The cell with the largest value (NaN skipped): ``{"layer": 6, "position": "last", "iia": 0.98}``."""
+        flat = int(torch.nan_to_num(self.values.float(), nan=-float("inf")).argmax())
+        index = torch.unravel_index(torch.tensor(flat), tuple(self.values.shape))
+        cell = {k.removesuffix("s"): labels[int(i)] for (k, labels), i in zip(self.axes.items(), index)}
+        return cell | {self.name: float(self.values.reshape(-1)[flat])}
+
+    def plot(self, ax=None, *, title: str | None = None, annotate: bool | None = None, **select):
+        """Heatmap over layers x positions; other axes are fixed by ``select`` (default: their first label).
+
+        Example:
+            >>> sw.plot(rank=4)                 # IIA at rank 4; returns the Axes
+
+        Effects use :func:`interp.viz.plot_patching_grid`, IIA :func:`interp.viz.plot_iia_grid`, anything else
+        (probe accuracy) a 0..1 :func:`interp.viz.heatmap`. ``annotate`` defaults to grids of 64 cells or fewer.
+        """
+        from . import viz
+
+        values, fixed = self.values, []
+        for dim, (k, labels) in reversed(list(enumerate(self.axes.items()))):
+            if k in ("layers", "positions"):
+                continue
+            want = select.pop(k.removesuffix("s"), labels[0])
+            if want not in labels:
+                raise ValueError(f"{k.removesuffix('s')}={want!r} is not on this grid; its {k} are {labels}")
+            values = values.select(dim, labels.index(want))
+            fixed.insert(0, f"{k.removesuffix('s')} {want}")
+        if select:
+            raise ValueError(f"no axes {sorted(select)} on this grid; its axes are {list(self.axes)}")
+        values = values.float().numpy()
+        where = ", ".join([self.meta.get("component", "")] + fixed).strip(", ")
+        title = title or f"{self.name} per layer and position" + (f" ({where})" if where else "")
+        annotate = values.size <= 64 if annotate is None else annotate
+        kw = dict(ax=ax, title=title, annotate=annotate)
+        if self.name == "effect":
+            return viz.plot_patching_grid(values, self.layers, self.positions, **kw)
+        if self.name == "iia":
+            return viz.plot_iia_grid(values, self.layers, self.positions, **kw)
+        rows, cols = self.layers, self.positions
+        return viz.heatmap(values, rows=rows, cols=cols, cmap="viridis", vmin=0.0, vmax=1.0, cbar_label=self.name, **kw)
+
+    def to_dict(self) -> dict:
+        """JSON-ready: axis labels, values and extras as nested lists, the metadata, ``best`` and a ``grid`` key."""
+        best = self.best()
+        best[self.name] = _plain(torch.tensor(best[self.name]))
+        return {
+            **self.axes,
+            self.name: _plain(self.values),
+            **{k: _plain(v) for k, v in self.extra.items()},
+            **self.meta,
+            "best": best,
+            "grid": {"value": self.name, "axes": list(self.axes), "extra": list(self.extra)},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Grid:
+        """Rebuild a grid from :meth:`to_dict`'s output; keys it does not name go to ``meta``."""
+        if "grid" not in d:
+            raise ValueError(f"not a Grid.to_dict() result: no 'grid' key among {sorted(d)}")
+        name, axes, extra = d["grid"]["value"], d["grid"]["axes"], d["grid"]["extra"]
+        own = {name, *axes, *extra, "best", "grid"}
+        return cls(
+            name,
+            torch.tensor(d[name]),
+            {k: list(d[k]) for k in axes},
+            {k: torch.tensor(d[k]) for k in extra},
+            {k: v for k, v in d.items() if k not in own},
+        )
+
+
+def _plain(t: torch.Tensor):
+    """Nested lists of the shortest decimals that read back as the same float32 (0.1, not 0.10000000149011612)."""
+    return t.detach().cpu().float().numpy().astype(str).astype(float).tolist()
+
+
+__all__ = ["Grid"]

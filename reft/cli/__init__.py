@@ -1,0 +1,294 @@
+"""Command line: ``reft train | eval | generate | compare`` (also ``python -m reft``); ``--json`` prints one object.
+
+Example:
+    reft train --task style --out runs/style                 # rank-4 LoReFT at one layer, ~20 examples
+    reft generate --load runs/style --prompt "Question: Why do we sleep?\\nAnswer:" --repetition-penalty 1.3
+    reft train --data train.jsonl --eval-data test.jsonl --layers "3;9" --positions f7+l7 --rank 8 --out runs/x
+    reft train --task sentiment --grad-accum 4 --weight-decay 0.01 --warmup-ratio 0.2 --no-progress
+    reft eval --task sentiment --load runs/sent --json
+    reft compare --task sentiment --json                      # LoReFT, DiReFT, LoRA, DoRA: one table
+
+Methods are the ReFT kinds (loreft, direft, noreft, lobireft, consreft, lodireft) and the peft baselines
+(lora, dora). The training options are the fields of :class:`reft.train.TrainConfig` (``--grad-accum`` sets
+``grad_accum``); unset ones take the task's defaults (``reft.tasks.<task>.DEFAULTS``), else the command line's
+(:data:`CLI_DEFAULTS`), else TrainConfig's. Each command is a module of this package with ``add_parser(sub)``
+and ``run(args) -> dict``, as in ``interp.cli``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import resource
+import sys
+import typing
+
+from ..interventions import KINDS, ReftError
+
+COMMANDS = ("train", "eval", "generate", "compare")  # modules of reft.cli, one per subcommand
+BASELINES = ("lora", "dora")
+METHODS = (*KINDS, *BASELINES)
+
+# Where the command line's default differs from TrainConfig's (a task's DEFAULTS come first).
+CLI_DEFAULTS = {"steps": 100, "max_prompt_tokens": 64, "progress": False}
+CLI_DEFAULTS_BASELINE = {"lr": 1e-3}  # LoRA/DoRA: --lr, else a task's ``lora_lr``, else this
+NONE = "none"  # `--max-prompt-tokens none`: an optional TrainConfig field set to None
+
+HELP = {
+    "epochs": "passes over the training data (used when --steps is not given)",
+    "steps": "optimizer steps (overrides --epochs; 'none' to train by epochs)",
+    "batch_size": "examples per micro-batch",
+    "grad_accum": "micro-batches per optimizer step",
+    "lr": "learning rate; LoRA/DoRA default to the task's lora_lr, else 1e-3",
+    "warmup_ratio": "fraction of the steps with linear warm-up",
+    "weight_decay": "AdamW weight decay (on W and b; never on the basis R)",
+    "max_grad_norm": "gradient clipping norm (0 for none)",
+    "seed": "seed of the data draw, the shuffling and the initialisation",
+    "max_prompt_tokens": "longer prompts keep BOS and their end ('none' for no limit)",
+    "max_response_tokens": "cut longer responses ('none' for no limit)",
+    "add_eos": "append EOS to responses, so that generation learns to stop",
+    "eval_every": "evaluate on --eval-data (or the task's held-out set) every so many steps (ReFT methods)",
+    "checkpoint_every": "save the interventions every so many steps into --checkpoint-dir (ReFT methods)",
+    "checkpoint_dir": "where --checkpoint-every writes step-<n>/ folders",
+    "progress": "a progress bar with the loss",
+}
+
+
+def train_config_fields(only: tuple[str, ...] | None = None) -> list[tuple[str, type, object]]:
+    """``(name, type, TrainConfig default)`` for the TrainConfig fields a command line can set.
+
+    Every field whose type is int, float, bool or str (each optionally ``| None``) is exposed; ``only``
+    keeps a subset (``reft eval`` needs just the batching and tokenization ones).
+
+    Example:
+        >>> [name for name, _, _ in train_config_fields(("lr", "seed"))]
+        ['lr', 'seed']
+    """
+    from ..train import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    out = []
+    for f in dataclasses.fields(TrainConfig):
+        if only is not None and f.name not in only:
+            continue
+        kinds = [t for t in typing.get_args(hints[f.name]) if t is not type(None)] or [hints[f.name]]
+        if len(kinds) == 1 and kinds[0] in (int, float, bool, str):
+            out.append((f.name, kinds[0], f.default))
+    return out
+
+
+def _optional(kind: type):
+    def parse(text: str):
+        return NONE if text.strip().lower() == NONE else kind(text)
+
+    parse.__name__ = kind.__name__  # argparse names the type in its "invalid int value" message
+    return parse
+
+
+def add_train_config_options(p: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    """One ``--field-name`` per TrainConfig field (``--add-eos/--no-add-eos`` for booleans), default None."""
+    from ..train import TrainConfig
+
+    optional = {f.name for f in dataclasses.fields(TrainConfig) if "None" in str(f.type)}
+    for name, kind, default in train_config_fields(only):
+        flag = "--" + name.replace("_", "-")
+        shown = CLI_DEFAULTS.get(name, default)
+        shown = NONE if shown is None else shown
+        text = f"{HELP.get(name, f'TrainConfig.{name}')} (default: the task's, else {shown})"
+        if kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            p.add_argument(flag, type=_optional(kind) if name in optional else kind, default=None, help=text)
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    from interp.tasks import registry
+
+    from .. import tasks  # noqa: F401  (registers reft's tasks)
+
+    p.add_argument("--task", choices=registry.names(kind="reft"), help="a built-in task")
+    p.add_argument("--data", help="JSONL training data: {prompt, response} or {prompt, label} per line")
+    p.add_argument("--eval-data", help="JSONL held-out data (same format)")
+    p.add_argument("--label-words", help="classification label words by label index, e.g. 'negative,positive'")
+    p.add_argument("--model", default=None, help="model path or id (default: the embedded Gemma-3-270M)")
+    p.add_argument("--n-train", type=int, default=None, help="training examples drawn from the task")
+    p.add_argument("--n-test", type=int, default=None, help="held-out examples drawn from the task")
+
+
+def add_method_options(p: argparse.ArgumentParser) -> None:
+    """Where to intervene and with what (the options of ``reft train`` besides data and TrainConfig)."""
+    p.add_argument("--layers", default=None, help="'9', '3;9;15' or 'all'")
+    p.add_argument("--positions", default=None, help="prompt positions, e.g. 'f1+l1' or 'f7+l7'")
+    p.add_argument("--rank", type=int, default=None)
+    p.add_argument("--untied", action="store_true", help="separate weights for prefix and suffix positions")
+    p.add_argument(
+        "--head", action="store_true", help="classification with ReFT: train a linear head (started from the "
+        "label words' unembedding rows) with the interventions instead of scoring the label words"
+    )  # fmt: skip
+    p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument("--out", default=None, help="save the trained interventions here (ReFT methods)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reft", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        p = importlib.import_module(f"reft.cli.{name}").add_parser(sub)
+        p.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = importlib.import_module(f"reft.cli.{args.command}").run(args)
+    except (ReftError, ValueError, FileExistsError, FileNotFoundError) as e:
+        print(f"reft {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result))
+    else:
+        _print_human(result)
+    return 0
+
+
+def _print_human(result: dict) -> None:
+    if "methods" in result:
+        cols = ("accuracy", "trainable_params", "percent_of_base", "seconds_per_step", "peak_rss_mb")
+        print(f"{result['task']} ({result['steps']} steps each)")
+        print(f"{'method':<8} " + " ".join(f"{c:>17}" for c in cols))
+        for m, r in result["methods"].items():
+            print(f"{m:<8} " + " ".join(f"{r.get(c, float('nan')):>17.4g}" for c in cols))
+        return
+    for key, value in result.items():
+        if isinstance(value, list):
+            for v in value:
+                print(f"{key}: {v}")
+        else:
+            print(f"{key}: {value}")
+
+
+def to_argv(parser: argparse.ArgumentParser, args: argparse.Namespace, *, skip=()) -> list[str]:
+    """The options of ``parser`` that ``args`` sets away from their defaults, as a command line for ``parser``.
+
+    ``parser.parse_args(to_argv(parser, args))`` gives ``args`` back (for the options it has): this is how
+    ``reft compare`` hands every option the user gave to its workers.
+
+    Example:
+        >>> p = argparse.ArgumentParser(); _ = p.add_argument("--grad-accum", type=int)
+        >>> to_argv(p, argparse.Namespace(grad_accum=4))
+        ['--grad-accum=4']
+    """
+    argv = []
+    for action in parser._actions:
+        if not action.option_strings or action.dest in (*skip, "help") or not hasattr(args, action.dest):
+            continue
+        value = getattr(args, action.dest)
+        if value == action.default:
+            continue
+        flag = max(action.option_strings, key=len)
+        if isinstance(action, argparse.BooleanOptionalAction):  # option_strings: --x, --no-x
+            argv.append(action.option_strings[0 if value else 1])
+        elif action.nargs == 0 and value == action.const:  # store_true / store_const
+            argv.append(flag)
+        elif action.nargs is None and not isinstance(action, argparse._AppendAction):
+            argv.append(f"{flag}={value}")
+        else:
+            raise ReftError(f"cannot pass {flag}={value!r} on to another command line (nargs={action.nargs!r})")
+    return argv
+
+
+# ---- shared by the commands ------------------------------------------------------------------------------
+
+
+def task_defaults(args) -> dict:
+    """The task's ``DEFAULTS`` (where to intervene and how to train), or {} for --data."""
+    if getattr(args, "task", None):
+        from ..tasks import get
+
+        return dict(get(args.task).DEFAULTS)
+    return {}
+
+
+def pick(args, name, defaults, fallback):
+    value = getattr(args, name, None)
+    return value if value is not None else defaults.get(name, fallback)
+
+
+def load_data(args):
+    from ..data import as_examples
+    from ..tasks import NAMES, TaskData, get
+
+    if args.task and args.data:
+        raise ReftError("give either --task or --data, not both")
+    if args.task:
+        task = get(args.task)
+        kw = {"seed": args.seed if args.seed is not None else 0}
+        if args.n_train is not None:
+            kw["n_train"] = args.n_train
+        if args.n_test is not None:
+            kw["n_test"] = args.n_test
+        return task.load(**kw)
+    if not args.data:
+        raise ReftError(f"no data: pass --task ({', '.join(NAMES)}) or --data train.jsonl")
+    words = None
+    if args.label_words:
+        words = {i: " " + w.strip() for i, w in enumerate(args.label_words.split(","))}
+    train = read_jsonl(args.data)
+    as_examples(train, label_words=words)  # validate now, with the example's index in the error
+    test = read_jsonl(args.eval_data) if args.eval_data else []
+    return TaskData(train[: args.n_train] if args.n_train else train, test, words)
+
+
+def read_jsonl(path):
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{path!r} does not exist; expected a JSONL file with one example per line")
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+
+def train_config(args, defaults: dict, method: str = "loreft"):
+    """The TrainConfig a command runs: each field from its option, else ``defaults`` (the task's), else
+    :data:`CLI_DEFAULTS`, else TrainConfig's own default. Only the fields the parser has are read.
+
+    Example:
+        >>> args = build_parser().parse_args(["train", "--task", "style", "--grad-accum", "2"])
+        >>> train_config(args, task_defaults(args)).grad_accum, train_config(args, task_defaults(args)).steps
+        (2, 20)
+    """
+    from ..train import TrainConfig
+
+    baseline = method in BASELINES
+    cli = {**CLI_DEFAULTS, **(CLI_DEFAULTS_BASELINE if baseline else {})}
+    if baseline:  # LoRA/DoRA learn at their own rate: --lr, else the task's lora_lr, else 1e-3
+        defaults = {k: v for k, v in defaults.items() if k != "lr"}
+        if "lora_lr" in defaults:
+            defaults["lr"] = defaults["lora_lr"]
+    kw = {}
+    for name, _, _ in train_config_fields():
+        if not hasattr(args, name):
+            continue
+        value = getattr(args, name)
+        if value is None:
+            if name == "steps" and getattr(args, "epochs", None) is not None:
+                continue  # --epochs without --steps trains by epochs
+            value = defaults.get(name, cli.get(name))
+        if value is None:
+            continue  # TrainConfig's default
+        kw[name] = None if value == NONE else value
+    return TrainConfig(**kw)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def __getattr__(name: str):  # the functions of the old single-module CLI: reft.cli.cmd_compare(args) etc.
+    if name.startswith("cmd_") and name[4:] in COMMANDS:
+        return importlib.import_module(f"reft.cli.{name[4:]}").run
+    raise AttributeError(f"module 'reft.cli' has no attribute {name!r}")

@@ -1,0 +1,149 @@
+"""``reft train``: train a ReFT intervention (or a LoRA/DoRA baseline) on a task or JSONL data, then evaluate it.
+
+Example:
+    reft train --task style --out runs/style
+    reft train --data train.jsonl --eval-data test.jsonl --layers "3;9" --positions f7+l7 --rank 8 --out runs/x
+    reft train --task sentiment --method lora --grad-accum 2 --weight-decay 0.01 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from ..interventions import KINDS, ReftError
+from . import (
+    BASELINES,
+    METHODS,
+    add_data_options,
+    add_method_options,
+    add_train_config_options,
+    load_data,
+    peak_rss_mb,
+    pick,
+    task_defaults,
+    train_config,
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of ``reft train`` (also the parser ``reft compare`` writes its workers' command lines for)."""
+    add_data_options(p)
+    p.add_argument("--method", default="loreft", help=f"one of {', '.join(METHODS)}")
+    add_method_options(p)
+    add_train_config_options(p)
+    return p
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "train",
+        help="train a ReFT intervention (or a LoRA/DoRA baseline) and evaluate it",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return add_arguments(p)
+
+
+def check_method(method: str, args) -> str:
+    """``method`` lower-cased, or a ReftError naming the known methods and the options it cannot take."""
+    asked, method = method, method.lower()
+    if method not in KINDS and method not in BASELINES:
+        raise ReftError(f"unknown method {asked!r}; expected one of {', '.join(METHODS)}")
+    if method in BASELINES:
+        given = [f"--{n.replace('_', '-')}" for n in ("eval_every", "checkpoint_every") if getattr(args, n, None)]
+        if given:
+            raise ReftError(
+                f"{' and '.join(given)} apply to ReFT methods; --method {method} is evaluated once, after training"
+            )
+    return method
+
+
+def run(args) -> dict:
+    import interp
+
+    from .. import tasks as _tasks
+    from ..generate import generate
+    from ..head import ClassifierHead
+    from ..io import save
+    from ..model import at_layers, attach
+    from ..positions import parse_positions
+    from ..train import evaluate, train_reft
+
+    method = check_method(args.method, args)
+    defaults = task_defaults(args)
+    data = load_data(args)
+    config = train_config(args, defaults, method)  # validates before the model loads
+    if args.head and (method in BASELINES or not data.label_words):
+        raise ReftError(
+            f"--head trains a classifier head with a ReFT method; got --method {method} "
+            f"{'with' if data.label_words else 'and no'} label words (use --label-words or --task sentiment)"
+        )
+    positions = pick(args, "positions", defaults, "f1+l1")
+    pos = None if method in BASELINES else parse_positions(positions)  # a bad one fails before the model loads
+    lm = interp.load(args.model)
+    base_params = sum(p.numel() for p in lm.hf.parameters())
+    out = {"task": args.task or args.data, "method": method, "steps": config.steps, "config": config.to_dict()}
+    t0 = time.perf_counter()
+    if method in BASELINES:
+        from ..baselines import train_lora
+
+        res = train_lora(
+            lm,
+            data.train,
+            config,
+            rank=args.lora_rank,
+            dora=method == "dora",
+            eval_examples=data.test or None,
+            label_words=data.label_words,
+        )
+        n, hist, metrics = res.trainable_params, res.history, res.metrics
+    else:
+        layers = pick(args, "layers", defaults, str(lm.n_layers // 2))
+        rank = pick(args, "rank", defaults, 4)
+        head = ClassifierHead.from_label_words(lm, data.label_words) if args.head else None
+        rlm = attach(lm, at_layers(lm, layers, pos=pos, kind=method, rank=rank), tied=not args.untied, head=head)
+        out.update(layers=str(layers), positions=positions, rank=rank, tied=not args.untied, head=args.head)
+        periodic = data.test if config.eval_every and data.test else None  # evaluations during training
+        hist = train_reft(rlm, data.train, config, eval_examples=periodic, label_words=data.label_words)
+        n = rlm.trainable_params
+        if hist.evals:
+            out["evals"] = [{"step": step, **m} for step, m in hist.evals]
+            metrics = hist.evals[-1][1]  # the last one is after the last step
+        else:
+            metrics = evaluate(rlm, data.test, label_words=data.label_words, config=config) if data.test else {}
+        if data.eval_prompts:
+            decoding = {"max_new_tokens": 24}
+            if "repetition_penalty" in defaults:
+                decoding["repetition_penalty"] = defaults["repetition_penalty"]
+            out["decoding"] = decoding
+            out["samples"] = [
+                {"prompt": p, "reft": r, "base": b}
+                for p, r, b in zip(
+                    data.eval_prompts,
+                    generate(rlm, data.eval_prompts, **decoding),
+                    generate(lm, data.eval_prompts, **decoding),
+                )
+            ]
+            if args.task == "style":
+                style = _tasks.get("style")
+                out["style_rate"] = style.style_rate([s["reft"] for s in out["samples"]])
+                out["style_rate_base"] = style.style_rate([s["base"] for s in out["samples"]])
+        if args.out:
+            out["saved"] = str(save(rlm, args.out, overwrite=args.overwrite))
+    if out["steps"] is None:  # trained by epochs
+        out["steps"] = hist.steps
+    out.update(
+        accuracy=metrics.get("accuracy"),
+        eval_loss=metrics.get("loss"),
+        n_test=metrics.get("n"),
+        trainable_params=n,
+        percent_of_base=100.0 * n / base_params,
+        seconds_per_step=hist.seconds_per_step,
+        train_loss_first=hist.losses[0],
+        train_loss_last=hist.losses[-1],
+        response_tokens=hist.response_tokens,
+        seconds_total=time.perf_counter() - t0,
+        peak_rss_mb=peak_rss_mb(),
+    )
+    return out
