@@ -10,7 +10,7 @@ Example:
 from .batches import DASError, check_positions, collect_rows, collect_sources, rows
 from .causal import CausalModel, Pairs
 from .das import Alignment, DASConfig, DASResult, fit_das, neuron_aligned
-from .dii import DIIResult, collect, interchange, intervene
+from .dii import DIIResult, collect, interchange, intervene, run
 from .grid import Grid
 from .inputs import InputError, encode, token_ids
 from .interventions import Interchange, Intervention, Mean, Steer, Zero
@@ -47,6 +47,7 @@ __all__ = [
     "Steer",
     "interchange",
     "intervene",
+    "run",
     "collect",
     "DIIResult",
     "encode",

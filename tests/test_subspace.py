@@ -70,9 +70,12 @@ def test_init_from_a_known_subspace():
 
 
 def test_boundless_mask_and_rank():
-    B = Boundless(10, init_fraction=0.3, temperature=0.01)
+    # boundary 0.32 * 10 = 3.2 rows: no row sits on the boundary itself (0.3 * 10 lands exactly on sigmoid(0),
+    # where float32 rounding decides); rows 0..3 lie below it, 4..9 above, each by 0.2 or more / 0.01 = 20
+    B = Boundless(10, init_fraction=0.32, temperature=0.01)
     assert B.effective_rank() == 3
-    assert B.mask().round().tolist() == [1.0] * 3 + [0.0] * 7
+    m = B.mask()
+    assert (m[:4] > 0.999).all() and (m[4:] < 0.001).all(), m
 
 
 def test_mask_scales_the_edit():
