@@ -1,6 +1,7 @@
 """The one engine: run a plan of ops (read or edit a site at some rows and positions) in one forward pass.
 
 Example:
+    >>> from interp.sites import resolve
     >>> lm = interp.LM(tiny_model)                                    # any model in the site table
     >>> batch = encode(lm, torch.tensor([[5, 6, 7], [8, 9, 10]]))
     >>> site = Site("resid_post", 0, last())
@@ -117,12 +118,19 @@ def execute(
         T = batch.input_ids.shape[1]
         cols = torch.arange(T, device=batch.input_ids.device).expand(len(batch), T) if full else logits_at
         ops.append(Op(None, final_norm_target(lm), cols, read=True))
+    kwargs = batch.forward_kwargs()
+    own = wants and not table  # a model outside the table: its own logits, only at the columns read
+    if own:
+        cols = torch.unique(logits_at)
+        kwargs["logits_to_keep"] = cols
     runner = _run_hooks if backend == "hooks" else _run_nnsight
-    reads, model_logits = runner(
-        lm, hf or lm.hf, batch, ops, stop=not full, model_logits=(wants and not table), logits_at=logits_at
-    )
+    reads, model_logits = runner(lm, hf or lm.hf, kwargs, ops, stop=not full, own=own)
     logits = None
-    if wants and table:
+    if own:
+        where = torch.searchsorted(cols, logits_at.to(cols.device)).to(model_logits.device)
+        logits = model_logits[torch.arange(len(batch), device=where.device)[:, None], where]
+        logits = logits if vocab is None else logits[..., vocab]
+    elif wants:
         hidden = reads[-1]
         if full:
             hidden = readout(lm, hidden, vocab, head, hf=hf)  # (B, T, V): every position's logits
@@ -130,8 +138,6 @@ def execute(
             logits = hidden[rows, logits_at.to(hidden.device)]
         else:
             logits = readout(lm, hidden, vocab, head, hf=hf)
-    elif wants:
-        logits = model_logits if vocab is None else model_logits[..., vocab]
     return Outcome(reads[:n_user], logits)
 
 
@@ -222,13 +228,9 @@ def _save(t):
     return t.save()  # nnsight exports only saved values from a trace
 
 
-def _run_nnsight(lm, hf, batch, ops, *, stop, model_logits, logits_at):
+def _run_nnsight(lm, hf, kwargs, ops, *, stop, own):
     groups = _groups(lm, ops)
-    kwargs = batch.forward_kwargs()
-    cols = None
-    if model_logits:
-        cols = torch.unique(logits_at)  # a model outside the table: its own logits, only at these columns
-        kwargs["logits_to_keep"] = cols
+    logits = None
     reads: dict[int, torch.Tensor] = {}
     with lm.model.trace(**kwargs) as tracer:
         for (path, io), group in groups:
@@ -242,15 +244,11 @@ def _run_nnsight(lm, hf, batch, ops, *, stop, model_logits, logits_at):
                     env.input = new
                 else:
                     env.output = new
-        if model_logits:
+        if own:
             logits = lm.model.output.logits.save()
         elif stop:
             tracer.stop()
-    out = [reads.get(i) for i in range(len(ops))]
-    if not model_logits:
-        return out, None
-    rows = torch.arange(len(batch), device=logits.device)[:, None]
-    return out, logits[rows, torch.searchsorted(cols, logits_at.to(cols.device)).to(logits.device)]
+    return [reads.get(i) for i in range(len(ops))], logits
 
 
 # ---- backend 2: plain module hooks ------------------------------------------------------------------------
@@ -307,25 +305,15 @@ def _register(module, io, group, reads, once, last):
     return module.register_forward_pre_hook(pre_hook, with_kwargs=True)
 
 
-def _run_hooks(lm, hf, batch, ops, *, stop, model_logits, logits_at):
+def _run_hooks(lm, hf, kwargs, ops, *, stop, own):
     reads: dict[int, torch.Tensor] = {}
-    kwargs = {**batch.forward_kwargs(), "use_cache": False}
-    cols = None
-    if model_logits:
-        cols = torch.unique(logits_at)
-        kwargs["logits_to_keep"] = cols
     out = None
-    with hooked(lm, ops, reads=reads, stop=stop and not model_logits, hf=hf):
+    with hooked(lm, ops, reads=reads, stop=stop and not own, hf=hf):
         try:
-            out = hf(**kwargs)
+            out = hf(**kwargs, use_cache=False)
         except _Stop:
             pass
-    result = [reads.get(i) for i in range(len(ops))]
-    if not model_logits:
-        return result, None
-    logits = out.logits
-    rows = torch.arange(len(batch), device=logits.device)[:, None]
-    return result, logits[rows, torch.searchsorted(cols, logits_at.to(cols.device)).to(logits.device)]
+    return [reads.get(i) for i in range(len(ops))], (out.logits if own else None)
 
 
 __all__ = ["Batch", "Op", "Outcome", "execute", "hooked", "readout", "final_norm_target", "BACKENDS"]

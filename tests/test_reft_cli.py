@@ -196,22 +196,27 @@ def test_one_task_registry_serves_both_command_lines():
     from reft.interventions import ReftError
 
     sub = argparse.ArgumentParser().add_subparsers()
-    assert _choices(das.add_parser(sub)) == _choices(sweep.add_parser(sub)) == registry.names(kind="das")
-    assert _choices(patch.add_parser(sub)) == registry.names(kind="patch")
+    assert _choices(das.add_parser(sub)) == _choices(sweep.add_parser(sub)) == registry.names("das")
+    assert _choices(patch.add_parser(sub)) == registry.names("patch")
     reft_sub = next(a for a in build_parser()._actions if a.dest == "command").choices
     for cmd in ("train", "eval", "compare"):
-        assert _choices(reft_sub[cmd]) == registry.names(kind="reft") == ("style", "sentiment", "addition")
+        assert _choices(reft_sub[cmd]) == registry.names("reft") == ("style", "sentiment", "addition")
     assert set(registry.names()) >= {"ioi", "gender", "capitals", "hierarchical-equality", "style", "sentiment"}
-    assert reft.tasks.get("addition") is registry.get("addition", kind="reft").load()
+    assert reft.tasks.get("addition") is registry.get("addition", "reft")
 
-    with pytest.raises(registry.UnknownTaskError, match="unknown task 'nope'; known: style, sentiment, addition"):
-        registry.get("nope", kind="reft")
-    with pytest.raises(ReftError, match=r"unknown task 'nope'; known: style, sentiment, addition \(or pass --data"):
+    with pytest.raises(registry.UnknownTaskError, match="unknown reft task 'nope'; known: style, sentiment, addition"):
+        registry.get("nope", "reft")
+    with pytest.raises(
+        ReftError, match=r"unknown reft task 'nope'; known: style, sentiment, addition \(or pass"
+    ):
         reft.tasks.get("nope")
-    with pytest.raises(ValueError, match="unknown task 'nope'; known: hierarchical-equality, ioi, gender, capitals"):
+    with pytest.raises(
+        ValueError, match="unknown das task 'nope'; known: hierarchical-equality, ioi, gender"
+    ):
         das.setup("nope", n=None, seed=0, model=None)
-    with pytest.raises(registry.UnknownTaskError, match="several kinds"):
-        registry.get("ioi")  # a patching task and a DAS task
+    with pytest.raises(registry.UnknownTaskError, match="unknown kind of task 'nope'; known: patch, das, reft"):
+        registry.names("nope")
     with pytest.raises(ValueError, match="already registered"):
-        registry.register("style", kind="reft", loader="somewhere.else")
-    assert registry.register("style", kind="reft", loader="reft.tasks.style").name == "style"  # again: a no-op
+        registry.register("style", "reft", "somewhere.else")
+    registry.register("style", "reft", "reft.tasks.style")  # again, the same: a no-op
+    assert registry.names("reft") == ("style", "sentiment", "addition")

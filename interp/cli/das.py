@@ -69,7 +69,7 @@ def setup(task: str, *, n: int | None, seed: int, model: str | None) -> TaskSetu
 
     The task's loader comes from :mod:`interp.tasks.registry` (kind ``"das"``).
     """
-    return registry.get(task, kind="das").load()(n=n, seed=seed, model=model)
+    return registry.get(task, "das")(n=n, seed=seed, model=model)
 
 
 def hierarchical_equality_setup(*, n: int | None, seed: int, model: str | None = None) -> TaskSetup:
@@ -163,7 +163,7 @@ def add_parser(sub):
 
 
 def add_common(p):
-    p.add_argument("--task", choices=registry.names(kind="das"), required=True)
+    p.add_argument("--task", choices=registry.names("das"), required=True)
     p.add_argument("--model", default=None, help="local HF model path or id (default: embedded Gemma-3-270M)")
     p.add_argument("--n", type=int, default=None, help="number of counterfactual pairs (task default)")
     p.add_argument("--rank", type=int, default=None, help="subspace rank (task default)")

@@ -14,7 +14,7 @@ from interp.tasks import registry
 
 def add_parser(sub):
     p = sub.add_parser("patch", help="activation-patching grid over layers x positions", description=__doc__)
-    p.add_argument("--task", choices=registry.names(kind="patch"), default="ioi")
+    p.add_argument("--task", choices=registry.names("patch"), default="ioi")
     p.add_argument("--model", default=None, help="local HF model path or id (default: embedded Gemma-3-270M)")
     p.add_argument("--n", type=int, default=16, help="number of base/source pairs (default 16)")
     p.add_argument("--component", default="resid_post", help="resid_pre, resid_mid, resid_post, attn_out, mlp_out")
@@ -58,7 +58,7 @@ def run(args) -> dict:
         raise ValueError(f"--n {args.n}: expected at least 1 pair")
     lm = interp.load(args.model)
     layers = parse_layers(args.layers, lm.n_layers)
-    pairs, positions = registry.get(args.task, kind="patch").load()(args.n, seed=args.seed)
+    pairs, positions = registry.get(args.task, "patch")(args.n, seed=args.seed)
     grid = patch_grid(lm, pairs, layers=layers, positions=positions, component=args.component)
     out.mkdir(parents=True, exist_ok=True)
     ax = viz.plot_patching_grid(

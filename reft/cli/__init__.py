@@ -108,7 +108,7 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
 
     from .. import tasks  # noqa: F401  (registers reft's tasks)
 
-    p.add_argument("--task", choices=registry.names(kind="reft"), help="a built-in task")
+    p.add_argument("--task", choices=registry.names("reft"), help="a built-in task")
     p.add_argument("--data", help="JSONL training data: {prompt, response} or {prompt, label} per line")
     p.add_argument("--eval-data", help="JSONL held-out data (same format)")
     p.add_argument("--label-words", help="classification label words by label index, e.g. 'negative,positive'")

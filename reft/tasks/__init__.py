@@ -20,8 +20,8 @@ from interp.tasks import registry
 from ..interventions import ReftError
 
 for _name in ("style", "sentiment", "addition"):
-    registry.register(_name, kind="reft", loader=f"reft.tasks.{_name}")
-NAMES = registry.names(kind="reft")
+    registry.register(_name, "reft", f"reft.tasks.{_name}")
+NAMES = registry.names("reft")
 
 
 @dataclass
@@ -37,7 +37,6 @@ class TaskData:
 def get(name: str):
     """The task module called ``name`` (a ``"reft"`` task of :mod:`interp.tasks.registry`)."""
     try:
-        task = registry.get(name, kind="reft")
+        return registry.get(name, "reft")
     except registry.UnknownTaskError as e:
         raise ReftError(f"{e} (or pass --data file.jsonl)") from None
-    return task.load()
