@@ -216,9 +216,34 @@ def _groups(lm, ops: Sequence[Op]) -> list[tuple[tuple[str, str], list[tuple[int
     for i, op in enumerate(ops):
         by_key.setdefault((op.target.path, op.target.io), []).append((i, op))
     if len(by_key) > 1:
-        order = _sites.execution_order(lm)
+        order = execution_order(lm)
         return sorted(by_key.items(), key=lambda kv: order[kv[0]])
     return list(by_key.items())
+
+
+def execution_order(lm) -> dict[tuple[str, str], int]:
+    """Rank of each (module path, 'input'|'output') in one forward pass, found once with hooks."""
+    if getattr(lm, "_order", None) is None:
+        order: dict = {}
+        handles = []
+        for name, mod in lm.hf.named_modules():
+            handles.append(mod.register_forward_pre_hook(_recorder(order, (name, "input"))))
+            handles.append(mod.register_forward_hook(_recorder(order, (name, "output"))))
+        try:
+            with torch.no_grad():
+                lm.hf(input_ids=torch.tensor([[1, 2]], device=lm.device))
+        finally:
+            for h in handles:
+                h.remove()
+        lm._order = order
+    return lm._order
+
+
+def _recorder(order, key):
+    def hook(*_):
+        order.setdefault(key, len(order))
+
+    return hook
 
 
 # ---- backend 1: an nnsight trace --------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from . import sites as _sites
-from .engine import Batch, Op, execute
+from .engine import Batch, Op, execute, execution_order
 
 
 class _Replay(nn.Module):
@@ -90,7 +90,7 @@ class PrefixCache:
     @contextlib.contextmanager
     def replay(self, lm, idx: Sequence[int], batch: Batch):
         """Within the block, a forward of ``batch`` skips layers ``0..layer-1`` and starts from the cache."""
-        _sites.execution_order(lm)  # computed (and cached) with the real layers before any is swapped out
+        execution_order(lm)  # computed (and cached) with the real layers before any is swapped out
         layers = lm.hf.get_submodule(_sites.architecture(lm).layers)
         kept = [layers[i] for i in range(self.layer)]
         value = self.stream(idx, batch)

@@ -1,10 +1,21 @@
 """Sites: where in a model a hidden representation is read or written.
 
 Example:
-    >>> Site("resid_post", 6, last())                 # output of decoder layer 6, last token
-    >>> Site("head", 3, token(" Mary"), head=2)        # head 2's output (o_proj input), at " Mary"
-    >>> Site.module("model.layers.3.mlp.act_fn", last())  # escape hatch: any module, by its path
-    >>> lm.envoy(Site("mlp_out", 2))                   # the raw nnsight envoy
+    >>> Site("resid_post", 1, last())                 # output of decoder layer 1, last token
+    Site('resid_post', 1, last())
+    >>> Site("head", 1, token(" Mary"), head=2)        # head 2's output (o_proj input), at " Mary"
+    Site('head', 1, token(' Mary'), head=2)
+    >>> Site.module("model.layers.1.mlp.act_fn", last())  # escape hatch: any module, by its path
+    Site.module('model.layers.1.mlp.act_fn', last(), io='output')
+    >>> resolve(lm, Site("head", 1, head=2))           # where it is in this model (checked first)
+    Target(path='model.layers.1.self_attn.o_proj', io='input', head=2, n_heads=4, width=8)
+    >>> resolve(lm, Site("attn_out", 2))
+    Traceback (most recent call last):
+    interp.sites.SiteError: layer 2 is out of range for LlamaForCausalLM with 2 layers; expected 0..1
+    >>> with lm.model.trace(base):                     # the raw nnsight envoy behind a site
+    ...     out = envoy(lm, Site("mlp_out", 1)).output.save()
+    >>> out.shape                                      # (B, T, d_model)
+    torch.Size([4, 6, 32])
 
 Components follow TransformerLens: ``resid_pre`` (layer input), ``resid_mid`` (after attention, before
 the MLP), ``resid_post`` (layer output), ``attn_out`` and ``mlp_out`` (what each block adds to the
@@ -205,28 +216,3 @@ def envoy_at(lm, path: str):
             part = "E_" + part
         env = env[int(part)] if part.isdigit() else getattr(env, part)
     return env
-
-
-def execution_order(lm) -> dict[tuple[str, str], int]:
-    """Rank of each (module path, 'input'|'output') in one forward pass, found once with hooks."""
-    if getattr(lm, "_order", None) is None:
-        order: dict = {}
-        handles = []
-        for name, mod in lm.hf.named_modules():
-            handles.append(mod.register_forward_pre_hook(_recorder(order, (name, "input"))))
-            handles.append(mod.register_forward_hook(_recorder(order, (name, "output"))))
-        try:
-            with torch.no_grad():
-                lm.hf(input_ids=torch.tensor([[1, 2]], device=lm.device))
-        finally:
-            for h in handles:
-                h.remove()
-        lm._order = order
-    return lm._order
-
-
-def _recorder(order, key):
-    def hook(*_):
-        order.setdefault(key, len(order))
-
-    return hook

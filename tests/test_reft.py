@@ -423,3 +423,30 @@ def test_classifier_head_starts_as_label_words_learns_saves_and_reloads(tmp_path
         reft.train_reft(rlm, data[:2], reft.TrainConfig(steps=1, progress=False), label_words={0: 5, 1: 6})
     with pytest.raises(reft.ReftError, match="d_model=32"):
         reft.attach(lm, {Site("resid_post", 1, last()): reft.LoReFT(32, 4)}, head=reft.ClassifierHead(16, 2))
+
+
+def test_interp_reads_and_runs_under_a_trained_reft():
+    lm = _sharp_llama()
+    site = Site("resid_post", 0, first(1) + last(1))
+    iv = reft.LoReFT(lm.d_model, 4)
+    rlm = reft.attach(lm, {site: iv})
+    _randomize(rlm)
+    x = torch.randint(3, 97, (2, 5), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        # at the edited site, collect reads the edited vectors: the intervention applied to the plain ones
+        torch.testing.assert_close(
+            interp.collect(rlm, x, at=site), iv(interp.collect(lm, x, at=site)), atol=1e-5, rtol=0
+        )
+        above = Site("resid_post", 1, last())
+        assert (interp.collect(rlm, x, at=above) - interp.collect(lm, x, at=above)).abs().max() > 1e-2
+        plain = interp.run(lm, x).logits
+        torch.testing.assert_close(interp.intervene(lm, x, at=[]).logits, plain, atol=1e-6, rtol=0)  # at=[]: plain
+        under = interp.run(rlm, x).logits  # the ReFT's logits, the same on both backends and as training sees them
+        torch.testing.assert_close(under, interp.run(rlm, x, backend="hooks").logits, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            under,
+            forward_logits(lm, interp.encode(lm, x), torch.full((2, 1), 4), [rlm] * 2, [0, 0], [5, 5])[:, 0],
+            atol=1e-5,
+            rtol=1e-5,
+        )
+        assert (under - plain).abs().max() > 1e-2
