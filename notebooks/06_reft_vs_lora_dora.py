@@ -45,7 +45,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from interp.viz import plot_tradeoff, save
-from reft.cli import build_parser, cmd_compare
+from reft.cli import build_parser, compare
 
 ROOT = Path.cwd() if (Path.cwd() / "pyproject.toml").exists() else Path.cwd().parent  # repo root or notebooks/
 FIGURES = Path(os.environ.get("INTERP_FIGURES", ROOT / "results" / "figures"))
@@ -64,7 +64,7 @@ JOBS = os.environ.get("REFT_JOBS", "2")
 args = build_parser().parse_args(
     ["compare", "--task", "sentiment", "--steps", "8", "--n-train", "64", "--n-test", "40", "--jobs", JOBS]
 )
-small = cmd_compare(args)["methods"]
+small = compare.run(args)["methods"]
 for m, r in small.items():
     print(
         f"{NAMES[m]:>7}: accuracy {r['accuracy']:.2f}, {r['trainable_params']:>7,} params "

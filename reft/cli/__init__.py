@@ -286,9 +286,3 @@ def train_config(args, defaults: dict, method: str = "loreft"):
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def __getattr__(name: str):  # the functions of the old single-module CLI: reft.cli.cmd_compare(args) etc.
-    if name.startswith("cmd_") and name[4:] in COMMANDS:
-        return importlib.import_module(f"reft.cli.{name[4:]}").run
-    raise AttributeError(f"module 'reft.cli' has no attribute {name!r}")
