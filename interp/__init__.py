@@ -3,8 +3,16 @@
 Example:
     >>> import interp
     >>> from interp import Site, last, interchange
-    >>> lm = interp.load()                                   # Gemma-3-270M, embedded, offline
-    >>> out = interchange(lm, base, source, at=Site("resid_post", 12, last()))
+    >>> lm = interp.load()                                   # Gemma-3-270M, embedded, offline  # doctest: +SKIP
+    >>> out = interchange(lm, base, source, at=Site("resid_post", 1, last()))   # activation patching
+    >>> out.logits.shape                                     # (B, vocab) at the last token
+    torch.Size([4, 97])
+
+The examples in interp's and reft's docstrings run as doctests (``tests/test_doctests.py``) on a tiny random
+Llama ``lm`` (2 layers, d_model 32, 4 heads, vocabulary 97) that has no tokenizer, so they feed token ids:
+``base`` and ``source`` are (4, 6) tensors of them, ``pairs`` (with halves ``train`` and ``test``) are
+counterfactual pairs of token-id prompts, ``das`` is a DAS fit on them and ``rlm`` a ReFT model on ``lm``. On
+the real model the same calls take prompts (strings) and answer words.
 """
 
 from .batches import DASError, check_positions, collect_rows, collect_sources, rows

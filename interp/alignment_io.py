@@ -1,8 +1,14 @@
 """Save and load DAS alignments: safetensors weights + a JSON description; never pickle.
 
 Example:
-    >>> das.save("runs/gender-l6")                 # runs/gender-l6/{basis.safetensors, das.json}
-    >>> das = DASResult.load("runs/gender-l6", lm) # refuses a model with another fingerprint
+    >>> path = das.save(tmp / "gender-l6")
+    >>> sorted(f.name for f in path.iterdir())
+    ['basis.safetensors', 'das.json']
+    >>> das = DASResult.load(path, lm)
+    >>> DASResult.load(path, interp.LM(tiny_model))   # refuses a model with another fingerprint
+    Traceback (most recent call last):
+    interp.batches.DASError: the alignment at ... was fitted on {'architecture': 'LlamaForCausalLM', ...} but this
+    model is {'architecture': 'GPT2LMHeadModel', ...}; load the same model
 
 The JSON holds the site (its position as the typed expression it prints as, e.g. ``at(-2)``), the basis kind and
 shape, the variables and their row blocks, the config, history, IIA and the model fingerprint.

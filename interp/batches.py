@@ -1,10 +1,19 @@
 """Counterfactual pairs -> left-padded batches and cached site vectors, checked before any forward pass.
 
 Example:
-    >>> batch = rows(lm, ["The nurse said that", "The pilot said that"])   # Batch(input_ids, attention_mask)
-    >>> h6, h9 = collect_rows(lm, prompts, [Site("resid_post", 6, last()), Site("resid_post", 9, last())])
+    >>> batch = rows(lm, [[5, 6, 7], [8, 9]])         # token ids (or prompts, with a tokenizer), left-padded
+    >>> batch.input_ids.tolist(), batch.attention_mask.tolist()
+    ([[5, 6, 7], [0, 8, 9]], [[1, 1, 1], [0, 1, 1]])
+    >>> h0, h1 = collect_rows(lm, prompts, [Site("resid_post", 0, last()), Site("resid_post", 1, last())])
+    >>> h0.shape                                                          # (N, k, w)
+    torch.Size([8, 1, 32])
     >>> (src,) = collect_sources(lm, pairs, [site])                       # (N, k, w * n_variables), no grad
-    >>> check_positions(lm, pairs, site)                                  # PositionError names the bad side
+    >>> src.shape
+    torch.Size([40, 1, 32])
+    >>> check_positions(lm, pairs, Site("resid_post", 1, at(3)))          # PositionError names the bad side
+    Traceback (most recent call last):
+    interp.positions.PositionError: Site('resid_post', 1, at(3)) on the base inputs: position at(3) asks for token 3
+    but prompt 0 has only 3 tokens; ...
 """
 
 from __future__ import annotations
@@ -62,7 +71,9 @@ def collect_rows(lm, inputs: Sequence, sites: Sequence[Site], *, batch_size: int
     """Vectors at each site for all ``inputs``, in batches, without grad: a list of (N, k, w) tensors.
 
     Example:
-        >>> h6, h9 = collect_rows(lm, prompts, [Site("resid_post", 6, last()), Site("resid_post", 9, last())])
+        >>> h0, h1 = collect_rows(lm, prompts, [Site("resid_post", 0, last()), Site("resid_post", 1, last())])
+        >>> h0.shape, h1.shape
+        (torch.Size([8, 1, 32]), torch.Size([8, 1, 32]))
     """
     per_site: list[list[torch.Tensor]] = [[] for _ in sites]
     for sl in _chunks(len(inputs), batch_size):

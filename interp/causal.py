@@ -8,8 +8,13 @@ Example:
     ...      "O": (("WX", "YZ"), lambda a, b: a == b)})
     >>> eq.run({"W": 1, "X": 1, "Y": 2, "Z": 3})["O"]
     False
-    >>> eq.interchange(base, {"WX": source})["O"]     # WX computed on source, the rest on base
+    >>> base, source = {"W": 1, "X": 1, "Y": 2, "Z": 3}, {"W": 1, "X": 2, "Y": 0, "Z": 0}
+    >>> eq.interchange(base, {"WX": source})["O"]     # WX computed on source (False), the rest on base
+    True
+    >>> sample = lambda rng: {v: rng.randrange(3) for v in "WXYZ"}   # draws one input setting
     >>> data = eq.counterfactuals(sample, variables=["WX"], n=1000, seed=0)
+    >>> len(data), data.variables
+    (1000, ('WX',))
 
 A causal model is a DAG of variables; input variables have no parents, every other variable has a mechanism
 of its parents. An *interchange* ``M(base | V <- source)`` runs ``base`` with ``V`` set to the value it takes on
@@ -119,6 +124,7 @@ class CausalModel:
         """Run ``base`` with each variable in ``sources`` set to its value on that source's inputs.
 
         Example:
+            >>> m = CausalModel({"a": None, "b": None, "s": (("a", "b"), lambda a, b: a + b)})
             >>> m.interchange({"a": 1, "b": 2}, {"a": {"a": 5, "b": 0}})["s"]
             7
         """
@@ -142,8 +148,12 @@ class CausalModel:
         """``n`` counterfactual examples: base, one source per variable, and the label under the interchange.
 
         Example:
-            >>> data = eq.counterfactuals(sample, variables=["WX", "YZ"], n=1000, seed=0)
-            >>> data.label[0] == eq.interchange(data.base[0], dict(zip(data.variables, data.sources_of(0))))["O"]
+            >>> m = CausalModel({"a": None, "b": None, "s": (("a", "b"), lambda a, b: a + b)})
+            >>> sample = lambda rng: {"a": rng.randrange(10), "b": rng.randrange(10)}
+            >>> data = m.counterfactuals(sample, variables=["a", "b"], n=100, seed=0)
+            >>> len(data), data.variables
+            (100, ('a', 'b'))
+            >>> data.label[0] == m.interchange(data.base[0], dict(zip(data.variables, data.sources_of(0))))["s"]
             True
 
         Args:
@@ -239,7 +249,12 @@ class CounterfactualDataset:
         """Model inputs: ``prompt(setting)`` gives a prompt (str) or token ids, ``answer(label)`` a word or id.
 
         Example:
-            >>> pairs = data.render(lambda s: f"{s['name']} walked because", lambda g: " he" if g else " she")
+            >>> pairs = data.render(lambda s: [1, s["a"], 7], int)   # data varies G = (a >= 50); answers 5 or 6
+            >>> pairs.base[0], pairs.sources[0][0], pairs.labels[0]  # token ids for a model without a tokenizer
+            ([1, 59, 7], [1, 15, 7], 6)
+
+        With a tokenizer, prompts and answers are text, e.g.
+        ``data.render(lambda s: f"{s['name']} walked because", lambda g: " he" if g else " she")``.
         """
         return Pairs(
             variables=self.variables,
@@ -258,7 +273,11 @@ class Pairs:
 
     Example:
         >>> train, test = pairs.split(0.8, seed=0)
-        >>> das = fit_das(lm, train, at=Site("resid_post", 6, last()), rank=1)
+        >>> len(train), len(test)
+        (32, 8)
+        >>> das = fit_das(lm, train, at=Site("resid_post", 1, last()), rank=1, steps=2)
+        >>> das.variables, das.rotation.shape
+        (('G',), torch.Size([1, 32]))
 
     Attributes:
         variables: interchanged variables; ``sources[j]`` feeds variable ``j``.

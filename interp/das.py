@@ -1,12 +1,15 @@
 """Distributed alignment search (DAS): learn the subspace where a model represents a causal variable.
 
 Example:
-    >>> pairs = data.render(prompt, answer)                       # interp.causal: counterfactual pairs
+    >>> pairs = data.render(lambda s: [1, s["a"], 7], int, candidates=[5, 6])   # interp.causal: counterfactual pairs
     >>> train, test = pairs.split(0.8, seed=0)
-    >>> das = fit_das(lm, train, at=Site("resid_post", 6, last()), rank=1, steps=200)
+    >>> das = fit_das(lm, train, at=Site("resid_post", 1, last()), rank=1, steps=5)
     >>> das.iia(test)                                             # interchange intervention accuracy
-    >>> interchange(lm, base, source, at=das.site, via=das.basis) # reuse the subspace for DII
-    >>> das.save("runs/gender-l6"); DASResult.load("runs/gender-l6", lm)
+    0.75
+    >>> interchange(lm, base, source, at=das.site, via=das.basis).logits.shape   # reuse the subspace for DII
+    torch.Size([4, 97])
+    >>> path = das.save(tmp / "gender-l1"); DASResult.load(path, lm).site
+    Site('resid_post', 1, last())
 
 DAS (Geiger et al. 2023) trains the rows ``R`` (orthonormal, ``rank x d``) of the edit
 ``h + R^T (R s - R h)`` at one site so that the intervened model's next token is the causal model's
@@ -102,7 +105,10 @@ class Alignment(Intervention):
     beyond ``sum(splits)`` keep the base's coordinates. With one variable this is ``Interchange(via)``.
 
     Example:
-        >>> Alignment(Rotation(16), splits=(8, 8))   # WX -> rows 0..7, YZ -> rows 8..15
+        >>> iv = Alignment(Rotation(16), splits=(8, 8))   # WX -> rows 0..7, YZ -> rows 8..15
+        >>> h, s_wx, s_yz = torch.randn(3, 2, 1, 16)       # (B, k, w) base and one source per variable
+        >>> iv(h, torch.cat([s_wx, s_yz], -1)).shape      # sources side by side: (B, k, w * 2)
+        torch.Size([2, 1, 16])
     """
 
     via: Basis
@@ -145,10 +151,15 @@ class DASResult:
     """A learned alignment: site, basis (and row blocks per variable), training history and IIA.
 
     Example:
-        >>> das.iia(test), das.iia_train, das.iia_test
+        >>> das.iia(test), das.iia_test                      # fit_das(..., test=test) stored the same score
+        (0.6, 0.6)
         >>> das.rotation.shape                               # (rank, d) orthonormal rows
-        >>> interchange(lm, base, source, at=das.site, via=das.basis)
-        >>> das.save("runs/ioi-l9"); das2 = DASResult.load("runs/ioi-l9", lm)
+        torch.Size([4, 32])
+        >>> interchange(lm, base, source, at=das.site, via=das.basis).logits.shape
+        torch.Size([4, 97])
+        >>> path = das.save(tmp / "ioi-l1"); das2 = DASResult.load(path, lm)
+        >>> torch.equal(das2.rotation, das.rotation)
+        True
     """
 
     site: Site
@@ -241,9 +252,16 @@ def fit_das(
     """Learn the subspace at ``at`` whose interchange makes the model follow the counterfactual labels.
 
     Example:
-        >>> das = fit_das(lm, train, at=Site("resid_post", 9, last()), rank=1, test=test, steps=150)
-        >>> das = fit_das(mlp, train, at=Site.module("layers.0", last()), via=Rotation(16), splits=(8, 8))
-        >>> das = fit_das(lm, train, at=site, via=Boundless(lm.d_model, init_fraction=0.1))
+        >>> das = fit_das(lm, train, at=Site("resid_post", 1, last()), rank=1, test=test, steps=5)
+        >>> das.rotation.shape, das.history[-1]["step"]
+        (torch.Size([1, 32]), 5)
+        >>> das = fit_das(lm, train, at=site, via=Boundless(lm.d_model, init_fraction=0.1), steps=2)
+        >>> from interp.tasks.hierarchical_equality import EqualityMLP, equality_pairs
+        >>> mlp = interp.LM(EqualityMLP(seed=0))          # two variables, WX and YZ (untrained here)
+        >>> das = fit_das(mlp, equality_pairs(n=64), at=Site.module("layers.0", last()), via=Rotation(16),
+        ...               splits=(8, 8), steps=2)
+        >>> das.variables, das.splits
+        (('WX', 'YZ'), (8, 8))
 
     Args:
         pairs: training pairs (:class:`interp.causal.Pairs`), one source list per variable.
@@ -372,7 +390,10 @@ def neuron_aligned(width: int, splits: Sequence[int]) -> Alignment:
     """The no-rotation baseline: variable ``j`` gets the next ``splits[j]`` coordinate axes (neurons).
 
     Example:
-        >>> iia(mlp, test, at=site, via=neuron_aligned(16, (8, 8)))
+        >>> from interp.tasks.hierarchical_equality import FIRST_HIDDEN, EqualityMLP, equality_pairs
+        >>> mlp, test = interp.LM(EqualityMLP(seed=0)), equality_pairs(n=64, seed=1)
+        >>> iia(mlp, test, at=FIRST_HIDDEN, via=neuron_aligned(16, (8, 8)))   # WX: neurons 0..7, YZ: 8..15
+        0.59375
     """
     if sum(splits) > width:
         raise BasisError(f"splits {tuple(splits)} need {sum(splits)} neurons but the site has {width}")

@@ -1,13 +1,19 @@
 """Distributed interchange interventions (DII), activation patching, ablation and collection.
 
 Example:
-    >>> site = Site("resid_post", 12, last())
+    >>> site = Site("resid_post", 1, last())
     >>> out = interchange(lm, base, source, at=site)                       # activation patching
     >>> out = interchange(lm, base, source, at=site, via=LowRankRotation(lm.d_model, 16))
-    >>> out.logit_diff(" Mary", " John").mean()
-    >>> h = collect(lm, base, at=Site("resid_post", 6, last()))             # (B, 1, d_model)
-    >>> run(lm, base).logit_diff(" Mary", " John")                         # the plain model, same result type
-    >>> collect(rlm, base, at=site)                                         # under a trained ReFT (reft.attach)
+    >>> out.logit_diff(5, 6).shape           # logit(5) - logit(6) per pair; words (" Mary", " John") need a tokenizer
+    torch.Size([4])
+    >>> collect(lm, base, at=Site("resid_post", 0, last())).shape         # (B, 1, d_model)
+    torch.Size([4, 1, 32])
+    >>> run(lm, base).logit_diff(5, 6).shape                               # the plain model, same result type
+    torch.Size([4])
+    >>> torch.allclose(interchange(lm, base, base, at=site).logits, run(lm, base).logits)   # own source: no-op
+    True
+    >>> collect(rlm, base, at=site).shape                                  # under a trained ReFT (reft.attach)
+    torch.Size([4, 1, 32])
 
 The source run stops after the last site it feeds, and the base run computes logits only at the positions
 read (by default the last token), so a DII costs far less than two full forwards (bench/bench_dii.py).
@@ -125,7 +131,11 @@ def run(model, inputs, *, logits_at: Position | None = None, backend: str = "nns
     """The model's own run (with its edits, for a ReFT) as a :class:`DIIResult`: logits where asked, metrics.
 
     Example:
-        >>> run(lm, prompts).accuracy(" Mary")
+        >>> res = run(lm, prompts)
+        >>> res.logits.shape, res.predictions().shape        # (B, vocab) at the last token, argmax (B,)
+        (torch.Size([8, 97]), torch.Size([8]))
+        >>> res.accuracy(5)                                  # fraction predicting token 5 (or a word: " Mary")
+        0.0
     """
     return intervene(model, inputs, at=[], logits_at=logits_at, backend=backend, full=full)
 

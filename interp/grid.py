@@ -1,11 +1,16 @@
 """One result type for scores over a grid of sites: patching effects, DAS IIA, probe accuracy.
 
 Example:
-    >>> grid = patch_grid(lm, pairs, layers=range(18), positions=IOI_POSITIONS)
-    >>> grid.effect.shape, grid.best()        # (18, 15), {'layer': 9, 'position': 'end', 'effect': 0.93}
-    >>> sw = sweep_das(lm, train, test, layers=[3, 6], positions={"last": last()}, ranks=[1, 4])
+    >>> from interp.patching import patch_grid
+    >>> from interp.tasks import PatchingPairs
+    >>> grid = patch_grid(lm, PatchingPairs(base, source, [5] * 4, [6] * 4), positions={"a": at(1), "last": last()})
+    >>> grid.effect.shape, grid.best()        # (n_layers, n_positions), the cell with the largest effect
+    (torch.Size([2, 2]), {'layer': 1, 'position': 'last', 'effect': 1.0})
+    >>> sw = sweep_das(lm, train, test, layers=[0, 1], positions={"last": last()}, ranks=[1, 4], steps=1)
     >>> sw.iia.shape, sw.iia_train.shape      # (2, 2, 1) each: ranks x layers x positions
-    >>> sw.plot(rank=4); Grid.from_dict(sw.to_dict())
+    (torch.Size([2, 2, 1]), torch.Size([2, 2, 1]))
+    >>> ax = sw.plot(rank=4); torch.equal(Grid.from_dict(sw.to_dict()).iia, sw.iia)   # JSON round trip
+    True
 
 ``values`` has one dimension per axis, in the order of ``axes``; ``extra`` holds tensors of the same shape
 (``iia_train``) and ``meta`` scalars (``component``, ``clean_accuracy``). Axis labels, extras and metadata
@@ -66,7 +71,10 @@ class Grid:
         """Heatmap over layers x positions; other axes are fixed by ``select`` (default: their first label).
 
         Example:
-            >>> sw.plot(rank=4)                 # IIA at rank 4; returns the Axes
+            >>> sw = Grid("iia", torch.rand(2, 3, 1), {"ranks": [1, 4], "layers": [0, 1, 2], "positions": ["last"]})
+            >>> ax = sw.plot(rank=4)            # IIA at rank 4; returns the Axes
+            >>> ax.get_title()
+            'iia per layer and position (rank 4)'
 
         Effects use :func:`interp.viz.plot_patching_grid`, IIA :func:`interp.viz.plot_iia_grid`, anything else
         (probe accuracy) a 0..1 :func:`interp.viz.heatmap`. ``annotate`` defaults to grids of 64 cells or fewer.

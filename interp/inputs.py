@@ -1,9 +1,17 @@
 """Turn prompts into padded batches, and answer words into token ids, with clear errors.
 
 Example:
-    >>> batch = encode(lm, ["When Mary and John ...", "Hi"])           # left-padded by default
-    >>> batch = encode(lm, prompts, padding_side="right")
-    >>> token_ids(lm, [" Mary", " John"])                                # tensor([8712, 3415])
+    >>> batch = encode(lm, ["When Mary and John ...", "Hi"])      # left-padded by default  # doctest: +SKIP
+    >>> batch = encode(lm, {"input_ids": [[0, 0, 5, 6], [7, 8, 9, 10]], "attention_mask": [[0, 0, 1, 1], [1, 1, 1, 1]]})
+    >>> batch.position_ids.tolist()                                 # counted on real tokens only
+    [[0, 0, 0, 1], [0, 1, 2, 3]]
+    >>> encode(lm, base).input_ids.shape                            # a (B, T) tensor of ids: nothing padded
+    torch.Size([4, 6])
+    >>> token_ids(lm, [5, 6])                  # answer ids; with a tokenizer, words: token_ids(lm, [" Mary", " John"])
+    tensor([5, 6])
+    >>> encode(lm, ["Hi"])
+    Traceback (most recent call last):
+    interp.inputs.InputError: this model has no tokenizer; pass input_ids (a tensor or a dict) instead of strings
 """
 
 from __future__ import annotations

@@ -5,9 +5,21 @@ site when it needs them, and returns the edited vectors. They all reduce to the 
 ``h + R^T (target - R h)`` of :mod:`interp.subspace`; ``via=None`` means the whole vector (R = I).
 
 Example:
-    >>> Interchange()                              # activation patching: take the source's vector
-    >>> Interchange(LowRankRotation(640, 4))       # DII along a 4-dim subspace
-    >>> Zero(), Mean(mean_vector), Steer(direction, scale=4.0)
+    >>> h, s = torch.randn(2, 1, 32), torch.randn(2, 1, 32)     # (B, k, w) vectors at a site: base, source
+    >>> torch.equal(Interchange()(h, s), s)                     # activation patching: take the source's vector
+    True
+    >>> R = LowRankRotation(32, 4)
+    >>> out = Interchange(R)(h, s)                              # DII along a 4-dim subspace
+    >>> torch.allclose(R.project(out), R.project(s), atol=1e-5) # the source's coordinates in it, h's elsewhere
+    True
+    >>> Zero()(h).abs().sum()                                   # zero ablation
+    tensor(0.)
+    >>> v = torch.randn(32)
+    >>> torch.allclose(Steer(v, scale=4.0)(h), h + 4 * v)       # additive steering
+    True
+    >>> mean = collect(lm, prompts, at=site).mean((0, 1))       # (d_model,): the mean over some prompts
+    >>> intervene(lm, base, at=site, via=Mean(mean)).logits.shape   # mean ablation in a run
+    torch.Size([4, 97])
 """
 
 from __future__ import annotations

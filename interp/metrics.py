@@ -2,8 +2,11 @@
 
 Example:
     >>> iia(lm, test, at=das.site, via=das.intervention)       # learned subspace
+    0.6
     >>> iia(lm, test, at=site)                                 # via=None: whole-vector activation patching
-    >>> task_accuracy(lm, test.base, test.base_labels)         # does the model solve the task at all?
+    0.6
+    >>> task_accuracy(lm, test.base, test.base_labels, candidates=test.candidates)   # does it solve the task?
+    0.4
 
 IIA (Geiger et al. 2023) is the fraction of pairs whose argmax next token under the interchange (over the
 vocabulary, or over ``pairs.candidates``) is the causal model's counterfactual label; the DAS loss is the
@@ -50,7 +53,12 @@ def das_loss(lm, base, sources: torch.Tensor, labels: torch.Tensor, *, at: Site,
     """Cross-entropy of the counterfactual labels under the interchange; differentiable in ``via``'s weights.
 
     Example:
+        >>> (src_cache,) = collect_sources(lm, train, [site])          # (N, k, w): source vectors, once
+        >>> labels, idx = label_ids(lm, train.labels), [0, 1, 2, 3]
+        >>> batch, R = rows(lm, [train.base[i] for i in idx]), LowRankRotation(lm.d_model, 1)
         >>> loss = das_loss(lm, batch, src_cache[idx], labels[idx], at=site, via=Alignment(R)); loss.backward()
+        >>> all(p.grad is not None for p in R.parameters())            # gradients reach the basis only
+        True
     """
     logits = das_logits(lm, base, sources, at=at, via=via, grad=True)
     return F.cross_entropy(logits.float(), labels)
@@ -85,7 +93,7 @@ def iia(
 
     Example:
         >>> iia(lm, test, at=das.site, via=das.intervention)
-        0.97
+        0.6
 
     ``via`` is None for the whole vector (activation patching), a Basis for an interchange along it, or an
     Intervention (``das.intervention`` for several variables). Predictions are the argmax over the whole

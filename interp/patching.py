@@ -1,10 +1,17 @@
 """Activation patching / DII grids over layers x positions, scored by normalised logit difference.
 
 Example:
-    >>> pairs = ioi_pairs(32)
-    >>> grid = patch_grid(lm, pairs, layers=range(18), positions=IOI_POSITIONS)
-    >>> grid.effect.shape                  # (18, 15)
-    >>> grid.plot()                        # plot_patching_grid(grid.effect, grid.layers, grid.positions)
+    >>> from interp.tasks import PatchingPairs
+    >>> pp = PatchingPairs(base, source, base_answer=[5] * 4, source_answer=[6] * 4)   # token ids and answer ids
+    >>> grid = patch_grid(lm, pp, layers=range(2), positions={"first": at(0), "last": last()})
+    >>> grid.effect.shape                  # (n_layers, n_positions)
+    torch.Size([2, 2])
+    >>> grid.best()                        # the last layer at the last token carries the whole answer
+    {'layer': 1, 'position': 'last', 'effect': 1.0}
+    >>> ax = grid.plot()                   # plot_patching_grid(grid.effect, grid.layers, grid.positions)
+
+On the real model, ``patch_grid(interp.load(), ioi_pairs(32), positions=IOI_POSITIONS)`` patches IOI prompts
+(:mod:`interp.tasks.ioi`) at all 18 layers and 15 token roles.
 
 With ``LD = logit(base answer) - logit(source answer)`` averaged over pairs, the effect of patching a site is
 

@@ -1,10 +1,15 @@
 """Linear-probe baseline: can a variable be *read* at a site (as opposed to *used*, which IIA tests)?
 
 Example:
-    >>> pr = fit_probe(lm, prompts, genders, at=Site("resid_post", 3, at(1)))
-    >>> pr.accuracy_test
-    1.0
-    >>> ps = probe_sweep(lm, prompts, genders, layers=range(18), positions={"name": at(1), "last": last()})
+    >>> values = pairs.base_labels                     # one value per prompt: the base answer, 5 or 6
+    >>> pr = fit_probe(lm, pairs.base, values, at=Site("resid_post", 0, at(1)))
+    >>> pr.classes, pr.weight.shape                    # (n_classes, k * w)
+    ([5, 6], torch.Size([2, 32]))
+    >>> pr.accuracy_train, round(pr.accuracy_test, 2)  # a random model: fits the training split, not the rest
+    (1.0, 0.42)
+    >>> ps = probe_sweep(lm, pairs.base, values, layers=range(2), positions={"a": at(1), "last": last()})
+    >>> ps.accuracy.shape                              # (n_layers, n_positions)
+    torch.Size([2, 2])
 
 A multinomial logistic regression on standardised activations, trained full-batch with L-BFGS and an L2
 penalty, on a held-out split. High probe accuracy with low IIA marks information the model carries but does
@@ -84,7 +89,8 @@ def fit_probe(
     """Train a linear probe for ``values`` (one per input) on the activations at ``at``.
 
     Example:
-        >>> fit_probe(lm, prompts, genders, at=Site("resid_post", 6, last())).accuracy_test
+        >>> round(fit_probe(lm, pairs.base, pairs.base_labels, at=Site("resid_post", 1, last())).accuracy_test, 2)
+        0.58
     """
     _check(inputs, values)
     feats = collect_rows(lm, inputs, [at])[0]
@@ -107,7 +113,9 @@ def probe_sweep(
     """Probe every (layer, position) from a single collection pass per batch over all sites.
 
     Example:
-        >>> probe_sweep(lm, prompts, genders, layers=range(18), positions={"last": last()}).accuracy
+        >>> probe_sweep(lm, pairs.base, pairs.base_labels, layers=range(2), positions={"last": last()}).accuracy
+        tensor([[0.5000],
+                [0.5833]])
 
     Returns:
         A :class:`interp.grid.Grid` of test ``accuracy`` (n_layers, n_positions), with ``accuracy_train``.

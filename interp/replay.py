@@ -1,10 +1,15 @@
 """Skip the frozen layers below a site: replay the residual stream they produced instead of recomputing it.
 
 Example:
-    >>> cache = PrefixCache.collect(lm, train.base, layer=10)   # what enters layer 10, per prompt, no grad
+    >>> cache = PrefixCache.collect(lm, train.base, layer=1)    # what enters layer 1, per prompt, no grad
+    >>> idx, site = [0, 1, 2, 3], Site("resid_post", 1, last())
     >>> batch = rows(lm, [train.base[i] for i in idx])
-    >>> with cache.replay(lm, idx, batch):                      # layers 0..9 return the cached stream
-    ...     loss = das_loss(lm, batch, src[idx], labels[idx], at=Site("resid_post", 10, last()), via=iv)
+    >>> (src,), labels = collect_sources(lm, train, [site]), label_ids(lm, train.labels)
+    >>> iv = Interchange(LowRankRotation(lm.d_model, 1))
+    >>> with cache.replay(lm, idx, batch):                      # layer 0 returns the cached stream
+    ...     loss = das_loss(lm, batch, src[idx], labels[idx], at=site, via=iv)
+    >>> torch.allclose(loss, das_loss(lm, batch, src[idx], labels[idx], at=site, via=iv), atol=1e-5)   # = full run
+    True
 
 The model is frozen and a training step only edits layer ``L`` or above, so the stream entering layer ``L``
 is the same every time a prompt comes round. DAS fits revisit each base prompt many times; caching that stream

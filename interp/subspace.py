@@ -8,9 +8,16 @@
 kept. A full-rank basis makes it activation patching; LoReFT uses ``target = W h + b`` (Wu et al. 2024).
 
 Example:
-    >>> R = LowRankRotation(640, rank=4)         # trainable, rows stay orthonormal under optimisation
+    >>> R = LowRankRotation(32, rank=4)          # trainable, rows stay orthonormal under optimisation
+    >>> h, s = torch.randn(3, 32), torch.randn(3, 32)
     >>> h2 = R.edit(h, R.project(s))             # interchange the 4-dim subspace of s into h
-    >>> Coordinate(640, dims=range(10)).weight   # neuron-aligned basis: rows of the identity
+    >>> torch.allclose(R.project(h2), R.project(s), atol=1e-5)                # R h' = R s ...
+    True
+    >>> torch.allclose(h2 - h, (h2 - h) @ R.weight.T @ R.weight, atol=1e-5)   # ... and the rest of h is kept
+    True
+    >>> Coordinate(6, dims=[0, 2]).weight        # neuron-aligned basis: rows of the identity
+    tensor([[1., 0., 0., 0., 0., 0.],
+            [0., 0., 1., 0., 0., 0.]])
 """
 
 from __future__ import annotations
@@ -102,7 +109,9 @@ class LowRankRotation(Basis):
         >>> R = LowRankRotation(640, rank=4)
         >>> torch.allclose(R.weight @ R.weight.T, torch.eye(4), atol=1e-5)
         True
-        >>> R = LowRankRotation(640, rank=4, init=das.basis.weight)   # start from a known subspace
+        >>> R = LowRankRotation(lm.d_model, rank=4, init=das.basis.weight)   # start from a known subspace
+        >>> torch.allclose(R.weight.T @ R.weight, das.rotation.T @ das.rotation, atol=1e-5)   # the same one
+        True
     """
 
     def __init__(self, d_model: int, rank: int, *, init: torch.Tensor | None = None, dtype=torch.float32):

@@ -1,9 +1,10 @@
 """DAS sweeps: fit an alignment at every (rank, layer, position) of a grid and score it: where is the variable?
 
 Example:
-    >>> sw = sweep_das(lm, train, test, layers=range(0, 18, 3), positions={"name": at(1), "last": last()})
-    >>> sw.best()          # {'rank': 1, 'layer': 6, 'position': 'last', 'iia': 0.98}
-    >>> sw.plot()          # a Grid (interp.grid): sw.iia and sw.iia_train are (ranks, layers, positions)
+    >>> sw = sweep_das(lm, train, test, layers=range(2), positions={"a": at(1), "last": last()}, steps=1)
+    >>> sw.iia.shape       # a Grid (interp.grid): sw.iia and sw.iia_train are (ranks, layers, positions)
+    torch.Size([1, 2, 2])
+    >>> ax = sw.plot()
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ def sweep_das(
     """Fit DAS at every (rank, layer, position) and score it: where is the variable?
 
     Example:
-        >>> sw = sweep_das(lm, train, test, layers=range(0, 18, 3), positions={"name": at(1), "last": last()})
-        >>> sw.best()          # {'rank': 1, 'layer': 6, 'position': 'last', 'iia': 0.98}
-        >>> sw.plot()
+        >>> sw = sweep_das(lm, train, test, layers=range(2), positions={"a": at(1), "last": last()}, steps=1)
+        >>> sw.best()          # the cell with the highest test IIA
+        {'rank': 1, 'layer': 0, 'position': 'a', 'iia': 0.6...}
+        >>> ax = sw.plot()
 
     ``config``/``overrides`` are :class:`DASConfig` fields used for every fit (keep ``steps`` small on CPU).
 

@@ -201,8 +201,11 @@ def heatmap(
     """A layers x positions grid with token labels, a labelled colour bar and NaN cells in grey.
 
     Example:
+        >>> effect = torch.rand(12, 4) * 2 - 1                  # (layers, positions), e.g. a Grid's effect
         >>> ax = heatmap(effect, rows=range(12), cols=[" When", " Mary", " John", " to"],
         ...              title="Activation patching", cbar_label="effect", center=0.0)
+        >>> ax.get_title(), ax.get_xlabel(), ax.get_ylabel()
+        ('Activation patching', 'position', 'layer')
 
     Row 0 (layer 0) is drawn at the **bottom**; columns run left to right with their labels rotated.
 
@@ -255,7 +258,8 @@ def plot_patching_grid(
     """Patching effect per (layer, position), diverging and centred on 0, on a scale of at least [-1, 1].
 
     Example:
-        >>> ax = plot_patching_grid(res["effect"], res["layers"], res["positions"])
+        >>> res = {"effect": [[0.0, 0.1, 0.2], [0.0, 0.3, 1.0]], "layers": [0, 1], "positions": ["bos", "IO", "end"]}
+        >>> ax = plot_patching_grid(res["effect"], res["layers"], res["positions"])   # e.g. `interp patch --json`
 
     Args:
         effect: (n_layers, n_positions); 0 = unchanged from the base run, 1 = fully the source's.
@@ -298,7 +302,8 @@ def plot_iia_grid(
     """IIA per (layer, position) on a fixed sequential 0..1 scale.
 
     Example:
-        >>> ax = plot_iia_grid(sweep.iia, sweep.layers, sweep.positions)
+        >>> sweep = sweep_das(lm, train, test, layers=[0, 1], positions={"a": at(1), "last": last()}, steps=1)
+        >>> ax = plot_iia_grid(sweep.iia[0], sweep.layers, sweep.positions)   # the first rank; sweep.plot() does this
 
     Args:
         iia: (n_layers, n_positions) accuracies in [0, 1]; NaN for sites not trained.
@@ -338,6 +343,8 @@ def plot_edit_norms(
     """The size of a ReFT edit per (layer, position); positions not intervened on are NaN (grey).
 
     Example:
+        >>> nan = float("nan")                                    # first(1)+last(1): the middle tokens are not edited
+        >>> norms = [[2.0, nan, nan, 1.5], [3.1, nan, nan, 2.2]]
         >>> ax = plot_edit_norms(norms, layers=[3, 9], positions=["<bos>", " Who", " you", "?"])
 
     Args:
@@ -522,7 +529,10 @@ def plot_learning_curves(
     """One line per run, x = index of the value (step or epoch).
 
     Example:
-        >>> ax = plot_learning_curves({"DAS init": hist_das.loss, "random init": hist_rand.loss}, logy=True)
+        >>> hist = train_reft(rlm, examples, TrainConfig(steps=3))       # a reft.History: .losses per step
+        >>> ax = plot_learning_curves({"ReFT": hist.losses, "DAS": [h["loss"] for h in das.history]}, logy=True)
+        >>> [line.get_label() for line in ax.get_lines()]
+        ['ReFT', 'DAS']
 
     Args:
         curves: run name -> sequence of values.
@@ -607,7 +617,9 @@ def plot_principal_angles(
     """Bars of principal angles in degrees (0 = shared direction, 90 = orthogonal); a dict overlays comparisons.
 
     Example:
-        >>> ax = plot_principal_angles({"ReFT vs DAS": angles, "ReFT vs random": random_angles})
+        >>> angles = principal_angles(rlm.interventions[0].basis_weight(), das.rotation)   # (4,) degrees
+        >>> random_angles = principal_angles(LowRankRotation(lm.d_model, 4).weight, das.rotation)
+        >>> ax = plot_principal_angles({"ReFT vs DAS": angles, "random vs DAS": random_angles})
 
     Args:
         angles_deg: a sequence of angles in degrees, or name -> sequence for side-by-side groups.
@@ -642,7 +654,9 @@ def save(fig_or_ax: Figure | Axes, path: str | Path) -> Path:
     """Write a figure as PNG (dpi 150, tight bounding box), creating parent folders.
 
     Example:
-        >>> save(plot_iia_grid(iia, layers, positions), "results/03_gender/iia.png")
+        >>> path = save(plot_iia_grid([[0.5, 0.9], [0.6, 1.0]], [0, 1], ["a", "last"]), tmp / "03_gender" / "iia")
+        >>> path.name, path.exists()                              # ".png" added, the folder made
+        ('iia.png', True)
 
     Args:
         fig_or_ax: the Figure, or any Axes on it.

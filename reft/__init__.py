@@ -3,11 +3,17 @@
 Example:
     >>> import interp, reft
     >>> from interp import Site, first, last
-    >>> lm  = interp.load()
-    >>> rlm = reft.attach(lm, {Site("resid_post", 6, first(1) + last(1)): reft.LoReFT(lm.d_model, rank=4)})
-    >>> hist = reft.train_reft(rlm, examples, reft.TrainConfig(epochs=30, lr=4e-3, batch_size=10))
-    >>> reft.generate(rlm, "Who are you?", max_new_tokens=32)
-    >>> reft.save(rlm, "runs/style")                              # weights + JSON, a few KB
+    >>> lm  = interp.load()                                                     # doctest: +SKIP
+    >>> rlm = reft.attach(lm, {Site("resid_post", 1, first(1) + last(1)): reft.LoReFT(lm.d_model, rank=4)})
+    >>> hist = reft.train_reft(rlm, examples, reft.TrainConfig(epochs=2, lr=4e-3, batch_size=2))
+    >>> hist.steps, len(hist.losses)                               # 4 examples, batches of 2, 2 epochs
+    (4, 4)
+    >>> reft.generate(rlm, "Who are you?", max_new_tokens=32)      # needs a tokenizer  # doctest: +SKIP
+    >>> reft.generate_ids(rlm, base, max_new_tokens=3).new_ids.shape   # token ids in, token ids out
+    torch.Size([4, 3])
+    >>> path = reft.save(rlm, tmp / "style")                       # weights + JSON, a few KB
+    >>> sorted(f.name for f in path.iterdir())
+    ['config.json', 'weights.safetensors']
 
 A LoReFT edits hidden vectors at a few prompt positions: ``h + R^T (W h + b - R h)``, the subspace edit of
 ``interp.subspace.edit`` with target ``W h + b``; the model stays frozen.

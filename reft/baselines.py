@@ -1,10 +1,14 @@
 """LoRA and DoRA baselines through ``peft`` (extra ``[baselines]``), on ReFT's exact data, loop and metric.
 
 Example:
-    >>> res = train_lora(lm, train, TrainConfig(steps=80, lr=1e-3), rank=8, eval_examples=test,
-    ...                  label_words={0: " negative", 1: " positive"})
-    >>> res.metrics["accuracy"], res.trainable_params
-    >>> train_lora(lm, train, cfg, dora=True)          # DoRA: weight-decomposed LoRA
+    >>> reviews = [{"prompt_ids": p, "label": i % 2} for i, p in enumerate(prompts.tolist())]
+    >>> res = train_lora(lm, reviews, TrainConfig(steps=2, lr=1e-3), rank=8, eval_examples=reviews,
+    ...                  label_words={0: 5, 1: 6})     # token ids here; with a tokenizer {0: " negative", ...}
+    >>> res.metrics["accuracy"], res.trainable_params   # rank-8 adapters on q, k, v and o of both layers
+    (0.625, 3584)
+    >>> res = train_lora(lm, examples, TrainConfig(steps=2), dora=True)          # DoRA: weight-decomposed LoRA
+    >>> res.trainable_params                            # LoRA's, plus a magnitude per output feature
+    3776
 
 The adapters go on a private copy of the model (``lm`` is untouched), and training goes through
 :func:`reft.train.fit` with the same batches, steps, schedule, response-only loss and evaluation as

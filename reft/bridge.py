@@ -1,11 +1,14 @@
 """The bridge between ReFT and DII/DAS: the same rows ``R`` read as an ``interp`` basis, and back.
 
 Example:
-    >>> das = fit_das(lm, pairs, at=Site("resid_post", 8, last()), rank=4)
+    >>> das = fit_das(lm, pairs, at=Site("resid_post", 1, last()), rank=4, steps=2)
     >>> iv = init_basis(LoReFT(lm.d_model, 4), das.basis)            # a LoReFT that starts in the DAS subspace
-    >>> rlm = attach(lm, {Site("resid_post", 8, last()): iv}); train_reft(rlm, data, cfg)
-    >>> out = interchange(lm, base, source, at=Site("resid_post", 8, last()), via=as_basis(iv))   # DII along it
-    >>> principal_angles(iv.basis_weight(), das.rotation)             # degrees, smallest first
+    >>> rlm = attach(lm, {Site("resid_post", 1, last()): iv}); hist = train_reft(rlm, examples, TrainConfig(steps=2))
+    >>> out = interchange(lm, base, source, at=Site("resid_post", 1, last()), via=as_basis(iv))   # DII along it
+    >>> out.logits.shape
+    torch.Size([4, 97])
+    >>> principal_angles(iv.basis_weight(), das.rotation).shape     # degrees, smallest first: one per rank
+    torch.Size([4])
 
 A LoReFT edit ``h + R^T (W h + b - R h)`` and an interchange ``h + R^T (R s - R h)`` (DESIGN.md) share ``R``:
 DAS finds a subspace that carries a causal variable, which can seed a ReFT's ``R``; a trained ReFT's ``R`` can

@@ -1,10 +1,18 @@
 """Examples -> padded batches with prompt locations and response targets (loss on response tokens only).
 
 Example:
-    >>> data = as_examples([{"prompt": "Q: 2+2?\\nA:", "response": " 4"}])
-    >>> data = as_examples([{"text": "a gem", "label": 1}], label_words={0: " bad", 1: " good"})
+    >>> data = as_examples([{"prompt": "Q: 2+2?\\nA:", "response": " 4"}])    # text, for a model with a tokenizer
+    >>> as_examples([{"text": "a gem", "label": 1}], label_words={0: " bad", 1: " good"})
+    [Example(prompt='a gem', response=' good', label=1)]
+    >>> data = as_examples([{"prompt_ids": [1, 5, 6], "response_ids": [7, 8]},       # token ids, for a model
+    ...                     {"prompt_ids": [1, 9], "response_ids": [10]}])            # without one
     >>> rb = collate(lm, tokenize(lm, data))
-    >>> rb.pred_at.shape, rb.labels.shape           # (B, k): the columns whose logits predict the response
+    >>> rb.batch.input_ids.tolist()                 # prompt + response, right-padded
+    [[1, 5, 6, 7, 8], [1, 9, 10, 0, 0]]
+    >>> rb.pred_at.tolist(), rb.labels.tolist()     # (B, k): the columns whose logits predict the response
+    ([[2, 3], [1, 1]], [[7, 8], [10, 0]])
+    >>> rb.label_mask.tolist()                      # row 1 has one response token
+    [[True, True], [True, False]]
 
 A row is ``prompt tokens + response tokens`` (right-padded). The logits at column ``c`` predict the token
 at ``c + 1``, so the loss reads logits only at the ``k`` columns before each response token; everything

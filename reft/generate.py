@@ -1,10 +1,15 @@
 """Generate with ReFT interventions on prompt positions; decoding reuses the KV cache and pays nothing.
 
 Example:
-    >>> generate(rlm, "Who are you?", max_new_tokens=32)
+    >>> generate(rlm, "Who are you?", max_new_tokens=32)         # text needs a tokenizer  # doctest: +SKIP
     ' Arr, a humble parrot of the seas ...'
-    >>> generate(rlm_a, ["Hi", "Hello", "Hey"], serve=[rlm_a, None, rlm_b])   # a different one per row
-    >>> g = generate_ids(rlm, ["Hi"]); g.ids.shape, g.prompt_length
+    >>> g = generate_ids(rlm, base, max_new_tokens=5)            # token ids in, token ids out
+    >>> g.ids.shape, g.prompt_length, g.new_ids.shape
+    (torch.Size([4, 11]), 6, torch.Size([4, 5]))
+    >>> rlm_b = attach(lm, {Site("resid_post", 0, last()): LoReFT(lm.d_model, rank=4)})
+    >>> g = generate_ids(rlm, base[:3], serve=[rlm, None, rlm_b], max_new_tokens=5)   # a different one per row
+    >>> torch.equal(g.new_ids[1], generate_ids(lm, base[1:2], max_new_tokens=5).new_ids[0])   # row 1: no edit
+    True
 
 The interventions are engine ops on the hooks backend that fire on the first forward of ``generate`` (the
 prompt pass) only, so each decoded token is a plain cached step. Because the edited prompt states live in

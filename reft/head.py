@@ -1,10 +1,13 @@
 """A classification head: class logits from the final hidden state at the last prompt token.
 
 Example:
-    >>> words = {0: " negative", 1: " positive"}
+    >>> words = {0: 5, 1: 6}                 # label -> token id here; with a tokenizer {0: " negative", 1: " positive"}
     >>> head = ClassifierHead.from_label_words(lm, words)        # starts equal to scoring the label words
-    >>> rlm = attach(lm, {Site("resid_post", 8, last()): LoReFT(lm.d_model, 4)}, head=head)
-    >>> train_reft(rlm, reviews, TrainConfig(steps=24), label_words=words)    # trains the edit and the head
+    >>> rlm = attach(lm, {Site("resid_post", 1, last()): LoReFT(lm.d_model, 4)}, head=head)
+    >>> reviews = [{"prompt_ids": p, "label": i % 2} for i, p in enumerate(prompts.tolist())]
+    >>> hist = train_reft(rlm, reviews, TrainConfig(steps=2), label_words=words)   # trains the edit and the head
+    >>> hist.steps, rlm.trainable_params                         # LoReFT 260, head 2 x 32 + 2
+    (2, 326)
 
 Without a head, a decoder LM classifies by scoring the label words (only their rows of the unembedding are
 computed), which is the right default when the words mean the classes. A head fits better when they don't (label

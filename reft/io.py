@@ -1,8 +1,15 @@
 """Save and load trained interventions: ``weights.safetensors`` + ``config.json``, never pickle.
 
 Example:
-    >>> save(rlm, "runs/style")                       # a few KB for a rank-4 LoReFT; refuses to overwrite
-    >>> rlm2 = load(lm, "runs/style")                 # checks the model fingerprint first
+    >>> path = save(rlm, tmp / "style")               # a few KB for a rank-4 LoReFT
+    >>> rlm2 = load(lm, path)                         # checks the model fingerprint first
+    >>> h = torch.randn(2, lm.d_model)
+    >>> torch.equal(rlm2.interventions[0](h), rlm.interventions[0](h))   # bit-identical
+    True
+    >>> save(rlm, path)
+    Traceback (most recent call last):
+    FileExistsError: '.../style' already exists and is not empty; pass overwrite=True (CLI: --overwrite) or choose
+    another directory
 
 ``config.json`` records the model fingerprint (architecture, d_model, n_layers), ``tied``, and per placement
 the site, the positions (their repr, e.g. ``first(1)+last()``), the part and the intervention's class and

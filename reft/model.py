@@ -2,11 +2,14 @@
 
 Example:
     >>> iv  = LoReFT(lm.d_model, rank=4)
-    >>> rlm = attach(lm, {Site("resid_post", 9, first(1) + last(1)): iv})          # tied prefix/suffix
-    >>> rlm = attach(lm, at_layers(lm, [3, 9], pos=first(1) + last(1), kind="loreft", rank=4), tied=False)
-    >>> rlm.trainable_params
-    5124
-    >>> interp.collect(rlm, prompts, at=Site("resid_post", 12, last()))      # analysis under the trained edit
+    >>> rlm = attach(lm, {Site("resid_post", 1, first(1) + last(1)): iv})          # tied prefix/suffix
+    >>> rlm.trainable_params                                    # R, W: 4 x 32 each, b: 4
+    260
+    >>> rlm = attach(lm, at_layers(lm, [0, 1], pos=first(1) + last(1), kind="loreft", rank=4), tied=False)
+    >>> rlm.trainable_params                                    # 2 layers x 2 parts (prefix, suffix), untied
+    1040
+    >>> interp.collect(rlm, prompts, at=Site("resid_post", 1, last())).shape   # analysis under the trained edit
+    torch.Size([8, 1, 32])
 
 A ReftModel builds engine ops (:meth:`ReftModel.edit_ops`): its interventions at its sites, at the prompt
 positions of each row, resolved by :mod:`interp.positions` like every other position. Training and
@@ -112,7 +115,12 @@ def attach(
     """Put ReFT interventions on a frozen model: ``{Site: intervention}``; positions are prompt positions.
 
     Example:
-        >>> rlm = attach(lm, {Site("resid_post", 9, first(1) + last(1)): LoReFT(lm.d_model, 4)}, tied=False)
+        >>> rlm = attach(lm, {Site("resid_post", 1, first(1) + last(1)): LoReFT(lm.d_model, 4)}, tied=False)
+        >>> rlm
+        ReftModel(LM(LlamaForCausalLM, n_layers=2, d_model=32, n_heads=4, head_dim=8), tied=False,
+          Site('resid_post', 1, first(1)+last()) part 0: LoReFT(d_model=32, rank=4)
+          Site('resid_post', 1, first(1)+last()) part 1: LoReFT(d_model=32, rank=4)
+        )
 
     Args:
         interventions: a site (component, layer, positions such as ``first(p) + last(s)``) per intervention.

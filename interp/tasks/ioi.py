@@ -3,9 +3,11 @@
 Example:
     >>> pairs = ioi_pairs(32, seed=0)
     >>> pairs.base[0]
-    'When Mary and John went to the store, John gave a drink to'
+    'When Jack and Chris went to the store, Chris gave a ring to'
+    >>> pairs.source[0]                              # the two names swapped
+    'When Chris and Jack went to the store, Jack gave a ring to'
     >>> pairs.base_answer[0], pairs.source_answer[0]
-    (' Mary', ' John')
+    (' Jack', ' Chris')
 
 The source prompt swaps the two names, so its answer is the base's subject. Every template has the same
 token structure (15 tokens with BOS on Gemma-3, all names, places and objects single tokens), so

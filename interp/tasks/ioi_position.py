@@ -2,11 +2,12 @@
 
 Example:
     >>> pairs = ioi_position_pairs(n=256, seed=0)
-    >>> pairs.base[0]
-    'When Mary and John went to the store, John gave a drink to'      # P = 0 (IO first: ABB)
-    >>> pairs.labels[0]                                                # source has P = 1 (ABA) -> the 2nd name
-    ' John'
-    >>> fit_das(lm, train, at=Site("resid_post", 9, last()), rank=1, test=test)
+    >>> pairs.base[0]                                  # P = 0 (IO first: ABB)
+    'After David and Daniel arrived at the park, Daniel passed a book to'
+    >>> pairs.labels[0]                                # the source has P = 1 (ABA) -> the base's 2nd name
+    ' Daniel'
+    >>> train, test = pairs.split(0.8)
+    >>> fit_das(interp.load(), train, at=Site("resid_post", 9, last()), rank=1, test=test)   # doctest: +SKIP
 
 Causal model (Wu et al. 2023, "A reply to Makelov et al."): inputs N1, N2 (the names in order) and P (which of
 them is the indirect object); the subject is the other one and is repeated; O = [N1, N2][P]. Interchanging P

@@ -3,8 +3,10 @@
 Example:
     >>> task = get("sentiment")
     >>> data = task.load(n_train=256, n_test=200, seed=0)
-    >>> data.train[0], data.label_words
-    ({'prompt': 'Review: ...\\nSentiment:', 'label': 1}, {0: ' negative', 1: ' positive'})
+    >>> len(data.train), len(data.test), data.label_words
+    (256, 200, {0: ' negative', 1: ' positive'})
+    >>> data.train[0]["prompt"][:8], data.train[0]["prompt"][-11:], data.train[0]["label"]
+    ('Review: ', '\\nSentiment:', 1)
 
 Each task module defines ``load(...) -> TaskData`` and ``DEFAULTS`` (where to intervene and how to train,
 chosen to run in a few minutes on a 2-core CPU). They are registered (kind ``"reft"``) in the task registry

@@ -2,8 +2,8 @@
 
 Example:
     >>> data = load(n_train=256, n_test=100, seed=0)
-    >>> data.train[0]
-    {'prompt': '...+...=', 'response': '...'}
+    >>> data.train[0], len(data.train), len(data.test)
+    ({'prompt': '63+91=', 'response': '154'}, 256, 100)
 
 Scored by exact match: every answer token is the model's greedy choice (teacher-forced, which equals
 greedy decoding of the answer). The ReFT paper reports LoReFT behind LoRA on arithmetic; we report ours.
