@@ -65,7 +65,7 @@ print(data.train[0])
 
 # %%
 LAYERS = [8, 12]
-rlm = reft.attach(lm, reft.at_layers(lm, LAYERS, pos="l3", kind="loreft", rank=4))
+rlm = reft.attach(lm, reft.at_layers(lm, LAYERS, pos=interp.last(3), kind="loreft", rank=4))
 R_init = {pl.site.layer: pl.intervention.basis_weight().detach().clone() for pl in rlm.placements}
 hist = reft.train_reft(
     rlm, data.train, reft.TrainConfig(steps=24, lr=3e-4, batch_size=8, progress=False), label_words=WORDS
