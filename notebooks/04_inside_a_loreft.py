@@ -71,35 +71,30 @@ hist = reft.train_reft(
     rlm, data.train, reft.TrainConfig(steps=24, lr=3e-4, batch_size=8, progress=False), label_words=WORDS
 )
 ivs = {pl.site.layer: pl.intervention for pl in rlm.placements}
-ENDS = torch.tensor([len(lm.tokenizer(e["prompt"])["input_ids"]) - 1 for e in data.test])  # last prompt token
+PROMPTS = [e["prompt"] for e in data.test]
 
 
 def held_out_pass(model):
-    """Accuracy on the held-out reviews, and what hooks saw on the way: at each intervened layer the vectors
-    before and after the edit (N, 3, d), and the final residual vector at the last prompt token (N, d)."""
-    seen = {"h": {}, "edited": {}}
+    """Held-out accuracy, and the final residual vector at each review's last prompt token (N, d), read by
+    interp.collect through the model's edits (for a ReFT)."""
+    final = interp.collect(model, PROMPTS, at=Site("resid_post", lm.n_layers - 1, last()))[:, 0]
+    return {"accuracy": reft.evaluate(model, data.test, label_words=WORDS, config=EVAL)["accuracy"], "final": final}
 
-    def final_hook(module, args):  # the input of the final norm: (N, T, d), right-padded
-        seen["final"] = args[0][torch.arange(len(ENDS)), ENDS]
 
-    def edit_hook(layer):
-        def hook(module, args, out):  # (N, 3, d) before and after the edit
-            seen["h"][layer], seen["edited"][layer] = args[0], out
-
-        return hook
-
-    handles = [lm.hf.model.norm.register_forward_pre_hook(final_hook)]
-    if model is rlm:
-        handles += [iv.register_forward_hook(edit_hook(layer)) for layer, iv in ivs.items()]
-    try:
-        seen["accuracy"] = reft.evaluate(model, data.test, label_words=WORDS, config=EVAL)["accuracy"]  # one batch
-    finally:
-        for handle in handles:
-            handle.remove()
-    return seen
+def before_and_after(layer):
+    """At `layer`'s edited positions (N, 3, d): the vectors before its edit (with the edits below it applied) and
+    after it (collect under the trained ReFT reads the edited vectors)."""
+    site = Site("resid_post", layer, last(3))
+    below = {pl.site: pl.intervention for pl in rlm.placements if pl.site.layer < layer}
+    h = interp.collect(reft.attach(lm, below) if below else lm, PROMPTS, at=site)
+    edited = interp.collect(rlm, PROMPTS, at=site)
+    torch.testing.assert_close(edited, ivs[layer](h).detach(), atol=1e-3, rtol=1e-3)  # the edit, nothing else
+    return h, edited
 
 
 trained, frozen = held_out_pass(rlm), held_out_pass(lm)
+pairs = {layer: before_and_after(layer) for layer in LAYERS}
+trained["h"], trained["edited"] = ({layer: p[i] for layer, p in pairs.items()} for i in (0, 1))
 print(f"{rlm.trainable_params} trainable parameters; loss {hist.losses[0]:.3f} -> {hist.losses[-1]:.3f}")
 print(f"held-out accuracy: frozen model {frozen['accuracy']:.2f}, with the LoReFT {trained['accuracy']:.2f}")
 assert trained["accuracy"] >= frozen["accuracy"] + 0.1
@@ -107,7 +102,7 @@ assert trained["accuracy"] >= frozen["accuracy"] + 0.1
 # %% [markdown]
 # ## 1. The size of the edit per layer and position
 #
-# A forward hook on each intervention records `‖h' − h‖` at each of its positions on the held-out reviews.
+# `interp.collect` reads `h` before and `h'` after each edit, at each of its positions on the held-out reviews.
 # Gemma's residual vectors differ in size by position (the `<bos>` vector is far larger), so we also show the
 # edit relative to `‖h‖`.
 
