@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .checks import as_float, finite
 from .subspace import Basis, BasisError
 
 
@@ -44,6 +45,28 @@ class Intervention:
         """Raise before any forward pass if this intervention cannot edit vectors of ``width``."""
         if self.via is not None:
             self.via.check_width(width, "site's vectors")
+
+    def __post_init__(self):  # the dataclass interventions: checked when built, not inside a forward pass
+        if self.via is not None and not isinstance(self.via, Basis):
+            raise TypeError(
+                f"{type(self).__name__}(via=...) must be None (the whole vector) or a Basis such as "
+                f"LowRankRotation(lm.d_model, rank=4); got {type(self.via).__name__}: {self.via!r}"
+            )
+
+
+def _vector(v, what: str) -> torch.Tensor:
+    """A finite (w,) vector of numbers (a tensor, or a list or array of numbers)."""
+    if not isinstance(v, torch.Tensor):
+        try:
+            v = torch.as_tensor(v, dtype=torch.float32)
+        except (TypeError, ValueError, RuntimeError):
+            raise BasisError(f"{what} must be a (width,) tensor of numbers; got {type(v).__name__}: {v!r}") from None
+    if v.dim() != 1 or v.dtype == torch.bool:
+        raise BasisError(
+            f"{what} must be a (width,) tensor of numbers, e.g. collect(lm, prompts, at=site).mean((0, 1)); got a "
+            f"{v.dtype} tensor of shape {tuple(v.shape)}"
+        )
+    return finite(v, what, error=BasisError)
 
 
 def _replace(h, target_full, via):
@@ -83,6 +106,10 @@ class Mean(Intervention):
     mean: torch.Tensor
     via: Basis | None = None
 
+    def __post_init__(self):
+        super().__post_init__()
+        self.mean = _vector(self.mean, "Mean ablation vector")
+
     def __call__(self, h, source=None):
         return _replace(h, self.mean.to(h.device, h.dtype), self.via)
 
@@ -98,6 +125,10 @@ class Steer(Intervention):
 
     vector: torch.Tensor
     scale: float = 1.0
+
+    def __post_init__(self):
+        self.vector = _vector(self.vector, "steering vector")
+        self.scale = as_float(self.scale, "Steer scale", error=BasisError, hint="; try scale=4.0")
 
     def __call__(self, h, source=None):
         return h + self.scale * self.vector.to(h.device, h.dtype)

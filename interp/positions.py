@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .checks import as_int
+
 
 class PositionError(ValueError):
     """A position that does not exist in some prompt of the batch."""
@@ -273,20 +275,20 @@ def first(n: int = 1) -> Position:
 
 def at(i: int) -> Position:
     """Token ``i`` of each prompt; negative counts from the end (``at(-1) == last()``)."""
-    return _At(int(i))
+    return _At(as_int(i, "at(i): i", error=PositionError))
 
 
 def span(start: int, stop: int) -> Position:
     """Tokens ``start <= i < stop`` (negative values count from the end)."""
-    return _Span(int(start), int(stop))
+    return _Span(as_int(start, "span start", error=PositionError), as_int(stop, "span stop", error=PositionError))
 
 
 def token(text: str, occurrence: int = 0) -> Position:
     """Where ``text`` (one or more tokens) occurs, the ``occurrence``-th time (negative: from the last)."""
-    return _Token(text, int(occurrence))
+    if not isinstance(text, str) or not text:
+        raise PositionError(f"token(text): expected a non-empty string such as ' Mary'; got {text!r}")
+    return _Token(text, as_int(occurrence, "token occurrence", error=PositionError))
 
 
 def _positive(n, name):
-    if int(n) < 1:
-        raise PositionError(f"{name}({n}): expected a count of at least 1")
-    return int(n)
+    return as_int(n, f"{name}(n): n", low=1, error=PositionError)

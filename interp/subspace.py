@@ -26,6 +26,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrizations
 
+from .checks import as_float, as_int, finite, is_int
+
 
 class BasisError(ValueError):
     """A basis that does not fit the vectors it is asked to edit."""
@@ -73,8 +75,8 @@ class Basis(nn.Module):
         if width != self.d_model:
             raise BasisError(
                 f"{type(self).__name__} has width {self.d_model} but the {what} have width {width}; "
-                f"build the basis with d_model={width} (lm.d_model for residual sites, lm.spec.head_dim "
-                "for a head)"
+                f"build the basis with d_model={width} (interp.sites.resolve(lm, site).width gives a site's "
+                "width: lm.d_model for residual sites, lm.spec.head_dim for a head, the module's own for Site.module)"
             )
 
     def extra_repr(self) -> str:
@@ -91,9 +93,12 @@ class Coordinate(Basis):
 
     def __init__(self, d_model: int, dims):
         super().__init__()
-        dims = torch.as_tensor(list(dims), dtype=torch.long)
-        if dims.numel() == 0 or dims.min() < 0 or dims.max() >= d_model or dims.unique().numel() != dims.numel():
-            raise BasisError(f"Coordinate dims must be distinct integers in [0, {d_model}); got {dims.tolist()}")
+        d_model = as_int(d_model, "Coordinate d_model", low=1, error=BasisError)
+        given = [d.item() if isinstance(d, torch.Tensor) and d.numel() == 1 else d for d in dims]
+        ok = given and all(is_int(d) and 0 <= d < d_model for d in given)  # 1.7 is not neuron 1: no truncation
+        if not ok or len(set(given)) != len(given):
+            raise BasisError(f"Coordinate dims must be distinct integers in [0, {d_model}); got {given}")
+        dims = torch.as_tensor([int(d) for d in given], dtype=torch.long)
         self.d_model, self.rank = d_model, dims.numel()
         self.register_buffer("_weight", torch.eye(d_model)[dims])
 
@@ -116,9 +121,9 @@ class LowRankRotation(Basis):
 
     def __init__(self, d_model: int, rank: int, *, init: torch.Tensor | None = None, dtype=torch.float32):
         super().__init__()
-        if not 1 <= int(rank) <= int(d_model):
-            raise BasisError(f"rank must be in [1, d_model={d_model}]; got rank={rank}")
-        self.d_model, self.rank = int(d_model), int(rank)
+        d_model = as_int(d_model, f"{type(self).__name__} d_model", low=1, error=BasisError)
+        rank = as_int(rank, "rank", low=1, high=d_model, error=BasisError, hint=f" (d_model={d_model})")
+        self.d_model, self.rank = d_model, rank
         lin = nn.Linear(self.d_model, self.rank, bias=False, dtype=dtype)
         nn.init.orthogonal_(lin.weight)
         self.proj = parametrizations.orthogonal(lin)
@@ -130,10 +135,19 @@ class LowRankRotation(Basis):
         return self.proj.weight  # (rank, d_model), orthonormal rows
 
     def set_weight(self, R: torch.Tensor) -> None:
-        """Point the basis at the row space of ``R`` (orthonormalised by QR first)."""
+        """Point the basis at the row space of ``R`` (orthonormalised by QR first); its rows must be independent."""
         R = torch.as_tensor(R, dtype=self.proj.weight.dtype)
         if R.shape != (self.rank, self.d_model):
             raise BasisError(f"init must have shape ({self.rank}, {self.d_model}); got {tuple(R.shape)}")
+        finite(R, "init", error=BasisError)
+        s = torch.linalg.svdvals(R.detach().double().cpu())  # (rank,), largest first
+        found = int((s > s[0] * 1e-5).sum()) if s[0] > 0 else 0
+        if found < self.rank:
+            raise BasisError(
+                f"init must have {self.rank} linearly independent rows to span a {self.rank}-dim subspace; got a "
+                f"rank-deficient matrix (numerical rank {found} of {self.rank}: zero, repeated or dependent rows); "
+                f"pass rows that span the subspace, or build the basis with rank={max(found, 1)}"
+            )
         q, _ = torch.linalg.qr(R.T)  # (d, r) with orthonormal columns spanning the rows of R
         with torch.no_grad():
             self.proj.weight = q.T.contiguous()
@@ -160,10 +174,25 @@ class Boundless(LowRankRotation):
 
     def __init__(self, d_model: int, *, init_fraction: float = 0.5, temperature: float = 1.0, dtype=torch.float32):
         super().__init__(d_model, d_model, dtype=dtype)
-        if not 0.0 < init_fraction <= 1.0:
-            raise BasisError(f"init_fraction must be in (0, 1]; got {init_fraction}")
-        self.boundary = nn.Parameter(torch.tensor(float(init_fraction), dtype=dtype))
-        self.temperature = float(temperature)
+        init_fraction = as_float(init_fraction, "init_fraction", low=0, high=1, open_low=True, error=BasisError)
+        self.boundary = nn.Parameter(torch.tensor(init_fraction, dtype=dtype))
+        self.temperature = temperature
+
+    @property
+    def temperature(self) -> float:
+        """The mask's temperature (> 0; the mask is ``sigmoid(x / temperature)``)."""
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self._temperature = as_float(
+            value,
+            "Boundless temperature",
+            low=0,
+            open_low=True,
+            error=BasisError,
+            hint="; anneal it toward 0 (e.g. 50 -> 0.1) but never to 0, where the mask's logits are NaN",
+        )
 
     def mask(self):
         idx = torch.arange(self.d_model, dtype=self.boundary.dtype, device=self.boundary.device)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from interp.checks import as_int
 from interp.interventions import Intervention
 from interp.subspace import BasisError, LowRankRotation, edit
 
@@ -62,12 +63,19 @@ class ReftIntervention(nn.Module, Intervention):
 
     def __init__(self, d_model: int, rank: int, *, orthogonal: bool = True, dtype=torch.float32, **options):
         super().__init__()
-        if not isinstance(rank, int) or not 1 <= rank <= d_model:
-            raise ReftError(
-                f"{type(self).__name__}: rank={rank!r} must be an integer in [1, d_model={d_model}]; "
-                "ReFT ranks are small (1-32)"
-            )
-        self.d_model, self.rank = int(d_model), int(rank)
+        name = type(self).__name__
+        d_model = as_int(d_model, f"{name} d_model", low=1, error=ReftError, hint="; use lm.d_model")
+        rank = as_int(
+            rank,
+            f"{name} rank",
+            low=1,
+            high=d_model,
+            error=ReftError,
+            hint=f" (d_model={d_model}); ReFT ranks are small (1-32)",
+        )
+        if not isinstance(orthogonal, bool):
+            raise ReftError(f"{name}: orthogonal must be True or False; got {orthogonal!r}")
+        self.d_model, self.rank = d_model, rank
         self.options = dict(options)
         if orthogonal:
             self.R = LowRankRotation(d_model, rank, dtype=dtype)  # (rank, d), orthonormal rows
@@ -197,6 +205,8 @@ KINDS = {
 
 def make(kind: str, d_model: int, rank: int, *, dtype=torch.float32) -> ReftIntervention:
     """Build an intervention by name (the CLI's ``--kind``): ``make("loreft", lm.d_model, 4)``."""
+    if not isinstance(kind, str):
+        raise ReftError(f"kind must be a name such as 'loreft'; got {kind!r}; known: {', '.join(KINDS)}")
     cls = KINDS.get(kind.lower()) or REGISTRY.get(kind)
     if cls is None:
         raise ReftError(f"unknown intervention kind {kind!r}; known: {', '.join(KINDS)} (or a registered class name)")

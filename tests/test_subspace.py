@@ -83,20 +83,36 @@ def test_mask_scales_the_edit():
     assert edit(h, R, t, torch.tensor([1.0, 0.5, 0.0])).tolist() == [[1.0, 0.5, 0.0]]
 
 
-@pytest.mark.parametrize(
-    "make,match",
-    [
-        (lambda: LowRankRotation(8, 9), "rank must be in"),
-        (lambda: LowRankRotation(8, 0), "rank must be in"),
-        (lambda: Coordinate(4, [5]), "distinct integers"),
-        (lambda: LowRankRotation(8, 2, init=torch.randn(3, 8)), "init must have shape"),
-    ],
-)
-def test_bad_bases_fail_clearly(make, match):
-    with pytest.raises(BasisError, match=match):
-        make()
+def test_numpy_integers_are_integers_everywhere():
+    """np.int64 works as a rank, a dim, a layer, a step count; bad values are rows of tests/bad_inputs_numbers.py."""
+    import numpy as np
+
+    import reft
+    from interp import Site
+    from interp.das import DASConfig
+
+    R = LowRankRotation(np.int64(8), np.int64(3))
+    assert (R.d_model, R.rank) == (8, 3) and type(R.rank) is int
+    assert Coordinate(6, np.array([1, 4])).weight.argmax(-1).tolist() == [1, 4]
+    assert Coordinate(6, torch.tensor([1, 4])).rank == 2
+    assert reft.LoReFT(np.int64(32), np.int32(4)).rank == 4
+    cfg = DASConfig(steps=np.int64(5), lr=np.float32(1e-3), temperature=(np.float64(50), 1))
+    assert cfg.steps == 5 and type(cfg.steps) is int and cfg.temperature == (50.0, 1.0)
+    assert Site("resid_post", np.int64(1)) == Site("resid_post", 1)
+    assert repr(Site("head", np.int16(1), head=np.int64(2))) == "Site('head', 1, last(), head=2)"
 
 
-def test_width_mismatch_names_both_widths():
-    with pytest.raises(BasisError, match="width 8 but the vectors have width 6"):
-        LowRankRotation(8, 2).interchange(torch.zeros(1, 6), torch.zeros(1, 6))
+def test_boundless_temperature_is_checked_whenever_it_is_set():
+    B = Boundless(8, temperature=50)
+    B.temperature = 0.1  # fit_das anneals it every step
+    assert B.temperature == 0.1 and torch.isfinite(B.mask()).all()
+    with pytest.raises(BasisError):
+        B.temperature = 0.0
+    assert B.temperature == 0.1
+
+
+def test_an_init_of_independent_rows_is_accepted_however_scaled():
+    A = torch.randn(3, 16, generator=torch.Generator().manual_seed(0))
+    for scale in (1e-3, 1.0, 1e3):
+        R = LowRankRotation(16, 3, init=A * scale)
+        torch.testing.assert_close(R.weight @ R.weight.T, torch.eye(3), atol=1e-5, rtol=0)
