@@ -310,6 +310,23 @@ class Pairs:
         bad = {k: v for k, v in lengths.items() if v != n}
         if bad:
             raise CausalModelError(f"base has {n} examples but {bad}; every field needs one entry per example")
+        if self.candidates is not None:
+            self.candidates = list(self.candidates)
+            self._check_candidates()
+
+    def _check_candidates(self) -> None:
+        """Refuse a label outside ``candidates``: predictions are restricted to them, so it could never score."""
+        cands = {_answer_key(c) for c in self.candidates}
+        kinds = {type(c) for c in cands}  # words and ids are compared by metrics.label_ids, on token ids
+        for name, values in (("labels", self.labels), ("base_labels", self.base_labels)):
+            for i, y in enumerate(values):
+                k = _answer_key(y)
+                if type(k) in kinds and k not in cands:
+                    raise CausalModelError(
+                        f"{name}[{i}] is {y!r}, which is not among candidates={self.candidates}; predictions are "
+                        "the argmax over the candidates, so it could never score: add it to candidates, or pass "
+                        "candidates=None to score over the whole vocabulary"
+                    )
 
     def __len__(self) -> int:
         return len(self.base)
@@ -334,6 +351,16 @@ class Pairs:
     def changed(self) -> Pairs:
         """Only the examples whose counterfactual label differs from the base label."""
         return self[[i for i in range(len(self)) if self.labels[i] != self.base_labels[i]]]
+
+
+def _answer_key(y):
+    """An answer as compared with the candidates: a word as is, a token id (any integer type) as an int."""
+    if isinstance(y, str):
+        return y
+    try:
+        return int(y)
+    except (TypeError, ValueError):
+        return y
 
 
 def _index_list(idx, n: int) -> list[int]:

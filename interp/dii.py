@@ -74,12 +74,23 @@ class DIIResult:
         ids = token_ids(self.lm, target, self._last().shape[0])
         return (self.predictions() == ids).float().mean().item()
 
-    def top_k(self, k: int = 5) -> list[list[tuple[str, float]]]:
-        """The k most likely next tokens per example, as (token, probability)."""
-        probs = self._last().float().softmax(-1)
-        p, i = probs.topk(k, dim=-1)
-        tok = self.lm.tokenizer
-        return [[(tok.decode([int(t)]), float(q)) for t, q in zip(ti, pi)] for ti, pi in zip(i, p)]
+    def top_k(self, k: int = 5) -> list[list[tuple[str | int, float]]]:
+        """The k most likely next tokens per example, as (token, probability), most likely first.
+
+        The token is the decoded string, or the token id (int) when the model has no tokenizer.
+
+        Example:
+            >>> token, p = run(lm, base).top_k(3)[0][0]        # no tokenizer here, so the token is its id
+            >>> type(token).__name__, 0 < p < 1
+            ('int', True)
+        """
+        lg = self._last()
+        if not 1 <= k <= lg.shape[-1]:
+            raise InputError(f"top_k(k={k!r}): k must be between 1 and the vocabulary size {lg.shape[-1]}")
+        p, i = lg.float().softmax(-1).topk(k, dim=-1)
+        tok = getattr(self.lm, "tokenizer", None)
+        name = (lambda t: tok.decode([t])) if tok is not None else (lambda t: t)
+        return [[(name(int(t)), float(q)) for t, q in zip(ti, pi)] for ti, pi in zip(i, p)]
 
 
 def _as_list(x, n=None):

@@ -7,6 +7,8 @@ Example:
     [[0, 0, 0, 1], [0, 1, 2, 3]]
     >>> encode(lm, base).input_ids.shape                            # a (B, T) tensor of ids: nothing padded
     torch.Size([4, 6])
+    >>> encode(lm, [[5, 6, 7], [8, 9]]).attention_mask.tolist()     # lists of ids: padded (left), with a mask
+    [[1, 1, 1], [0, 1, 1]]
     >>> token_ids(lm, [5, 6])                  # answer ids; with a tokenizer, words: token_ids(lm, [" Mary", " John"])
     tensor([5, 6])
     >>> encode(lm, ["Hi"])
@@ -16,6 +18,10 @@ Example:
 
 from __future__ import annotations
 
+import numbers
+import warnings
+
+import numpy as np
 import torch
 
 from .engine import Batch
@@ -25,30 +31,59 @@ class InputError(ValueError):
     """Inputs that cannot be run as asked."""
 
 
+class PaddingWarning(UserWarning):
+    """Token ids that look padded (they start or end with the tokenizer's pad id) but came without a mask."""
+
+
 def encode(lm, inputs, *, padding_side: str = "left") -> Batch:
     """A :class:`Batch` from a list of strings, one string, a dict with input_ids/attention_mask, or ids.
 
-    Positions are always counted on real tokens, so left and right padding give the same results.
+    Ids may be a (B, T) or (T,) tensor (nothing padded), or a list of token-id lists (or 1-D tensors) of any
+    lengths, padded on ``padding_side`` with a mask. Positions are always counted on real tokens, so left and
+    right padding give the same results. Ids without a mask whose rows start or end with the tokenizer's pad id
+    raise a :class:`PaddingWarning`: the model would attend to that padding; pass ``attention_mask``.
     """
     if isinstance(inputs, Batch):
         return inputs
-    if isinstance(inputs, torch.Tensor):
-        ids = inputs if inputs.dim() == 2 else inputs[None]
+    if padding_side not in ("left", "right"):
+        raise InputError(f"padding_side must be 'left' or 'right'; got {padding_side!r}")
+    if isinstance(inputs, (torch.Tensor, np.ndarray)):
+        ids = _id_tensor(inputs, "input_ids")
+        ids = ids if ids.dim() == 2 else ids[None]
+        _warn_if_padded(lm, ids)
         return Batch(ids.to(lm.device), torch.ones_like(ids, device=lm.device))
     if isinstance(inputs, dict):
-        ids = torch.as_tensor(inputs["input_ids"])
-        mask = torch.as_tensor(inputs.get("attention_mask", torch.ones_like(ids)))
+        if "input_ids" not in inputs:
+            raise InputError(f"the inputs dict has keys {sorted(inputs)}; expected 'input_ids' (and 'attention_mask')")
+        ids = _id_tensor(inputs["input_ids"], "input_ids")
+        ids = ids if ids.dim() == 2 else ids[None]
+        mask = inputs.get("attention_mask")
+        if mask is None:
+            _warn_if_padded(lm, ids)
+            mask = torch.ones_like(ids)
+        mask = torch.as_tensor(mask)
+        if mask.dim() == 1:
+            mask = mask[None]
+        if mask.shape != ids.shape:
+            raise InputError(
+                f"attention_mask has shape {tuple(mask.shape)} but input_ids {tuple(ids.shape)}; give one mask entry "
+                "per token"
+            )
         return Batch(ids.to(lm.device), mask.to(lm.device))
     if isinstance(inputs, str):
         inputs = [inputs]
     inputs = list(inputs)
     if not inputs:
         raise InputError("got an empty list of prompts; expected at least one string")
+    if all(isinstance(p, numbers.Integral) for p in inputs):  # one prompt of ids, like a (T,) tensor
+        inputs = [inputs]
     if not all(isinstance(p, str) for p in inputs):
-        raise InputError(f"expected prompts as strings; got {[type(p).__name__ for p in inputs][:5]}")
+        if not any(isinstance(p, str) for p in inputs):
+            return _pad_ids(lm, inputs, padding_side)
+        raise InputError(
+            f"expected prompts as strings or token-id lists, not a mix; got {[type(p).__name__ for p in inputs][:5]}"
+        )
     tok = _tokenizer(lm)
-    if padding_side not in ("left", "right"):
-        raise InputError(f"padding_side must be 'left' or 'right'; got {padding_side!r}")
     side = tok.padding_side
     tok.padding_side = padding_side
     try:
@@ -58,23 +93,118 @@ def encode(lm, inputs, *, padding_side: str = "left") -> Batch:
     return Batch(enc["input_ids"].to(lm.device), enc["attention_mask"].to(lm.device))
 
 
+def _id_tensor(x, what: str) -> torch.Tensor:
+    """``x`` as a long tensor of token ids, (T,) or (B, T); InputError for floats, strings or other ranks."""
+    try:
+        t = torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise InputError(f"{what}: could not read {type(x).__name__} as token ids ({e}); expected integers") from None
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise InputError(f"{what} has dtype {t.dtype}; token ids must be integers (e.g. .long())")
+    if t.dim() not in (1, 2):
+        raise InputError(f"{what} has shape {tuple(t.shape)}; expected (batch, tokens) or (tokens,)")
+    return t.long()
+
+
+def _pad_ids(lm, seqs: list, padding_side: str) -> Batch:
+    """Token-id sequences of any lengths, padded on ``padding_side`` (with the pad id, or 0), with a mask."""
+    rows = []
+    for i, s in enumerate(seqs):
+        if isinstance(s, str) or not hasattr(s, "__len__"):
+            raise InputError(f"prompt {i} is a {type(s).__name__}; expected a string or a list of token ids")
+        t = _id_tensor(s, f"prompt {i}") if len(s) else torch.zeros(0, dtype=torch.long)
+        if t.dim() != 1 or t.numel() == 0:
+            raise InputError(f"prompt {i} has shape {tuple(t.shape)}; expected a non-empty list of token ids")
+        rows.append(t)
+    T = max(len(r) for r in rows)
+    ids = torch.full((len(rows), T), _pad_id(lm) or 0, dtype=torch.long)
+    mask = torch.zeros(len(rows), T, dtype=torch.long)
+    for b, r in enumerate(rows):
+        cols = slice(T - len(r), T) if padding_side == "left" else slice(0, len(r))
+        ids[b, cols], mask[b, cols] = r, 1
+    return Batch(ids.to(lm.device), mask.to(lm.device))
+
+
+def _pad_id(lm) -> int | None:
+    return getattr(getattr(lm, "tokenizer", None), "pad_token_id", None)
+
+
+def _warn_if_padded(lm, ids: torch.Tensor) -> None:
+    """PaddingWarning when a row of unmasked ids starts or ends with the tokenizer's pad id.
+
+    Padding sits at the ends of rows, so only the ends are looked at. Where the pad id doubles as BOS (or EOS),
+    one such token at the start (or end) is the real one; a run of two or more is padding. With no tokenizer
+    (or no pad id) nothing is known, so nothing is said. Gemma's pad id 0 (``<pad>``) is never produced by
+    tokenizing text, so there it always means padding.
+    """
+    pad = _pad_id(lm)
+    if pad is None or ids.numel() == 0:
+        return
+    tok = lm.tokenizer
+    spare = {  # tokens at that end that may be real: the pad id doubling as BOS or EOS
+        "start": int(getattr(tok, "bos_token_id", None) == pad),
+        "end": int(getattr(tok, "eos_token_id", None) == pad),
+    }
+    for b, row in enumerate(ids.tolist()):
+        for end, seq in (("start", row), ("end", row[::-1])):
+            run = next((i for i, t in enumerate(seq) if t != pad), len(seq))
+            if run > spare[end]:
+                warnings.warn(
+                    f"input_ids row {b} {end}s with {run} pad token(s) (pad id {pad}) but no attention_mask was "
+                    "given, so the model attends to that padding; pass {'input_ids': ..., 'attention_mask': ...}, "
+                    "or prompts as strings, or a list of unpadded token-id lists",
+                    PaddingWarning,
+                    stacklevel=3,
+                )
+                return
+
+
 def token_ids(lm, words, n: int | None = None) -> torch.Tensor:
     """Single-token ids of ``words`` (a string for every row, a list per row, or ids); shape (n,).
 
-    Raises InputError naming the word when it is not exactly one token.
+    Ids may be Python or numpy integers, integer tensors or arrays; one id (or one word) is used for every row.
+    Raises InputError naming the word when it is not exactly one token, or the id when it is outside the vocabulary.
     """
-    if isinstance(words, torch.Tensor):
-        ids = words.flatten().long()
+    if isinstance(words, np.ndarray) and words.dtype.kind in "USO":  # an array of words
+        words = words.tolist()
+    if isinstance(words, (torch.Tensor, np.ndarray)):
+        ids = _answer_tensor(words)
+        if ids.numel() == 1 and n is not None:
+            ids = ids.expand(n)
     else:
-        if isinstance(words, (str, int)):
+        if isinstance(words, str) or _is_id(words):
             words = [words] * (n or 1)
-        ids = torch.tensor([w if isinstance(w, int) else _single_token(lm, w) for w in words])
+        if not hasattr(words, "__iter__"):
+            raise InputError(f"answer {words!r} is a {type(words).__name__}; expected a word (str) or a token id (int)")
+        ids = torch.tensor([int(w) if _is_id(w) else _single_token(lm, w) for w in words], dtype=torch.long)
     if n is not None and ids.numel() != n:
         raise InputError(f"got {ids.numel()} answer tokens for a batch of {n}; give one per example or one string")
-    return ids.to(lm.device)
+    vocab = getattr(getattr(lm, "spec", None), "vocab_size", None)
+    bad = ids[(ids < 0) | (ids >= vocab)] if vocab else ids[ids < 0]
+    if bad.numel():
+        raise InputError(
+            f"answer ids {bad.unique()[:5].tolist()} are outside the vocabulary [0, {vocab}); pass words or valid ids"
+        )
+    return ids.to(lm.device) if lm is not None else ids
 
 
-def _single_token(lm, word: str) -> int:
+def _is_id(w) -> bool:
+    """A Python or numpy integer, or a one-element integer tensor: one token id."""
+    if isinstance(w, torch.Tensor):
+        return w.numel() == 1 and not (w.is_floating_point() or w.is_complex() or w.dtype == torch.bool)
+    return isinstance(w, numbers.Integral) and not isinstance(w, bool)
+
+
+def _answer_tensor(x) -> torch.Tensor:
+    t = torch.as_tensor(x)
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise InputError(f"answer ids have dtype {t.dtype}; expected integer token ids (or words)")
+    return t.flatten().long()
+
+
+def _single_token(lm, word) -> int:
+    if not isinstance(word, str):
+        raise InputError(f"answer {word!r} is a {type(word).__name__}; expected a word (str) or a token id (int)")
     ids = _tokenizer(lm)(word, add_special_tokens=False)["input_ids"]
     if len(ids) != 1:
         pieces = _tokenizer(lm).convert_ids_to_tokens(ids)

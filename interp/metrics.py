@@ -78,6 +78,20 @@ def _candidate_ids(lm, pairs: Pairs) -> torch.Tensor | None:
     return label_ids(lm, pairs.candidates) if pairs.candidates else None
 
 
+def _check_candidates(ids: torch.Tensor, cand: torch.Tensor | None, given: Sequence, candidates, what: str) -> None:
+    """InputError naming the first label outside ``candidates``: predictions over candidates never hit it."""
+    if cand is None:
+        return
+    outside = torch.nonzero(~torch.isin(ids, cand.to(ids.device))).flatten().tolist()
+    if outside:
+        i = outside[0]
+        raise InputError(
+            f"{what} {i} is {given[i]!r}, which is not among the candidates {list(candidates)} ({len(outside)} "
+            f"{what}s are outside them); predictions are restricted to the candidates, so these could never "
+            "score: add the answer to candidates, or drop candidates to score over the whole vocabulary"
+        )
+
+
 @torch.no_grad()
 def iia(
     lm,
@@ -104,10 +118,11 @@ def iia(
     iv = as_intervention(via)
     if len(pairs.variables) > 1 and not isinstance(via, Intervention):
         raise InputError(f"pairs align {len(pairs.variables)} variables; pass via=das.intervention or an Alignment")
-    if sources is None:
-        sources = collect_sources(lm, pairs, [at], batch_size=batch_size)[0]
     labels = label_ids(lm, pairs.labels)
     cand = _candidate_ids(lm, pairs)
+    _check_candidates(labels, cand, pairs.labels, pairs.candidates, "label")
+    if sources is None:
+        sources = collect_sources(lm, pairs, [at], batch_size=batch_size)[0]
     hits = 0
     for sl in _chunks(len(pairs), batch_size):
         batch = rows(lm, pairs.base[sl])
@@ -123,7 +138,8 @@ def task_accuracy(lm, inputs: Sequence, answers: Sequence, *, candidates=None, b
     if len(inputs) == 0 or len(inputs) != len(answers):
         raise InputError(f"got {len(inputs)} inputs and {len(answers)} answers; expected equally many, at least one")
     want = label_ids(lm, answers)
-    cand = label_ids(lm, candidates) if candidates else None
+    cand = label_ids(lm, candidates) if candidates is not None and len(candidates) else None
+    _check_candidates(want, cand, list(answers), candidates, "answer")
     hits = 0
     for sl in _chunks(len(inputs), batch_size):
         batch = rows(lm, inputs[sl])

@@ -164,7 +164,7 @@ def load(name_or_path: str | os.PathLike | None = None, *, dtype: torch.dtype = 
         tok = AutoTokenizer.from_pretrained(path)
     except OSError as e:
         raise FileNotFoundError(
-            f"could not load model {name_or_path!r} offline: {e}. Expected a local directory saved with "
+            f"could not load model {str(name_or_path)!r} offline: {e}. Expected a local directory saved with "
             "save_pretrained (config.json + weights + tokenizer) or a model id already in the local HF cache; "
             "call interp.load() with no argument for the embedded Gemma-3-270M."
         ) from None

@@ -48,10 +48,7 @@ def as_examples(data, *, label_words: dict | list | None = None) -> list[Example
     ``(prompt, response)`` pairs, ``{"prompt_ids", "response_ids"}`` or a JSONL file of any of these.
     """
     if isinstance(data, (str, os.PathLike)):
-        path = Path(data)
-        if not path.exists():
-            raise ReftError(f"dataset file {str(path)!r} does not exist; expected a JSONL file, one example a line")
-        data = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        data = read_jsonl(data)
     data = list(data)
     if not data:
         raise ReftError("the dataset is empty; expected at least one example such as {'prompt': ..., 'response': ...}")
@@ -93,6 +90,37 @@ def as_examples(data, *, label_words: dict | list | None = None) -> list[Example
                 "give 'response' (or 'label' with label_words)"
             )
         out.append(Example(prompt, response, label if words is not None else None))
+    return out
+
+
+def read_jsonl(path: str | os.PathLike) -> list:
+    """The examples in a JSONL file, one JSON object a line (blank lines skipped).
+
+    Raises ReftError naming ``file:line`` for a line that is not JSON.
+
+    Example:
+        >>> _ = (tmp / "bad.jsonl").write_text('{"prompt": "a", "response": "b"}\\n{"prompt": "c",\\n')
+        >>> read_jsonl(tmp / "bad.jsonl")
+        Traceback (most recent call last):
+        reft.interventions.ReftError: .../bad.jsonl:2: not valid JSON (Expecting property name enclosed in double
+        quotes at column 16); expected one example per line, a JSON object such as {"prompt": "...", "response": "..."}
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ReftError(f"dataset file {str(path)!r} does not exist; expected a JSONL file, one example a line")
+    if path.is_dir():
+        raise ReftError(f"dataset file {str(path)!r} is a folder; expected a JSONL file, one example a line")
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise ReftError(
+                f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno}); expected one example per line, a JSON "
+                'object such as {"prompt": "...", "response": "..."}'
+            ) from None
     return out
 
 

@@ -1,7 +1,487 @@
-"""Bad-input rows: inputs. Joined into one table by test_bad_inputs."""
+"""Bad-input rows: inputs (prompts, ids, answers, labels, positions, sites, causal models, data files, plots, the
+ReFT bridge). Joined into one table by test_bad_inputs."""
 
 from __future__ import annotations
 
-from test_bad_inputs import Bad  # noqa: F401
+import re
+from types import SimpleNamespace
 
-ROWS = []
+import numpy as np
+import torch
+from test_bad_inputs import Bad
+
+import interp
+import reft
+from interp import (
+    BasisError,
+    InputError,
+    LowRankRotation,
+    PositionError,
+    Site,
+    SiteError,
+    Zero,
+    at,
+    encode,
+    first,
+    interchange,
+    last,
+    span,
+    token,
+)
+from interp.causal import CausalModel, CausalModelError, Pairs
+from interp.inputs import PaddingWarning
+from interp.metrics import iia, task_accuracy
+from reft.data import as_examples, read_jsonl
+
+
+def _ids(*shape, seed=0):
+    return torch.randint(3, 97, shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _with_tokenizer(pad=0, bos=2, eos=1):
+    """A stand-in LM whose tokenizer knows its pad id (Gemma's layout by default: pad 0, eos 1, bos 2)."""
+    return SimpleNamespace(
+        device="cpu", tokenizer=SimpleNamespace(pad_token_id=pad, bos_token_id=bos, eos_token_id=eos)
+    )
+
+
+def _result(env):
+    return interp.run(env.lm, _ids(2, 4))
+
+
+def _jsonl(env, text):
+    p = env.tmp / "train.jsonl"
+    p.write_text(text)
+    return p
+
+
+def _pairs(labels, candidates=None):
+    n = len(labels)
+    return Pairs(("G",), [[1, 50, 7]] * n, [[[1, 20, 7]] * n], labels, labels, candidates)
+
+
+def _set_candidates(pairs, candidates):
+    pairs.candidates = candidates  # after construction, so that Pairs' own check is skipped and iia's is reached
+    return pairs
+
+
+# ---- interp.encode: prompts and token ids --------------------------------------------------------------------
+_PAD = r"row 0 (starts|ends) with 2 pad token\(s\) \(pad id {}\) but no attention_mask.*pass .*attention_mask"
+ENCODE = [
+    Bad(
+        "encode: a left-padded dict without attention_mask",
+        lambda env: encode(_with_tokenizer(), {"input_ids": [[0, 0, 5, 6], [7, 8, 9, 10]]}),
+        PaddingWarning,
+        _PAD.format(0),
+    ),
+    Bad(
+        "encode: a right-padded tensor (pad = eos) without a mask",
+        lambda env: encode(_with_tokenizer(pad=1, eos=1), torch.tensor([[5, 6, 1, 1], [7, 8, 9, 1]])),
+        PaddingWarning,
+        _PAD.format(1),
+    ),
+    Bad(
+        "encode: prompts mixing strings and ids",
+        lambda env: encode(env.lm, ["a prompt", [5, 6]]),
+        InputError,
+        r"not a mix; got \['str', 'list'\]",
+    ),
+    Bad("encode: float ids", lambda env: encode(env.lm, torch.rand(2, 3)), InputError, r"dtype torch\.float32"),
+    Bad(
+        "encode: a 3-D tensor of ids",
+        lambda env: encode(env.lm, _ids(2, 3, 4)),
+        InputError,
+        r"shape \(2, 3, 4\); expected \(batch, tokens\)",
+    ),
+    Bad(
+        "encode: an empty token-id list",
+        lambda env: encode(env.lm, [[5, 6], []]),
+        InputError,
+        r"prompt 1 has shape \(0,\)",
+    ),
+    Bad(
+        "encode: a mask of the wrong shape",
+        lambda env: encode(env.lm, {"input_ids": [[5, 6, 7]], "attention_mask": [[1, 1]]}),
+        InputError,
+        r"attention_mask has shape \(1, 2\) but input_ids \(1, 3\)",
+    ),
+    Bad(
+        "encode: a dict without input_ids",
+        lambda env: encode(env.lm, {"ids": [[5, 6]]}),
+        InputError,
+        r"keys \['ids'\]; expected 'input_ids'",
+    ),
+    Bad(
+        "encode: padding_side",
+        lambda env: encode(env.lm, [[5, 6]], padding_side="middle"),
+        InputError,
+        r"padding_side must be 'left' or 'right'; got 'middle'",
+    ),
+]
+
+# ---- answers: DIIResult metrics and token_ids ----------------------------------------------------------------
+ANSWERS = [
+    Bad("top_k: k = 0", lambda env: _result(env).top_k(0), InputError, r"top_k\(k=0\).*between 1 and .* 97"),
+    Bad("top_k: k above the vocabulary", lambda env: _result(env).top_k(98), InputError, r"top_k\(k=98\)"),
+    Bad(
+        "answer: a float",
+        lambda env: _result(env).accuracy(5.0),
+        InputError,
+        r"answer 5\.0 is a float; expected a word \(str\) or a token id",
+    ),
+    Bad(
+        "answer: a numpy id outside the vocabulary",
+        lambda env: _result(env).accuracy(np.int64(200)),
+        InputError,
+        r"answer ids \[200\] are outside the vocabulary \[0, 97\)",
+    ),
+    Bad(
+        "answer: a negative id",
+        lambda env: _result(env).logit_diff(-1, 5),
+        InputError,
+        r"answer ids \[-1\] are outside the vocabulary",
+    ),
+    Bad(
+        "answer: a float array",
+        lambda env: _result(env).prob(np.array([1.0, 2.0])),
+        InputError,
+        r"answer ids have dtype torch\.float64",
+    ),
+    Bad(
+        "answer: one per example",
+        lambda env: _result(env).accuracy([5, 6, 7]),
+        InputError,
+        r"got 3 answer tokens for a batch of 2",
+    ),
+]
+
+# ---- labels and candidates: Pairs, iia, task_accuracy --------------------------------------------------------
+LABELS = [
+    Bad(
+        "Pairs: a label outside candidates",
+        lambda env: _pairs([5, 7], candidates=[5, 6]),
+        CausalModelError,
+        r"labels\[1\] is 7, which is not among candidates=\[5, 6\]",
+    ),
+    Bad(
+        "render: a word label outside candidates",
+        lambda env: (
+            CausalModel({"a": None, "O": (("a",), lambda a: a)})
+            .counterfactuals(lambda r: {"a": r.randrange(3)}, variables="a", n=10, seed=0)
+            .render(lambda s: [1, s["a"]], lambda y: [" zero", " one", " two"][y], candidates=[" zero", " one"])
+        ),
+        CausalModelError,
+        r"labels\[\d+\] is ' two', which is not among candidates=\[' zero', ' one'\]",
+    ),
+    Bad(
+        "iia: a label outside candidates",
+        lambda env: iia(env.lm, _set_candidates(_pairs([5, 7]), [5, 6]), at=Site("resid_post", 0, last())),
+        InputError,
+        r"label 1 is 7, which is not among the candidates \[5, 6\]",
+    ),
+    Bad(
+        "task_accuracy: an answer outside candidates",
+        lambda env: task_accuracy(env.lm, [[1, 2], [3, 4]], [5, 8], candidates=[5, 6]),
+        InputError,
+        r"answer 1 is 8, which is not among the candidates \[5, 6\]",
+    ),
+    Bad(
+        "task_accuracy: answers and inputs",
+        lambda env: task_accuracy(env.lm, [[1, 2], [3, 4]], [5]),
+        InputError,
+        r"got 2 inputs and 1 answers",
+    ),
+]
+
+# ---- reft: training data files --------------------------------------------------------------------------------
+DATA = [
+    Bad(
+        "JSONL: a line that is not JSON",
+        lambda env: read_jsonl(_jsonl(env, '{"prompt": "a", "response": "b"}\n\n{"prompt": "c" "response": "d"}\n')),
+        reft.ReftError,
+        r"train\.jsonl:3: not valid JSON \(Expecting ',' delimiter at column 16\); expected one example per line",
+    ),
+    Bad(
+        "as_examples: a JSONL file with a line that is not JSON",
+        lambda env: as_examples(_jsonl(env, "prompt: a, response: b\n")),
+        reft.ReftError,
+        r"train\.jsonl:1: not valid JSON",
+    ),
+    Bad(
+        "JSONL: a folder",
+        lambda env: read_jsonl(env.tmp),
+        reft.ReftError,
+        r"is a folder; expected a JSONL file",
+    ),
+]
+
+
+# ---- causal models and pairs (moved from test_causal.py) -----------------------------------------------------
+def _adder():
+    return CausalModel(
+        {
+            "a": None,
+            "b": None,
+            "c": None,
+            "ab": (("a", "b"), lambda a, b: a + b),
+            "out": (("ab", "c"), lambda ab, c: ab * c),
+        }
+    )
+
+
+def _abc_data(n=20):
+    return _adder().counterfactuals(lambda r: {k: r.randrange(5) for k in "abc"}, variables="ab", n=n, seed=1)
+
+
+CAUSAL = [
+    Bad(
+        "causal: set= an unknown variable",
+        lambda env: _adder().run({"a": 1, "b": 2, "c": 3}, set={"zz": 1}),
+        CausalModelError,
+        r"unknown variable 'zz'",
+    ),
+    Bad(
+        "causal: counterfactuals of an unknown variable",
+        lambda env: _adder().counterfactuals(lambda r: {"a": 1, "b": 1, "c": 1}, variables="carry", n=3),
+        CausalModelError,
+        r"unknown variable 'carry'",
+    ),
+    Bad(
+        "causal: missing input values",
+        lambda env: _adder().run({"a": 1}),
+        CausalModelError,
+        r"missing input values for \['b', 'c'\]",
+    ),
+    Bad(
+        "causal: a cycle",
+        lambda env: CausalModel({"x": (("y",), lambda y: y), "y": (("x",), lambda x: x)}),
+        CausalModelError,
+        r"cycle through x -> y -> x",
+    ),
+    Bad(
+        "causal: unknown parents",
+        lambda env: CausalModel({"x": (("nope",), lambda y: y)}),
+        CausalModelError,
+        r"unknown parents \['nope'\]",
+    ),
+    Bad(
+        "causal: changed_only with a variable that never changes the label",
+        lambda env: CausalModel({"x": None, "y": (("x",), lambda x: 0)}).counterfactuals(
+            lambda r: {"x": r.random()}, variables="x", n=2, changed_only=True, max_tries=5
+        ),
+        CausalModelError,
+        r"no example with a changed label in 5 draws; the variables \['x'\]",
+    ),
+    Bad(
+        "Pairs: fields of different lengths",
+        lambda env: Pairs(("ab",), ["x", "y"], [["z"]], [" 1", " 2"], [" 1", " 2"]),
+        CausalModelError,
+        r"base has 2 examples but \{'sources\[0\]': 1\}",
+    ),
+    Bad(
+        "Pairs: fewer source lists than variables",
+        lambda env: Pairs(("ab", "c"), ["x"], [["z"]], [" 1"], [" 1"]),
+        CausalModelError,
+        r"got 1 source lists for 2 variables \('ab', 'c'\); give one list of sources per",
+    ),
+    Bad(
+        "split: one side empty",
+        lambda env: _abc_data()[:1].split(0.5),
+        CausalModelError,
+        r"splitting 1 examples at 0\.5 leaves one side empty",
+    ),
+]
+
+
+# ---- positions (moved from test_positions.py) -----------------------------------------------------------------
+def _mask(lengths, T):
+    """A left-padded attention mask with rows of ``lengths`` real tokens."""
+    m = torch.zeros(len(lengths), T, dtype=torch.long)
+    for b, n in enumerate(lengths):
+        m[b, T - n :] = 1
+    return m
+
+
+class _CharTokenizer:
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(c) for c in text]}
+
+    def decode(self, ids):
+        return "".join(map(chr, ids))
+
+
+def _third_ab(env):
+    ids = torch.tensor([[0, 0] + [ord(c) for c in "abcab"], [ord(c) for c in "xxabyab"]])
+    m = torch.tensor([[0, 0, 1, 1, 1, 1, 1], [1] * 7])
+    return token("ab", occurrence=2).resolve(m, ids, _CharTokenizer())
+
+
+def _beyond(pos):
+    return Bad(
+        f"position {pos!r} beyond a 3-token prompt",
+        lambda env: pos.resolve(_mask([3, 5], 5)),
+        PositionError,
+        re.escape(repr(pos)) + r".* but prompt 0 has only 3 tokens",
+    )
+
+
+POSITIONS = [
+    Bad(
+        "token(): a third occurrence of a word seen twice",
+        _third_ab,
+        PositionError,
+        r"token\('ab', occurrence=2\): found 2 occurrence\(s\) of 'ab'",
+    ),
+    *[_beyond(pos) for pos in (at(5), at(-6), first(4), last(4), span(1, 9))],
+    Bad(
+        "span with different counts per prompt",
+        lambda env: span(1, -1).resolve(_mask([3, 5], 5)),
+        PositionError,
+        r"position span\(1, -1\) gives different numbers of tokens per prompt",
+    ),
+    Bad(
+        "first(3)+last(3) on prompts of 4 and 6 tokens",  # DII pairs slots one to one: refused, not padded
+        lambda env: (first(3) + last(3)).resolve(_mask([4, 6], 6)),
+        PositionError,
+        r"position first\(3\)\+last\(3\) gives different numbers of tokens per prompt",
+    ),
+    Bad("first(0)", lambda env: first(0), PositionError, r"first\(n\): n must be a positive integer; got 0"),
+]
+
+
+# ---- interchange: bad inputs fail before any forward pass (moved from test_dii.py) ---------------------------
+def _no_forward_pass(**kwargs):
+    def call(env):
+        lm = env.lm
+        args = dict(base=_ids(2, 5, seed=1), source=_ids(2, 5, seed=2), at=Site("resid_post", 0)) | kwargs
+
+        def forward(*_):
+            raise AssertionError("a forward pass ran before the bad input was refused")
+
+        hook = lm.hf.register_forward_pre_hook(forward)
+        try:
+            return interchange(lm, **args)
+        finally:
+            hook.remove()
+
+    return call
+
+
+INTERCHANGE = [
+    Bad(
+        "interchange: source batch size",
+        _no_forward_pass(source=_ids(3, 5)),
+        InputError,
+        r"base has 2 examples but source has 3",
+    ),
+    Bad(
+        "interchange: a basis of the wrong width",
+        _no_forward_pass(via=LowRankRotation(16, 2)),
+        BasisError,
+        r"width 16 but the site's vectors have width 32",
+    ),
+    Bad(
+        "interchange: a position beyond the prompt",
+        _no_forward_pass(at=Site("resid_post", 0, at(7))),
+        PositionError,
+        r"at\(7\) asks for token 7 but prompt 0 has only 5 tokens",
+    ),
+    Bad("interchange: layer", _no_forward_pass(at=Site("resid_post", 9)), SiteError, r"layer 9 is out of range"),
+    Bad("interchange: head", _no_forward_pass(at=Site("head", 0, head=7)), SiteError, r"head 7 is out of range"),
+    Bad("interchange: component", _no_forward_pass(at=Site("mlp", 0)), SiteError, r"unknown component 'mlp'"),
+]
+
+
+# ---- the same position error on both backends (moved from test_conformance.py) -------------------------------
+def _beyond_on(backend):
+    def call(env):
+        batch = encode(env.lm, [_ids(n, seed=n).tolist() for n in (5, 3, 4)])  # left-padded, with a mask
+        return interp.intervene(env.lm, batch, at=Site("resid_post", 0, at(4)), via=Zero(), backend=backend)
+
+    return call
+
+
+BACKENDS = [
+    Bad(f"intervene: at(4) beyond a 3-token prompt, {b} backend", _beyond_on(b), PositionError, r"prompt 1 has only 3")
+    for b in ("nnsight", "hooks")
+]
+
+# ---- loading (moved from test_models.py) ----------------------------------------------------------------------
+LOADING = [
+    Bad(
+        "load: a folder that does not exist",
+        lambda env: interp.load(env.tmp / "nowhere"),
+        FileNotFoundError,
+        r"could not load model .*nowhere'\)? offline",
+    ),
+]
+
+
+# ---- plots (moved from test_viz.py) ---------------------------------------------------------------------------
+def _viz():
+    from interp import viz
+
+    return viz
+
+
+PLOTS = [
+    Bad(
+        "heatmap: labels that do not fit the values",
+        lambda env: _viz().heatmap(np.zeros((2, 3)), rows=[0, 1], cols=list("abcd")),
+        ValueError,
+        r"shape \(2, 3\).*2 row labels and 4 column labels",
+    ),
+    Bad(
+        "heatmap: 1-D values",
+        lambda env: _viz().heatmap(np.zeros(3), rows=[0, 1, 2], cols=["a"]),
+        ValueError,
+        r"expected a 2-D array, got shape \(3,\)",
+    ),
+    Bad(
+        "plot_probe_vs_iia: lengths",
+        lambda env: _viz().plot_probe_vs_iia(["a", "b", "c"], [0.9], [0.5, 0.6, 0.7]),
+        ValueError,
+        r"3 site labels, 1 probe accuracies and 3 IIA values; pass one of each per site",
+    ),
+    Bad(
+        "plot_tradeoff: lengths",
+        lambda env: _viz().plot_tradeoff(["LoReFT", "DiReFT", "LoRA", "DoRA"], [1, 2], [0.5, 0.6]),
+        ValueError,
+        r"one entry per method; got 4, 2, 2",
+    ),
+]
+
+
+# ---- the ReFT <-> DAS bridge (moved from test_reft_bridge.py) ------------------------------------------------
+def _orthonormal(rank=4, d=32):
+    return torch.linalg.qr(torch.randn(d, rank, generator=torch.Generator().manual_seed(2))).Q.T
+
+
+BRIDGE = [
+    Bad(
+        "init_basis: a basis of the wrong shape",
+        lambda env: reft.init_basis(reft.LoReFT(32, 4), torch.randn(2, 32)),
+        reft.ReftError,
+        r"the basis has shape \(2, 32\) but LoReFT needs \(4, 32\)",
+    ),
+    Bad(
+        "init_basis: an intervention with no orthonormal basis",
+        lambda env: reft.init_basis(reft.DiReFT(32, 4), _orthonormal()),
+        reft.ReftError,
+        r"DiReFT has no orthonormal basis",
+    ),
+    Bad(
+        "as_basis: not a ReFT intervention",
+        lambda env: reft.as_basis(LowRankRotation(32, 4, init=_orthonormal())),
+        reft.ReftError,
+        r"as_basis expects a ReftIntervention .*; got LowRankRotation",
+    ),
+    Bad(
+        "principal_angles: different widths",
+        lambda env: reft.principal_angles(torch.randn(2, 5), torch.randn(2, 6)),
+        reft.ReftError,
+        r"different widths: 5 and 6",
+    ),
+]
+
+ROWS = ENCODE + ANSWERS + LABELS + DATA + CAUSAL + POSITIONS + INTERCHANGE + BACKENDS + LOADING + PLOTS + BRIDGE

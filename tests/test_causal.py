@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import random
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from interp.causal import CausalModel, CausalModelError, Pairs
+from interp.causal import CausalModel, Pairs
 from interp.tasks import hierarchical_equality as he
 from interp.tasks import ioi_position
 
@@ -35,23 +34,6 @@ def test_run_intervene_interchange():
         == 20
     )
     assert m.inputs == ("a", "b", "c") and m.output == "out"
-
-
-def test_errors_name_the_problem():
-    with pytest.raises(CausalModelError, match="unknown variable 'zz'"):
-        adder().run({"a": 1, "b": 2, "c": 3}, set={"zz": 1})
-    with pytest.raises(CausalModelError, match="unknown variable 'carry'"):
-        adder().counterfactuals(lambda r: {"a": 1, "b": 1, "c": 1}, variables="carry", n=3)
-    with pytest.raises(CausalModelError, match="missing input values"):
-        adder().run({"a": 1})
-    with pytest.raises(CausalModelError, match="cycle"):
-        CausalModel({"x": (("y",), lambda y: y), "y": (("x",), lambda x: x)})
-    with pytest.raises(CausalModelError, match="unknown parents"):
-        CausalModel({"x": (("nope",), lambda y: y)})
-    with pytest.raises(CausalModelError, match="changed label"):
-        CausalModel({"x": None, "y": (("x",), lambda x: 0)}).counterfactuals(
-            lambda r: {"x": r.random()}, variables="x", n=2, changed_only=True, max_tries=5
-        )
 
 
 @settings(max_examples=25, deadline=None)
@@ -88,12 +70,6 @@ def test_split_render_and_lengths():
     assert isinstance(pairs, Pairs) and pairs.base[0].endswith("=") and len(pairs.sources) == 1
     a, b = pairs.split(0.5, seed=2)
     assert sorted(a.base + b.base) == sorted(pairs.base)
-    with pytest.raises(CausalModelError, match="base has 2 examples"):
-        Pairs(("ab",), ["x", "y"], [["z"]], [" 1", " 2"], [" 1", " 2"])
-    with pytest.raises(CausalModelError, match="one list of sources per"):
-        Pairs(("ab", "c"), ["x"], [["z"]], [" 1"], [" 1"])
-    with pytest.raises(CausalModelError, match="one side empty"):
-        data[:1].split(0.5)
 
 
 def test_same_seed_same_data():

@@ -18,7 +18,7 @@ from conftest import ARCHS, tiny_lm
 
 import interp
 import reft
-from interp import Site, Steer, Zero, at, first, last
+from interp import Site, Steer, Zero, first, last
 from interp.sites import COMPONENTS, resolve
 
 INTERVENTIONS = ("interchange", "zero", "steer", "loreft")
@@ -95,11 +95,3 @@ def test_conformance(arch, component, kind, backend, side):
 
 def test_the_table_covers_every_combination():
     assert len(CASES) == len(ARCHS) * len(COMPONENTS) * len(INTERVENTIONS) * len(BACKENDS) * len(PADDING) == 480
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_an_at_position_beyond_the_batch_is_the_same_error_on_both_backends(backend):
-    with pytest.raises(interp.PositionError, match="prompt 1 has only 3 tokens"):
-        interp.intervene(
-            model("llama"), _pad(_rows(0), "left"), at=Site("resid_post", 0, at(4)), via=Zero(), backend=backend
-        )

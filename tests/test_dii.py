@@ -1,27 +1,31 @@
 """DII properties on tiny random models of every architecture."""
 
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_lm
 
 from interp import (
-    BasisError,
-    InputError,
     LowRankRotation,
     Mean,
-    PositionError,
     Rotation,
     Site,
-    SiteError,
     Steer,
     Zero,
     at,
     collect,
+    encode,
     interchange,
     intervene,
     last,
+    run,
 )
+from interp.batches import rows as batch_rows
 from interp.engine import Batch, Op, execute
+from interp.inputs import PaddingWarning
 
 
 def pad(rows, side):
@@ -124,28 +128,52 @@ def test_metrics_on_logits():
     assert (out.prob(top) > 0).all()
 
 
-class CountForwards:
-    def __init__(self, lm):
-        self.n = 0
-        self.h = lm.hf.register_forward_pre_hook(lambda *_: setattr(self, "n", self.n + 1))
+def test_answer_ids_may_be_numpy_and_top_k_gives_ids_without_a_tokenizer():
+    lm = tiny_lm("llama")
+    out = run(lm, torch.randint(3, 97, (2, 5)))
+    top = out.predictions()
+    assert out.accuracy(np.int64(top[0])) == out.accuracy(int(top[0]))  # one numpy id for every row
+    assert out.accuracy(top.numpy()) == out.accuracy(top.tolist()) == 1.0  # an array of ids, one per row
+    assert out.accuracy([np.int32(t) for t in top]) == 1.0
+    torch.testing.assert_close(out.logit_diff(np.array([5, 6]), 6), out.logit_diff(torch.tensor([5, 6]), 6))
+    ranked = out.top_k(3)
+    assert [len(r) for r in ranked] == [3, 3] and all(isinstance(t, int) for r in ranked for t, _ in r)
+    assert [r[0][0] for r in ranked] == top.tolist() and ranked[0][0][1] >= ranked[0][1][1]
+
+
+def test_encode_pads_lists_of_token_ids_like_rows():
+    lm = tiny_lm("llama")
+    seqs = [[5, 6, 7], [8, 9], [10]]
+    left, right = encode(lm, seqs), encode(lm, seqs, padding_side="right")
+    want = batch_rows(lm, seqs)
+    assert torch.equal(left.input_ids, want.input_ids) and torch.equal(left.attention_mask, want.attention_mask)
+    assert right.attention_mask.tolist() == [[1, 1, 1], [1, 1, 0], [1, 0, 0]]
+    assert encode(lm, [5, 6, 7]).input_ids.tolist() == [[5, 6, 7]]  # one prompt of ids, like a (T,) tensor
+    assert encode(lm, [torch.tensor([5, 6]), np.array([7])]).attention_mask.tolist() == [[1, 1], [0, 1]]
+    site = Site("resid_post", 1, last())
+    torch.testing.assert_close(collect(lm, left, at=site), collect(lm, right, at=site), atol=1e-5, rtol=0)
+
+
+def _tokenizer(pad, bos=2, eos=1):
+    tok = SimpleNamespace(pad_token_id=pad, bos_token_id=bos, eos_token_id=eos)
+    return SimpleNamespace(device="cpu", tokenizer=tok)
 
 
 @pytest.mark.parametrize(
-    "kwargs,err,match",
+    "lm,ids",
     [
-        (dict(source=torch.randint(3, 97, (3, 5))), InputError, "base has 2 examples but source has 3"),
-        (dict(via=LowRankRotation(16, 2)), BasisError, "width 16 but the site's vectors have width 32"),
-        (dict(at=Site("resid_post", 0, at(7))), PositionError, "prompt 0 has only 5 tokens"),
-        (dict(at=Site("resid_post", 9)), SiteError, "layer 9 is out of range"),
-        (dict(at=Site("head", 0, head=7)), SiteError, "head 7 is out of range"),
-        (dict(at=Site("mlp", 0)), SiteError, "unknown component 'mlp'"),
+        (_tokenizer(pad=None), [[0, 0, 5], [6, 7, 8]]),  # no pad id known: nothing to say
+        (_tokenizer(pad=0), [[5, 0, 6], [6, 7, 8]]),  # the pad id inside a row is not padding
+        (_tokenizer(pad=2, bos=2), [[2, 5, 6], [2, 7, 8]]),  # pad = bos: one leading bos is the real one
+        (_tokenizer(pad=1, eos=1), [[5, 6, 1], [7, 8, 1]]),  # pad = eos: one trailing eos is the real one
     ],
 )
-def test_bad_input_fails_before_any_forward_pass(kwargs, err, match):
-    lm = tiny_lm("llama")
-    call = dict(base=torch.randint(3, 97, (2, 5)), source=torch.randint(3, 97, (2, 5)), at=Site("resid_post", 0))
-    call.update(kwargs)
-    counter = CountForwards(lm)
-    with pytest.raises(err, match=match):
-        interchange(lm, **call)
-    assert counter.n == 0
+def test_unmasked_ids_warn_only_when_they_look_padded(lm, ids):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PaddingWarning)
+        encode(lm, {"input_ids": ids})
+        encode(lm, torch.tensor(ids))
+        encode(lm, {"input_ids": [[0, 0, 5], [1, 2, 2]], "attention_mask": [[0, 0, 1], [1, 1, 1]]})  # a mask: fine
+        encode(lm, [[5], [6, 7]])  # lists of ids are padded here, with a mask
+    with pytest.warns(PaddingWarning, match="pad id 2"):
+        encode(_tokenizer(pad=2, bos=2), torch.tensor([[2, 2, 5], [2, 7, 8]]))  # two leading: padding

@@ -42,19 +42,13 @@ def test_loreft_with_source_coordinates_as_target_is_the_interchange():
         torch.testing.assert_close(iv(h), as_basis(iv).interchange(h, s.expand(6, 16)), atol=1e-5, rtol=0)
 
 
-def test_init_basis_round_trips_a_das_subspace_and_checks_it():
+def test_init_basis_round_trips_a_das_subspace():
     torch.manual_seed(2)
     R = torch.linalg.qr(torch.randn(32, 4)).Q.T  # (4, 32)
     das_like = interp.LowRankRotation(32, 4, init=R)
     iv = init_basis(reft.LoReFT(32, 4), das_like)
     assert principal_angles(iv.R.weight, R).max() < 0.1
     assert principal_angles(as_basis(iv), das_like).max() < 0.1
-    with pytest.raises(reft.ReftError, match=r"needs \(4, 32\)"):
-        init_basis(reft.LoReFT(32, 4), torch.randn(2, 32))
-    with pytest.raises(reft.ReftError, match="no orthonormal basis"):
-        init_basis(reft.DiReFT(32, 4), R)
-    with pytest.raises(reft.ReftError, match="expects a ReftIntervention"):
-        as_basis(das_like)
 
 
 def test_principal_angles_known_cases():
@@ -67,8 +61,6 @@ def test_principal_angles_known_cases():
     g = torch.Generator().manual_seed(3)
     rand = principal_angles(torch.randn(4, 640, generator=g), torch.randn(4, 640, generator=g))
     assert rand.min() > 60  # random small subspaces of a wide space are nearly orthogonal
-    with pytest.raises(reft.ReftError, match="different widths"):
-        principal_angles(torch.randn(2, 5), torch.randn(2, 6))
 
 
 def test_interchange_accepts_a_trained_reft_subspace_on_a_model():
