@@ -20,8 +20,9 @@ from .causal import CausalModel, Pairs
 from .das import Alignment, DASConfig, DASResult, fit_das, neuron_aligned
 from .dii import DIIResult, collect, interchange, intervene, run
 from .grid import Grid
-from .inputs import InputError, encode, token_ids
+from .inputs import InputError, PaddingWarning, encode, token_ids
 from .interventions import Interchange, Intervention, Mean, Steer, Zero
+from .io import FormatError, WeightsChangedWarning
 from .metrics import das_logits, das_loss, iia, label_ids, task_accuracy
 from .models import LM, ModelSpec, load
 from .positions import Position, PositionError, at, first, last, span, token
@@ -61,6 +62,9 @@ __all__ = [
     "encode",
     "token_ids",
     "InputError",
+    "PaddingWarning",
+    "FormatError",
+    "WeightsChangedWarning",
     "CausalModel",
     "Pairs",
     "DASConfig",

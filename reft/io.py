@@ -1,185 +1,204 @@
-"""Save and load trained interventions: ``weights.safetensors`` + ``config.json``, never pickle.
+"""Save and load trained interventions: ``config.json`` + ``weights.safetensors`` (:mod:`interp.io`'s format).
 
 Example:
     >>> path = save(rlm, tmp / "style")               # a few KB for a rank-4 LoReFT
-    >>> rlm2 = load(lm, path)                         # checks the model fingerprint first
+    >>> rlm2 = load(path, lm)                         # checks the model fingerprint first
     >>> h = torch.randn(2, lm.d_model)
     >>> torch.equal(rlm2.interventions[0](h), rlm.interventions[0](h))   # bit-identical
     True
     >>> save(rlm, path)
     Traceback (most recent call last):
-    FileExistsError: '.../style' already exists and is not empty; pass overwrite=True (CLI: --overwrite) or choose
-    another directory
+    FileExistsError: ReFT folder '.../style' already exists and is not empty; pass overwrite=True (CLI: --overwrite)
+    or choose another path
 
-``config.json`` records the model fingerprint (architecture, d_model, n_layers), ``tied``, and per placement
-the site, the positions (their repr, e.g. ``first(1)+last()``), the part and the intervention's class and
-constructor arguments, and the classifier head's size if there is one. Weights are the interventions' (and the
-head's) state dicts; a reload is bit-identical.
+``config.json`` (``"format": "interp/2"``, ``"kind": "reft"``) records the model fingerprint, ``tied``, each
+intervention's class and constructor arguments, per placement the site (its positions structured, e.g.
+``{"kind": "token", "text": " Mary", "occurrence": 0}``), the part and the intervention, and the classifier
+head's size if there is one. ``weights.safetensors`` holds the interventions' (``"<i>.<name>"``) and the head's
+(``"head.<name>"``) weights, each orthonormal basis as its rank x d rows; a reload is bit-identical. A save
+refuses, before writing anything, what a load could not rebuild; folders of the previous layout
+(``reft-interventions/1``) still load.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, save_file
-
+from interp import io as _io
 from interp import sites as _sites
-from interp.sites import Site
 
-from . import positions as _pos
-from .interventions import REGISTRY, ReftError
+from .interventions import REGISTRY, ReftIntervention
 from .model import Placement, ReftModel, check_head, to_model
 
-FORMAT = "reft-interventions/1"
-_DTYPES = {str(d): d for d in (torch.float32, torch.float16, torch.bfloat16, torch.float64)}
+_KEYS = {"format": str, "kind": str, "model": dict, "tied": bool, "interventions": list, "placements": list,
+         "head": (dict, type(None))}  # fmt: skip
+_PLACEMENT = {"site": dict, "part": (int, type(None)), "intervention": int}
 
 
 def save(rlm: ReftModel, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write ``path/config.json`` and ``path/weights.safetensors``; ``overwrite=True`` to replace a saved run."""
-    path = Path(path)
-    if path.exists() and any(path.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"{str(path)!r} already exists and is not empty; pass overwrite=True (CLI: --overwrite) "
-            "or choose another directory"
-        )
+    """Write the folder ``path`` (``config.json``, ``weights.safetensors``) all at once: a failed save leaves
+    the old result (``overwrite=True``) or nothing. Refuses, before writing, an intervention class, position
+    or head that a load could not rebuild.
+    """
+    _io.check_save_dir(path, overwrite=overwrite, what="ReFT folder")
     index = {id(iv): i for i, iv in enumerate(rlm.interventions)}
-    placements = []
-    for pl in rlm.placements:
-        s = pl.site
-        if s.component == "module":
-            site = {"module": s.path, "io": s.io}
-        else:
-            site = {"component": s.component, "layer": s.layer, "head": s.head}
-        placements.append(
-            {"site": site, "positions": repr(s.pos), "part": pl.part, "intervention": index[id(pl.intervention)]}
-        )
-    config = {
-        "format": FORMAT,
-        "model": rlm.lm.spec.fingerprint(),
-        "tied": rlm.tied,
-        "dtype": str(rlm.lm.dtype),
-        "interventions": [{"class": type(iv).__name__, "config": iv.config()} for iv in rlm.interventions],
-        "placements": placements,
-        "head": None if rlm.head is None else {"d_model": rlm.head.in_features, "n_labels": rlm.head.out_features},
-    }
-    tensors = {f"{i}.{k}": v for i, iv in enumerate(rlm.interventions) for k, v in _compact_state(iv).items()}
+    ivs = [_describe(iv) for iv in rlm.interventions]
+    placements = [
+        {"site": _io.site_to_json(pl.site), "part": pl.part, "intervention": index[id(pl.intervention)]}
+        for pl in rlm.placements
+    ]
+    head = None
     if rlm.head is not None:
-        tensors.update({f"head.{k}": v.detach().contiguous().cpu() for k, v in rlm.head.state_dict().items()})
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    (tmp / "config.json").write_text(json.dumps(config, indent=2))
-    save_file(tensors, str(tmp / "weights.safetensors"))
-    if path.exists():
-        shutil.rmtree(path)
-    tmp.rename(path)
-    return path
+        from .head import ClassifierHead
+
+        if type(rlm.head) is not ClassifierHead:
+            raise _io.FormatError(f"cannot save a {type(rlm.head).__qualname__} head: a load rebuilds a ClassifierHead")
+        head = {"d_model": rlm.head.in_features, "n_labels": rlm.head.out_features}
+    config = {
+        "format": _io.FORMAT,
+        "kind": "reft",
+        "model": _io.fingerprint(rlm.lm),
+        "tied": rlm.tied,
+        "interventions": ivs,
+        "placements": placements,
+        "head": head,
+    }
+    try:
+        json.dumps(config)  # what JSON cannot hold fails here, before anything is written
+    except (TypeError, ValueError) as e:
+        raise _io.FormatError(f"cannot save these interventions: {e} (in an intervention's config())") from None
+    tensors = {f"{i}.{k}": v for i, iv in enumerate(rlm.interventions) for k, v in _io.compact_state(iv).items()}
+    if rlm.head is not None:
+        tensors.update({f"head.{k}": v for k, v in rlm.head.state_dict().items()})
+    with _io.atomic_folder(path, overwrite=overwrite, what="ReFT folder") as tmp:
+        _io.write_json(tmp / _io.CONFIG, config)
+        _io.write_tensors(tmp / _io.WEIGHTS, tensors)
+    return Path(path)
 
 
-def load(lm, path: str | os.PathLike) -> ReftModel:
-    """Rebuild a saved :class:`ReftModel` on ``lm``; refuses a model whose fingerprint differs."""
-    path = Path(path)
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"no ReFT run at {str(path)!r} (expected config.json and weights.safetensors)")
-    config = json.loads((path / "config.json").read_text())
-    if config.get("format") != FORMAT:
-        raise ReftError(f"{str(path)!r} has format {config.get('format')!r}; expected {FORMAT!r}")
-    want, have = config["model"], lm.spec.fingerprint()
-    if want != have:
-        diff = {k: (want.get(k), have.get(k)) for k in set(want) | set(have) if want.get(k) != have.get(k)}
-        raise ReftError(
-            f"the interventions in {str(path)!r} were trained on a different model: "
-            f"{', '.join(f'{k} saved {a!r}, this model {b!r}' for k, (a, b) in diff.items())}; "
-            "load them into the model they were trained on"
+def _describe(iv: ReftIntervention) -> dict:
+    """``{"class", "config"}``, checked now: the class is the registered one of its name and its config rebuilds
+    an intervention with the same weights' names and shapes."""
+    name = type(iv).__name__
+    if REGISTRY.get(name) is not type(iv):
+        other = REGISTRY.get(name)
+        why = f"another class named {name!r} ({other.__module__}) registered later" if other else "it is not registered"
+        raise _io.FormatError(
+            f"cannot save a {type(iv).__qualname__}: a load finds intervention classes by name and {why}; "
+            "give each ReftIntervention subclass its own name"
         )
-    ivs = []
-    for spec in config["interventions"]:
-        cls = REGISTRY.get(spec["class"])
-        if cls is None:
-            raise ReftError(
-                f"unknown intervention class {spec['class']!r}; import the module that defines it "
-                "before loading (subclasses of ReftIntervention register themselves)"
-            )
-        cfg = dict(spec["config"])
-        ivs.append(cls(cfg.pop("d_model"), cfg.pop("rank"), **cfg))  # float32; attach() casts to the model
-    weights = load_file(str(path / "weights.safetensors"))
-    for i, iv in enumerate(ivs):
-        _load_compact(iv, {k.split(".", 1)[1]: v for k, v in weights.items() if k.split(".", 1)[0] == str(i)})
+    cfg = dict(iv.config())
+    with _io.same_rng():
+        try:
+            fresh = type(iv)(cfg.pop("d_model"), cfg.pop("rank"), **cfg)
+        except (TypeError, ValueError, KeyError) as e:
+            raise _io.FormatError(
+                f"cannot save a {name}: its config() {iv.config()} does not rebuild it ({type(e).__name__}: {e}); "
+                "pass extra constructor options to ReftIntervention.__init__ as keywords so config() records them"
+            ) from None
+    have = {k: tuple(v.shape) for k, v in _io.compact_state(iv).items()}
+    want = {k: tuple(v.shape) for k, v in _io.compact_state(fresh).items()}
+    if have != want:
+        raise _io.FormatError(
+            f"cannot save a {name}: its config() {iv.config()} rebuilds one with weights {want}, but it has {have}; "
+            "record every constructor option in config()"
+        )
+    return {"class": name, "config": iv.config()}
+
+
+def load(path: str | os.PathLike, lm) -> ReftModel:
+    """Rebuild a saved :class:`ReftModel` on ``lm``.
+
+    Refuses a model of another architecture, size or parameter shapes, and warns
+    (:class:`interp.io.WeightsChangedWarning`) when only its weights differ; refuses edited or damaged files,
+    naming the file and the key or tensor.
+    """
+    if hasattr(path, "hf") and not hasattr(lm, "hf"):
+        raise TypeError(
+            f"reft.load(path, lm): the folder comes first, then the model (as in DASResult.load); got a model, then "
+            f"{lm!r}: call reft.load({str(lm)!r}, lm)"
+        )
+    path = Path(path)
+    file = path / _io.CONFIG
+    if not file.is_file():
+        raise FileNotFoundError(f"no ReFT run at {str(path)!r} (expected config.json and weights.safetensors)")
+    cfg = _io.Config(file)
+    if _io.check_format(cfg, "reft") != _io.FORMAT:
+        cfg = _io.Config(file, _upgrade(cfg))
+    d = cfg.section(None, _KEYS)
+    _io.check_model(cfg, d["model"], lm, what="the ReFT")
+    with _io.same_rng():  # building interventions draws random numbers; the caller's stream stays as it was
+        ivs = [_build(cfg, f"interventions[{i}]", spec) for i, spec in enumerate(d["interventions"])]
+    head = None
+    if d["head"] is not None:
+        from .head import ClassifierHead
+
+        h = cfg.section("head", {"d_model": int, "n_labels": int}, d["head"])
+        head = cfg.build("head", ClassifierHead, h["d_model"], h["n_labels"])
+    shapes = {f"{i}.{k}": tuple(v.shape) for i, iv in enumerate(ivs) for k, v in _io.compact_state(iv).items()}
+    if head is not None:
+        shapes.update({f"head.{k}": tuple(v.shape) for k, v in head.state_dict().items()})
+    weights = _io.read_tensors(path / _io.WEIGHTS, shapes)
+    with _io.same_rng():
+        for i, iv in enumerate(ivs):
+            _io.load_compact(iv, {k.split(".", 1)[1]: v for k, v in weights.items() if k.split(".", 1)[0] == str(i)})
     placements = []
-    for p in config["placements"]:
-        s = p["site"]
-        pos = _pos.parse_positions(p["positions"])
-        if "module" in s:
-            site = Site.module(s["module"], pos, io=s["io"])
-        else:
-            site = Site(s["component"], s["layer"], pos, s["head"])
-        target = _sites.resolve(lm, site)
+    for j, p in enumerate(d["placements"]):
+        where = f"placements[{j}]"
+        p = cfg.section(where, _PLACEMENT, p)
+        site = cfg.site(f"{where}.site", p["site"])
+        if not 0 <= p["intervention"] < len(ivs):
+            raise cfg.error(where, f"intervention {p['intervention']} does not exist (the file has {len(ivs)})")
+        n_parts = len(site.pos.parts)
+        if p["part"] is not None and not 0 <= p["part"] < n_parts:
+            raise cfg.error(where, f"part {p['part']} does not exist: {site.pos!r} has {n_parts} part(s)")
+        target = cfg.build(f"{where}.site", _sites.resolve, lm, site)
         iv = ivs[p["intervention"]]
-        iv.check(target.width)
+        cfg.build(where, iv.check, target.width)
         placements.append(Placement(site, target, iv, p["part"]))
     for iv in ivs:
         to_model(iv, lm)
-    head = None
-    if config.get("head"):
-        from .head import ClassifierHead
-
-        head = ClassifierHead(config["head"]["d_model"], config["head"]["n_labels"])
+    if head is not None:
         head.load_state_dict({k[len("head.") :]: v for k, v in weights.items() if k.startswith("head.")})
-        check_head(head, lm)
+        cfg.build("head", check_head, head, lm)
         to_model(head, lm)
     for p in lm.hf.parameters():
         p.requires_grad_(False)
-    return ReftModel(lm, placements, tied=config["tied"], head=head)
+    return ReftModel(lm, placements, tied=d["tied"], head=head)
 
 
-_ORIGINAL = "parametrizations.weight.original"
-_BASE = "parametrizations.weight.0.base"
+def _build(cfg: _io.Config, where: str, spec) -> ReftIntervention:
+    spec = cfg.section(where, {"class": str, "config": dict}, spec)
+    cls = REGISTRY.get(spec["class"])
+    if cls is None:
+        raise cfg.error(
+            where,
+            f"unknown intervention class {spec['class']!r}; import the module that defines it before loading "
+            f"(subclasses of ReftIntervention register themselves; known: {', '.join(sorted(REGISTRY))})",
+        )
+    args = dict(spec["config"])
+    cfg.section(f"{where}.config", {"d_model": int, "rank": int}, {k: args.get(k) for k in ("d_model", "rank")})
+    return cfg.build(where, cls, args.pop("d_model"), args.pop("rank"), **args)  # float32; to_model casts
 
 
-def _compact_state(iv: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict with each orthogonal parametrisation stored as its (rank, d) matrix ``R`` only.
-
-    torch keeps a (d, d) ``base`` per orthogonal parametrisation (1.6 MB at d = 640); R itself is rank x d.
-    """
-    out = {}
-    for k, v in iv.state_dict().items():
-        if k.endswith(_BASE):
-            continue
-        if k.endswith(_ORIGINAL):
-            prefix = k[: -len(_ORIGINAL)]
-            v = iv.get_submodule(prefix.rstrip(".")).weight  # the materialised R
-            k = prefix + "weight"
-        out[k] = v.detach().contiguous().cpu()
-    return out
-
-
-@torch.no_grad()
-def _load_compact(iv: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Inverse of :func:`_compact_state`, reproducing each R bit for bit.
-
-    An orthogonal parametrisation computes ``R^T = base @ Q(original)``; with ``original = -I`` the
-    Householder map gives ``Q = [I; 0]`` exactly, so R^T is the first ``rank`` columns of ``base``: set them
-    to the saved R^T and complete ``base`` to an orthogonal matrix, so training can continue from there.
-    """
-    plain = {}
-    for k, v in state.items():
-        prefix = k[: -len("weight")].rstrip(".")
-        mod = iv.get_submodule(prefix) if prefix else iv
-        par = getattr(getattr(mod, "parametrizations", None), "weight", None)
-        if k.endswith("weight") and par is not None and hasattr(par[0], "base"):
-            R = v.to(par.original.dtype)  # (r, d)
-            r, d = R.shape
-            q, _ = torch.linalg.qr(torch.cat([R.T, torch.randn(d, d - r, dtype=R.dtype)], 1))
-            par[0].base.copy_(torch.cat([R.T, q[:, r:]], 1))  # (d, d): R^T, then an orthonormal complement
-            par.original.copy_(-torch.eye(r, d, dtype=R.dtype))
-            continue
-        plain[k] = v
-    missing, unexpected = iv.load_state_dict(plain, strict=False)
-    missing = [m for m in missing if _ORIGINAL not in m and _BASE not in m]
-    if missing or unexpected:
-        raise ReftError(f"saved weights do not fit {type(iv).__name__}: missing {missing}, unexpected {unexpected}")
+def _upgrade(cfg: _io.Config) -> dict:
+    """A config of the previous layout (``reft-interventions/1``: positions as their repr, sites in short form)
+    in the current one; saving the loaded ReFT again writes it."""
+    old = cfg.section(None, {k: v for k, v in _KEYS.items() if k != "kind"} | {"dtype": str})
+    placements = []
+    for j, p in enumerate(old["placements"]):
+        where = f"placements[{j}]"
+        p = cfg.section(where, {**_PLACEMENT, "positions": str}, p)
+        pos = _io.position_to_json(cfg.build(f"{where}.positions", _io.legacy_position, p["positions"]))
+        s = p["site"]
+        if "module" in s:
+            s = cfg.section(f"{where}.site", {"module": str, "io": str}, s)
+            site = {"component": "module", "layer": None, "pos": pos, "head": None, "path": s["module"], "io": s["io"]}
+        else:
+            s = cfg.section(f"{where}.site", {"component": str, "layer": int, "head": (int, type(None))}, s)
+            site = {**s, "pos": pos, "path": None, "io": "output"}
+        placements.append({"site": site, "part": p["part"], "intervention": p["intervention"]})
+    new = {k: v for k, v in old.items() if k != "dtype"}
+    return {**new, "format": _io.FORMAT, "kind": "reft", "placements": placements}

@@ -105,6 +105,8 @@ def train_reft(
     ``config.eval_every`` steps and at the end (accuracy over label words, else response loss).
     """
     lm = rlm.lm
+    if config.checkpoint_every:
+        check_checkpoint_dir(config.checkpoint_dir)
     train = prepare(lm, examples, config, label_words=label_words)
     check_positions(rlm, train)
     vocab = _data.label_vocab(lm, label_words)
@@ -128,13 +130,39 @@ def train_reft(
     def save(path):
         from .io import save
 
-        save(rlm, path, overwrite=True)
+        save(rlm, path)  # a fresh step-N/ each time: check_checkpoint_dir refused earlier runs' up front
 
     rlm.train()
     try:
         return fit(lm, groups, rlm.logits, train, config, vocab=vocab, evaluate_fn=evaluate_fn, checkpoint_fn=save)
     finally:
         rlm.eval()
+
+
+def check_checkpoint_dir(path, what: str = "checkpoint folder") -> None:
+    """Refuse, before training, a checkpoint folder that cannot be written or already holds ``step-N/`` folders
+    (an earlier run's checkpoints, which this run would mix with or replace).
+
+    Example:
+        >>> (tmp / "ckpt" / "step-10").mkdir(parents=True)
+        >>> check_checkpoint_dir(tmp / "ckpt")
+        Traceback (most recent call last):
+        FileExistsError: checkpoint folder '.../ckpt' already holds step-10/ from an earlier run; choose another
+        checkpoint_dir or remove them (training never replaces checkpoints)
+    """
+    import re
+
+    from interp.io import check_output_dir
+
+    path = check_output_dir(path, overwrite=True, what=what)
+    old = [p.name for p in path.iterdir() if re.fullmatch(r"step-\d+", p.name)] if path.is_dir() else []
+    old.sort(key=lambda n: int(n[5:]))
+    if old:
+        shown = ", ".join(f"{n}/" for n in old[:3]) + (f" and {len(old) - 3} more" if len(old) > 3 else "")
+        raise FileExistsError(
+            f"{what} {str(path)!r} already holds {shown} from an earlier run; choose another "
+            "checkpoint_dir or remove them (training never replaces checkpoints)"
+        )
 
 
 def prepare(lm, examples, config: TrainConfig, *, label_words=None) -> list[_data.Tokenized]:

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
+import torch
+import transformers as tf
+from conftest import tiny_lm
+from safetensors.torch import load_file, save_file
 from test_bad_inputs import Bad
 
-from interp.io import check_output_dir
+import interp
+import reft
+from interp import LowRankRotation, Position, Site, first, last
+from interp.das import DASResult
+from interp.io import FormatError, WeightsChangedWarning, check_output_dir
 
 
 def _file(env, name="a-file"):
@@ -20,6 +30,186 @@ def _full(env, name="a-run"):
     return p
 
 
+# ---- saved results to spoil ----------------------------------------------------------------------------------
+
+
+def _das_result(env, pos=None, basis=None, **kw):
+    basis = basis if basis is not None else LowRankRotation(32, 2)
+    site = Site("resid_post", 1, pos if pos is not None else last())
+    kw = {"history": [{"step": 1, "loss": 0.5}, {"step": 2, "loss": 0.4}], "lm": env.lm, **kw}
+    return DASResult(site=site, basis=basis, variables=("G",), splits=(basis.rank,), **kw)
+
+
+def _das(env, name="das"):
+    return _das_result(env).save(env.tmp / name)
+
+
+def _rlm(env, pos=None, iv=None):
+    pos = pos if pos is not None else first(1) + last()
+    return reft.attach(env.lm, {Site("resid_post", 1, pos): iv if iv is not None else reft.LoReFT(32, 4)})
+
+
+def _reft(env, name="run"):
+    return reft.save(_rlm(env), env.tmp / name)
+
+
+def _config(path, edit):
+    """``path/config.json`` changed by ``edit(config)`` (in place)."""
+    file = path / "config.json"
+    config = json.loads(file.read_text())
+    edit(config)
+    file.write_text(json.dumps(config))
+    return path
+
+
+def _text(path, text, name="config.json"):
+    (path / name).write_text(text)
+    return path
+
+
+def _tensors(path, edit):
+    file = path / "weights.safetensors"
+    tensors = load_file(str(file))
+    edit(tensors)
+    save_file(tensors, str(file))
+    return path
+
+
+def load_das(spoil):
+    """A row's call: save a DAS result, spoil its folder with ``spoil(path)``, load it."""
+    return lambda env: DASResult.load(spoil(_das(env)), env.lm)
+
+
+def load_reft(spoil):
+    return lambda env: reft.load(spoil(_reft(env)), env.lm)
+
+
+def das_config(edit):
+    return load_das(lambda p: _config(p, edit))
+
+
+def reft_config(edit):
+    return load_reft(lambda p: _config(p, edit))
+
+
+def _set(*keys, value):
+    def edit(config):
+        d = config
+        for k in keys[:-1]:
+            d = d[k]
+        d[keys[-1]] = value
+
+    return edit
+
+
+def _del(*keys):
+    def edit(config):
+        d = config
+        for k in keys[:-1]:
+            d = d[k]
+        del d[keys[-1]]
+
+    return edit
+
+
+def _pos(value, reft=False):
+    return _set(*(("placements", 0, "site", "pos") if reft else ("site", "pos")), value=value)
+
+
+# ---- models it was not saved from ------------------------------------------------------------------------------
+
+
+def _llama(layers=2, intermediate=64):
+    torch.manual_seed(0)
+    cfg = tf.LlamaConfig(vocab_size=97, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+                         num_hidden_layers=layers, intermediate_size=intermediate)  # fmt: skip
+    return interp.LM(tf.LlamaForCausalLM(cfg).eval())
+
+
+def _changed():
+    lm = tiny_lm("llama")
+    with torch.no_grad():
+        lm.hf.model.embed_tokens.weight[0, 0] += 1e-3
+    return lm
+
+
+# ---- what a file cannot restore ------------------------------------------------------------------------------
+
+
+class _Middle(Position):
+    """A user-defined position (fine to run; no file can restore it)."""
+
+    def indices(self, n, ids, tokenizer):
+        return [n // 2]
+
+    def __repr__(self):
+        return "middle()"
+
+
+class _RowBasis(LowRankRotation):
+    """A user-defined basis kind."""
+
+
+class _RowUnbuildable(reft.ReftIntervention):
+    """Takes an option its config() does not record (not passed on to ReftIntervention.__init__)."""
+
+    def __init__(self, d_model, rank, scale, *, dtype=torch.float32):
+        super().__init__(d_model, rank, dtype=dtype)
+        self.scale = scale
+
+    def target(self, h):
+        return self.scale * (h @ self.R.weight.T)
+
+
+def _twin():
+    class _RowTwin(reft.ReftIntervention):
+        def target(self, h):
+            return h @ self.R.weight.T
+
+    return _RowTwin
+
+
+def _shadowed(env):
+    """An intervention whose class name a later class took over: a load would build the other one."""
+    first_twin, _ = _twin(), _twin()
+    return reft.save(_rlm(env, iv=first_twin(32, 2)), env.tmp / "twin")
+
+
+def _old_das(env, pos="middle()"):
+    p = env.tmp / "old"
+    p.mkdir()
+    (p / "das.json").write_text(json.dumps({
+        "format": "interp-das/1",
+        "site": {"component": "resid_post", "layer": 1, "pos": pos, "head": None, "path": None, "io": "output"},
+        "basis": {"kind": "LowRankRotation", "d_model": 32, "rank": 2}, "variables": ["G"], "splits": [2],
+        "iia_train": None, "iia_test": None, "config": {}, "history": [], "fingerprint": env.lm.spec.fingerprint(),
+    }))  # fmt: skip
+    return DASResult.load(p, env.lm)
+
+
+def _old_reft(env, positions="middle()"):
+    p = env.tmp / "old"
+    p.mkdir()
+    (p / "config.json").write_text(json.dumps({
+        "format": "reft-interventions/1", "model": env.lm.spec.fingerprint(), "tied": True, "dtype": "torch.float32",
+        "interventions": [{"class": "LoReFT", "config": {"d_model": 32, "rank": 4}}],
+        "placements": [{"site": {"component": "resid_post", "layer": 1, "head": None}, "positions": positions,
+                        "part": None, "intervention": 0}],
+        "head": None,
+    }))  # fmt: skip
+    return reft.load(p, env.lm)
+
+
+def _checkpoints(env, holds, into=None):
+    d = into or env.tmp / "ckpt"
+    if into is None:
+        d.mkdir()
+    for name in holds:
+        (d / name).mkdir()
+    cfg = reft.TrainConfig(steps=4, checkpoint_every=2, checkpoint_dir=str(d), progress=False)
+    return reft.train_reft(_rlm(env), [{"prompt_ids": [1, 4, 5], "response_ids": [7]}], cfg)
+
+
 ROWS = [
     Bad("output dir is a file", lambda env: check_output_dir(_file(env)), NotADirectoryError, r"a-file' is a file"),
     Bad("output dir not empty", lambda env: check_output_dir(_full(env)), FileExistsError, r"a-run' already exists"),
@@ -29,4 +219,147 @@ ROWS = [
         NotADirectoryError,
         r"a-file' is a file",
     ),
-]
+    # ---- DAS results: loading an edited or damaged folder
+    Bad("das config.json not JSON", load_das(lambda p: _text(p, '{"format": ')), FormatError,
+        r"config\.json is not valid JSON \(Expecting value at line 1"),
+    Bad("das config.json a list", load_das(lambda p: _text(p, "[1, 2]")), FormatError,
+        r"config\.json holds a JSON list"),
+    Bad("das unknown key", das_config(_set("colour", value="red")), FormatError,
+        r"config\.json: unknown key 'colour' \(known: basis, config"),
+    Bad("das missing key", das_config(_del("splits")), FormatError, r"config\.json: missing key 'splits'"),
+    Bad("das wrong type", das_config(_set("basis", "rank", value="2")), FormatError,
+        r"config\.json: basis\.rank is '2' \(a string\); expected an integer"),
+    Bad("das iia wrong type", das_config(_set("iia_train", value="high")), FormatError,
+        r"iia_train is 'high' \(a string\); expected a number or null"),
+    Bad("das unknown basis kind", das_config(_set("basis", "kind", value="Spiral")), FormatError,
+        r"unknown basis kind 'Spiral'; known: LowRankRotation"),
+    Bad("das basis key of another kind", das_config(_set("basis", "temperature", value=2.0)), FormatError,
+        r"basis: unknown key 'temperature'"),
+    Bad("das rank edited", das_config(_set("basis", "rank", value=3)), FormatError,
+        r"weights\.safetensors: tensor 'R' is torch\.float32 of shape \(2, 32\); expected .* shape \(3, 32\)"),
+    Bad("das wrong shape tensor", load_das(lambda p: _tensors(p, lambda t: t.update(R=torch.zeros(2, 16)))),
+        FormatError, r"tensor 'R' is torch\.float32 of shape \(2, 16\); expected a float tensor of shape \(2, 32\)"),
+    Bad("das missing tensor", load_das(lambda p: _tensors(p, lambda t: t.pop("R"))), FormatError,
+        r"weights\.safetensors does not match config\.json: missing tensors \['R'\]"),
+    Bad("das stray tensor", load_das(lambda p: _tensors(p, lambda t: t.update(extra=torch.zeros(1)))), FormatError,
+        r"unexpected tensors \['extra'\]"),
+    Bad("das weights damaged", load_das(lambda p: _text(p, "not safetensors", "weights.safetensors")), FormatError,
+        r"cannot read .*weights\.safetensors"),
+    Bad("das weights missing", load_das(lambda p: (p / "weights.safetensors").unlink() or p), FileNotFoundError,
+        r"weights\.safetensors is missing"),
+    Bad("das unknown position kind", das_config(_pos({"kind": "middle"})), FormatError,
+        r"config\.json: site: unknown position kind 'middle'.*known: first, last, at, span, token, sum"),
+    Bad("das position field wrong type", das_config(_pos({"kind": "last", "n": "1"})), FormatError,
+        r"last\.n is '1' \(a string\); expected an integer"),
+    Bad("das position unknown field", das_config(_pos({"kind": "at", "i": 1, "j": 2})), FormatError,
+        r"unknown field 'j'; at has the fields i"),
+    Bad("das position missing field", das_config(_pos({"kind": "span", "start": 1})), FormatError,
+        r"missing field 'stop'"),
+    Bad("das position bad value", das_config(_pos({"kind": "first", "n": 0})), FormatError,
+        r"config\.json: site: first\((0|n)\)"),
+    Bad("das site layer edited", das_config(_set("site", "layer", value=7)), FormatError, r"site: .*layer 7"),
+    Bad("das site key missing", das_config(_del("site", "io")), FormatError, r"site .* must have exactly the keys"),
+    Bad("das unknown config key", das_config(_set("config", "stepz", value=3)), FormatError,
+        r"config\.json: config: unknown DASConfig keys \['stepz'\]"),
+    Bad("das bad config value", das_config(_set("config", "steps", value=0)), FormatError,
+        r"config\.json: config: DASConfig\.steps"),
+    Bad("das splits edited", das_config(_set("splits", value=[1, 1])), FormatError,
+        r"2 row blocks for 1 variables \['G'\]"),
+    Bad("das history ragged", das_config(lambda c: c["history"]["loss"].append(0.1)), FormatError,
+        r"history: expected one list per field, all of the same length"),
+    Bad("das unknown format", das_config(_set("format", value="interp/9")), FormatError,
+        r"format: 'interp/9' is not a format this version reads"),
+    Bad("das folder holds a reft", lambda env: DASResult.load(_reft(env), env.lm), FormatError,
+        r"holds a ReFT, not a DAS result; load it with reft\.load\(path, lm\)"),
+    Bad("das nothing there", lambda env: DASResult.load(env.tmp / "nowhere", env.lm), FileNotFoundError,
+        r"no saved DAS result at '.*nowhere'"),
+    Bad("das other architecture", lambda env: DASResult.load(_das(env), tiny_lm("gpt2")), FormatError,
+        r"saved from a different model: architecture saved 'LlamaForCausalLM', this model 'GPT2LMHeadModel'"),
+    Bad("das other shapes", lambda env: DASResult.load(_das(env), _llama(intermediate=48)), FormatError,
+        r"other parameter shapes \(same architecture, d_model and n_layers; 24800 parameters saved, this model 21728"),
+    Bad("das other weights", lambda env: DASResult.load(_das(env), _changed()), WeightsChangedWarning,
+        r"same shapes but other weights \(weights hash saved [0-9a-f]{16}, this model [0-9a-f]{16}\)"),
+    Bad("das load arguments swapped", lambda env: DASResult.load(env.lm, _das(env)), TypeError,
+        r"DASResult\.load\(path, lm\): the folder comes first"),
+    Bad("das old layout unreadable position", _old_das, FormatError, r"cannot read position 'middle\(\)'"),
+    # ---- DAS results: saves refused before anything is written
+    Bad("das save over a result", lambda env: _das_result(env).save(_das(env)), FileExistsError,
+        r"'.*das' already exists and is not empty; pass overwrite=True"),
+    Bad("das save into a file", lambda env: _das_result(env).save(_file(env)), NotADirectoryError,
+        r"a-file' is a file"),
+    Bad("das overwrite other files", lambda env: _das_result(env).save(_full(env), overwrite=True), FileExistsError,
+        r"a-run' holds files that are not a saved result \(kept\.txt\)"),
+    Bad("das save unrestorable position", lambda env: _das_result(env, pos=first(1) + _Middle()).save(env.tmp / "d"),
+        FormatError, r"cannot save position middle\(\): _Middle is not one of interp\.positions' kinds"),
+    Bad("das save unknown basis class", lambda env: _das_result(env, basis=_RowBasis(32, 2)).save(env.tmp / "d"),
+        FormatError, r"cannot save a DAS result with a _RowBasis basis"),
+    Bad("das save without a model", lambda env: _das_result(env, lm=None).save(env.tmp / "d"), FormatError,
+        r"no model fingerprint"),
+    # ---- ReFTs: loading an edited or damaged folder
+    Bad("reft config.json not JSON", load_reft(lambda p: _text(p, "{'single': 'quotes'}")), FormatError,
+        r"config\.json is not valid JSON \(Expecting property name"),
+    Bad("reft unknown key", reft_config(_set("colour", value="red")), FormatError, r"unknown key 'colour'"),
+    Bad("reft missing key", reft_config(_del("tied")), FormatError, r"config\.json: missing key 'tied'"),
+    Bad("reft wrong type", reft_config(_set("tied", value="yes")), FormatError,
+        r"tied is 'yes' \(a string\); expected true or false"),
+    Bad("reft wrong shape tensor", load_reft(lambda p: _tensors(p, lambda t: t.update({"0.W.weight": torch.ones(3)}))),
+        FormatError, r"tensor '0\.W\.weight' is torch\.float32 of shape \(3,\); expected .* \(4, 32\)"),
+    Bad("reft basis R missing", load_reft(lambda p: _tensors(p, lambda t: t.pop("0.R.proj.weight"))), FormatError,
+        r"missing tensors \['0\.R\.proj\.weight'\]"),
+    Bad("reft stray tensor", load_reft(lambda p: _tensors(p, lambda t: t.update({"0.extra": torch.zeros(2)}))),
+        FormatError, r"unexpected tensors \['0\.extra'\]"),
+    Bad("reft unknown position kind", reft_config(_pos({"kind": "middle"}, reft=True)), FormatError,
+        r"placements\[0\]\.site: unknown position kind 'middle'"),
+    Bad("reft unknown intervention class", reft_config(_set("interventions", 0, "class", value="FancyReFT")),
+        FormatError, r"interventions\[0\]: unknown intervention class 'FancyReFT'; import the module"),
+    Bad("reft intervention option unknown", reft_config(_set("interventions", 0, "config", "colour", value=1)),
+        FormatError, r"interventions\[0\]: .*colour"),
+    Bad("reft intervention rank wrong type", reft_config(_set("interventions", 0, "config", "rank", value="4")),
+        FormatError, r"interventions\[0\]\.config\.rank is '4' \(a string\)"),
+    Bad("reft intervention rank edited", reft_config(_set("interventions", 0, "config", "rank", value=99)),
+        FormatError, r"interventions\[0\]: .*rank.*99"),
+    Bad("reft placement intervention missing", reft_config(_set("placements", 0, "intervention", value=5)),
+        FormatError, r"placements\[0\]: intervention 5 does not exist \(the file has 1\)"),
+    Bad("reft placement part missing", reft_config(_set("placements", 0, "part", value=7)), FormatError,
+        r"placements\[0\]: part 7 does not exist: first\(1\)\+last\(\) has 2 part\(s\)"),
+    Bad("reft placement layer edited", reft_config(_set("placements", 0, "site", "layer", value=9)), FormatError,
+        r"placements\[0\]\.site: .*layer 9"),
+    Bad("reft head wrong type", reft_config(_set("head", value={"d_model": 32, "n_labels": "two"})), FormatError,
+        r"head\.n_labels is 'two' \(a string\); expected an integer"),
+    Bad("reft unknown format", reft_config(_set("format", value="reft-interventions/0")), FormatError,
+        r"'reft-interventions/0' is not a format this version reads \('interp/2', or the previous"),
+    Bad("reft folder holds a das", lambda env: reft.load(_das(env), env.lm), FormatError,
+        r"holds a DAS result, not a ReFT; load it with DASResult\.load\(path, lm\)"),
+    Bad("reft nothing there", lambda env: reft.load(env.tmp / "nowhere", env.lm), FileNotFoundError,
+        r"no ReFT run at '.*nowhere'"),
+    Bad("reft other architecture", lambda env: reft.load(_reft(env), tiny_lm("gpt2")), FormatError,
+        r"different model: architecture saved 'LlamaForCausalLM', this model 'GPT2LMHeadModel'"),
+    Bad("reft other n_layers", lambda env: reft.load(_reft(env), _llama(layers=3)), FormatError,
+        r"n_layers saved 2, this model 3"),
+    Bad("reft other shapes", lambda env: reft.load(_reft(env), _llama(intermediate=48)), FormatError,
+        r"other parameter shapes"),
+    Bad("reft other weights", lambda env: reft.load(_reft(env), _changed()), WeightsChangedWarning,
+        r"the ReFT in '.*run' was saved from a model with the same shapes but other weights"),
+    Bad("reft load old argument order", lambda env: reft.load(env.lm, _reft(env)), TypeError,
+        r"reft\.load\(path, lm\): the folder comes first, then the model .*call reft\.load\('.*run', lm\)"),
+    Bad("reft old layout unreadable position", _old_reft, FormatError, r"cannot read position 'middle\(\)'"),
+    # ---- ReFTs: saves refused before anything is written
+    Bad("reft save over a result", lambda env: reft.save(_rlm(env), _reft(env)), FileExistsError,
+        r"ReFT folder '.*run' already exists and is not empty; pass overwrite=True"),
+    Bad("reft save into a file", lambda env: reft.save(_rlm(env), _file(env)), NotADirectoryError,
+        r"a-file' is a file"),
+    Bad("reft overwrite other files", lambda env: reft.save(_rlm(env), _full(env), overwrite=True), FileExistsError,
+        r"kept\.txt"),
+    Bad("reft save unrestorable position", lambda env: reft.save(_rlm(env, pos=_Middle()), env.tmp / "r"),
+        FormatError, r"cannot save position middle\(\)"),
+    Bad("reft save shadowed class", _shadowed, FormatError,
+        r"cannot save a _twin\.<locals>\._RowTwin: .*another class named '_RowTwin'"),
+    Bad("reft save config that does not rebuild",
+        lambda env: reft.save(_rlm(env, iv=_RowUnbuildable(32, 2, 0.5)), env.tmp / "r"), FormatError,
+        r"cannot save a _RowUnbuildable: its config\(\) \{'d_model': 32, 'rank': 2\} does not rebuild it"),
+    # ---- training checkpoints
+    Bad("checkpoints of an earlier run", lambda env: _checkpoints(env, ["step-2", "step-4", "notes"]), FileExistsError,
+        r"checkpoint folder '.*ckpt' already holds step-2/, step-4/ from an earlier run"),
+    Bad("checkpoint dir is a file", lambda env: _checkpoints(env, [], into=_file(env, "ckpt")), NotADirectoryError,
+        r"checkpoint folder '.*ckpt' is a file"),
+]  # fmt: skip

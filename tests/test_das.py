@@ -10,17 +10,14 @@ import torch
 from conftest import ARCHS, tiny_lm
 from torch.nn import functional as F
 
-from interp import Boundless, Coordinate, LowRankRotation, Site, at, interchange, last
-from interp.batches import DASError, collect_rows, collect_sources, rows
-from interp.causal import CausalModel, CausalModelError, Pairs
-from interp.das import Alignment, DASConfig, DASResult, fit_das
+from interp import Boundless, Coordinate, LowRankRotation, Site, interchange, last
+from interp.batches import collect_rows, collect_sources, rows
+from interp.causal import CausalModel, Pairs
+from interp.das import Alignment, DASResult, fit_das
 from interp.grid import Grid
-from interp.inputs import InputError
 from interp.metrics import das_loss, iia, task_accuracy
-from interp.positions import PositionError
 from interp.probe import fit_probe, probe_sweep
 from interp.replay import PrefixCache, _Replay
-from interp.subspace import BasisError
 from interp.sweep import sweep_das
 
 
@@ -114,12 +111,8 @@ def test_save_reload_identical(fitted, tmp_path):
     assert again.iia(test) == das.iia(test) == das.iia_test
     torch.testing.assert_close(again.rotation, das.rotation, atol=0, rtol=0)
     assert again.site == das.site and again.config == das.config and again.history == das.history
-    with pytest.raises(FileExistsError, match="overwrite=True"):
-        das.save(path)
-    das.save(path, overwrite=True)
-    other = tiny_lm("llama")
-    with pytest.raises(DASError, match="fitted on"):
-        DASResult.load(path, other)
+    das.save(path, overwrite=True)  # refusals (no overwrite, another model): tests/bad_inputs_io.py
+    assert torch.equal(DASResult.load(path, lm).rotation, das.rotation)
 
 
 def test_step_equals_unoptimised_path():
@@ -220,32 +213,3 @@ def test_sweep_grid():
     assert again.axes == sw.axes and again.component == "resid_post" and again.best() == sw.best()
     ax = sw.plot()
     assert ax.get_title()
-
-
-def test_bad_input_fails_before_training():
-    lm, u, pairs = planted()
-    site = Site("resid_post", 0, last())
-    with pytest.raises(DASError, match="empty"):
-        fit_das(lm, pairs[:0], at=site, rank=1)
-    with pytest.raises(DASError, match=r"rank=0 is out of range .* \[1, 32\]"):
-        fit_das(lm, pairs, at=site, rank=0)
-    with pytest.raises(DASError, match=r"rank=33 is out of range"):
-        fit_das(lm, pairs, at=site, rank=33)
-    with pytest.raises(DASError, match="give rank"):
-        fit_das(lm, pairs, at=site)
-    with pytest.raises(BasisError, match="width 16"):
-        fit_das(lm, pairs, at=site, via=LowRankRotation(16, 1))
-    with pytest.raises(DASError, match="unknown options"):
-        fit_das(lm, pairs, at=site, rank=1, setps=10)
-    with pytest.raises(DASError, match="unknown DASConfig keys"):
-        DASConfig.from_dict({"steps": 3, "weight_decay": 0.1})
-    with pytest.raises(InputError, match="outside the vocabulary"):
-        fit_das(lm, Pairs(("G",), [[10]], [[30]], [1000], [5]), at=site, rank=1)
-    with pytest.raises(CausalModelError, match="base has 2 examples"):
-        Pairs(("G",), [[10], [11]], [[30]], [5, 5], [6, 6])
-    # a position that exists on the base but not on a (shorter) source
-    uneven = Pairs(("G",), [[10, 11, 12]] * 4, [[[30]] * 4], [5] * 4, [6] * 4)
-    with pytest.raises(PositionError, match="source of 'G'"):
-        fit_das(lm, uneven, at=Site("resid_post", 0, at(2)), rank=1, progress=False)
-    with pytest.raises(DASError, match="2 blocks for 1 variables"):
-        fit_das(lm, pairs, at=site, rank=2, splits=(1, 1))

@@ -13,7 +13,6 @@ import interp
 import reft
 from interp import Site, first, last
 from interp.engine import Batch, execute
-from interp.sites import SiteError
 from reft.model import serve_ops
 
 ORTHONORMAL = ("loreft", "lobireft", "consreft", "lodireft")
@@ -143,7 +142,7 @@ def test_user_defined_intervention_in_one_class_trains_and_reloads(tmp_path):
     rlm = reft.attach(lm, {Site("resid_post", 0, last()): ScaledReFT(lm.d_model, 2)})
     reft.train_reft(rlm, [{"prompt_ids": [1, 4], "response_ids": [7]}], reft.TrainConfig(steps=3, progress=False))
     reft.save(rlm, tmp_path / "run")
-    again = reft.load(lm, tmp_path / "run")
+    again = reft.load(tmp_path / "run", lm)
     assert type(again.interventions[0]).__name__ == "ScaledReFT"
 
 
@@ -285,7 +284,7 @@ def test_reload_is_bit_identical_and_small(tmp_path):
         rlm, [{"prompt_ids": [1, 4, 5], "response_ids": [7]}], reft.TrainConfig(steps=5, lr=1e-2, progress=False)
     )
     reft.save(rlm, tmp_path / "run")
-    again = reft.load(lm, tmp_path / "run")
+    again = reft.load(tmp_path / "run", lm)
     for x, y in zip(rlm.placements, again.placements):
         assert x.site == y.site and x.part == y.part
         assert torch.equal(x.intervention.basis_weight(), y.intervention.basis_weight())
@@ -300,18 +299,7 @@ def test_reload_is_bit_identical_and_small(tmp_path):
         )
     weights = (tmp_path / "run" / "weights.safetensors").stat().st_size
     assert weights < 4 * 4 * (2 * 4 * 32 + 4) + 2048  # 4 interventions of R, W, b in float32, plus a header
-    with pytest.raises(FileExistsError, match="overwrite=True"):
-        reft.save(rlm, tmp_path / "run")
-    reft.save(rlm, tmp_path / "run", overwrite=True)
-
-
-def test_loading_into_the_wrong_model_is_refused(tmp_path):
-    lm = _sharp_llama()
-    reft.save(reft.attach(lm, reft.at_layers(lm, [0], rank=2)), tmp_path / "run")
-    with pytest.raises(reft.ReftError, match="different model.*architecture"):
-        reft.load(tiny_lm("gpt2"), tmp_path / "run")
-    with pytest.raises(reft.ReftError, match="n_layers saved 2, this model 3"):
-        reft.load(_sharp_llama(layers=3), tmp_path / "run")
+    reft.save(rlm, tmp_path / "run", overwrite=True)  # refusals (no overwrite, another model): bad_inputs_io.py
 
 
 def test_interventions_follow_the_model_dtype():
@@ -348,18 +336,6 @@ def test_bad_data_fails_before_training(data, match):
     with pytest.raises(reft.ReftError, match=match):
         reft.train_reft(rlm, data, reft.TrainConfig(steps=2, progress=False))
     assert all(torch.equal(a, b) for a, b in zip(before, _untouched(rlm)))
-
-
-def test_bad_setups_fail_clearly():
-    lm = _sharp_llama()
-    with pytest.raises(reft.ReftError, match="rank=33 must be an integer in \\[1, d_model=32\\]"):
-        reft.LoReFT(lm.d_model, 33)
-    with pytest.raises(SiteError, match="layer 5 is out of range"):
-        reft.attach(lm, {Site("resid_post", 5, last()): reft.LoReFT(lm.d_model, 2)})
-    with pytest.raises(reft.ReftError, match="empty prompt"):
-        reft.as_examples([{"prompt": "", "response": " x"}])
-    with pytest.raises(Exception, match="d_model=16"):
-        reft.attach(lm, {Site("resid_post", 0, last()): reft.LoReFT(16, 2)})
 
 
 # ---- behaviour on the real model -------------------------------------------------------------------------
@@ -416,13 +392,11 @@ def test_classifier_head_starts_as_label_words_learns_saves_and_reloads(tmp_path
     after = reft.evaluate(rlm, data, label_words=words)
     assert after["accuracy"] == 1.0 > before  # arbitrary labels: the head learns what the words alone cannot say
     reft.save(rlm, tmp_path / "run")
-    again = reft.load(lm, tmp_path / "run")
+    again = reft.load(tmp_path / "run", lm)
     assert torch.equal(again.head.weight, rlm.head.weight)
     torch.testing.assert_close(again.logits(rb), rlm.logits(rb), atol=1e-6, rtol=0)
     with pytest.raises(reft.ReftError, match="3 classes but 2 label words"):
         reft.train_reft(rlm, data[:2], reft.TrainConfig(steps=1, progress=False), label_words={0: 5, 1: 6})
-    with pytest.raises(reft.ReftError, match="d_model=32"):
-        reft.attach(lm, {Site("resid_post", 1, last()): reft.LoReFT(32, 4)}, head=reft.ClassifierHead(16, 2))
 
 
 def test_interp_reads_and_runs_under_a_trained_reft():
