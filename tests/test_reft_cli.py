@@ -19,16 +19,47 @@ def test_parser_knows_all_commands():
         assert p.parse_args(cmd).command == cmd[0]
 
 
-def test_bad_inputs_fail_before_loading_a_model(tmp_path, capsys):
-    assert main(["train", "--data", str(tmp_path / "missing.jsonl")]) == 2
-    assert "does not exist" in capsys.readouterr().err
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"prompt": "hello"}) + "\n")
-    assert main(["train", "--data", str(bad)]) == 2
-    assert "example 0 has no response" in capsys.readouterr().err
-    assert main(["train", "--task", "style", "--method", "lorax"]) == 2
-    assert "unknown method 'lorax'" in capsys.readouterr().err
-    assert main(["compare", "--task", "sentiment", "--methods", "loreft,nope"]) == 2
+# bad options of both command lines are rows of the bad-input table (tests/bad_inputs_cli.py)
+
+
+def test_errors_are_one_line_and_debug_shows_the_traceback(capsys, monkeypatch):
+    import pytest
+
+    import interp.cli
+    from interp.cli import das
+    from reft.cli import train
+    from reft.interventions import ReftError
+
+    bad = ["train", "--task", "style", "--method", "lorax"]
+    assert main(bad) == 2 and capsys.readouterr().err.count("\n") == 1
+    with pytest.raises(ReftError, match="unknown method 'lorax'"):
+        main([*bad, "--debug"])
+    with pytest.raises(ValueError, match="--steps 0"):
+        interp.cli.main(["das", "--task", "gender", "--steps", "0", "--debug"])
+
+    def fails(args):
+        raise RuntimeError("disk\nfull")
+
+    monkeypatch.setattr(train, "check", fails)  # any failure, not only bad input: exit 1, one line
+    assert main(["train", "--task", "style"]) == 1
+    err = capsys.readouterr().err
+    assert err == "reft train: error: RuntimeError: disk full (run again with --debug for the traceback)\n"
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(das, "check", interrupted)
+    assert interp.cli.main(["das", "--task", "gender"]) == 130
+    assert capsys.readouterr().err == "interp das: interrupted\n"
+
+
+def test_label_words_replace_a_classification_tasks_own():
+    from reft.cli import load_data
+
+    args = build_parser().parse_args(["train", "--task", "sentiment", "--n-train", "4", "--label-words", "bad, good"])
+    data = load_data(args)
+    assert data.label_words == {0: " bad", 1: " good"}
+    assert {ex["label"] for ex in data.train} <= {0, 1}
 
 
 # ---- end to end on a tiny model saved to disk: train -> eval -> generate through the CLI ----------------------
@@ -93,10 +124,6 @@ def test_train_eval_generate_end_to_end_on_a_tiny_model(tmp_path, capsys):
     assert [g.strip() for g in out["generations"]] == ["green", "ok"]
     assert main([*gen, "--max-new-tokens", "1", "--json"]) == 0
     assert [g.strip() for g in json.loads(capsys.readouterr().out)["generations"]] != ["green", "ok"]
-
-    # a second train into the same --out without --overwrite is refused, with the path in the message
-    assert main([*train, "--out", str(tmp_path / "run")]) == 2
-    assert "run" in capsys.readouterr().err
 
     # compare: the same training in a child process, and the frozen model's score on the same held-out rows
     compare = ["compare", *common, "--layers", "1", "--positions", "l1", "--rank", "4", "--steps", "60"]

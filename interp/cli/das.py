@@ -20,6 +20,16 @@ import torch
 
 from interp.tasks import registry
 
+# What `check` knows of each built-in task before building it: the names of the positions its setup offers
+# (the setups below pick their positions by these names). A task not listed here is checked once built.
+POSITIONS = {
+    "hierarchical-equality": ("hidden",),
+    "ioi": ("IO", "S2", "end"),
+    "gender": ("name", "verb", "last"),
+    "capitals": ("of", "country", "last"),
+}
+OWN_MODEL = ("hierarchical-equality",)  # tasks with their own MLP (sites by module path), not the language model
+
 
 @dataclass
 class TaskSetup:
@@ -81,7 +91,8 @@ def hierarchical_equality_setup(*, n: int | None, seed: int, model: str | None =
     pairs = he.equality_pairs(mlp, n=n or 20_000, seed=seed + 1)
     train, test = pairs.split(0.5, seed=seed)
     return TaskSetup(
-        mlp, train, test, {"hidden": he.FIRST_HIDDEN.pos}, list(range(he.N_LAYERS)), 0, "hidden", he.HIDDEN,
+        mlp, train, test, {POSITIONS["hierarchical-equality"][0]: he.FIRST_HIDDEN.pos}, list(range(he.N_LAYERS)), 0,
+        "hidden", he.HIDDEN,
         component="module", basis="full", splits=(he.HIDDEN // 2, he.HIDDEN // 2),
         config=dict(steps=2000, batch_size=256, lr=5e-3, eval_every=250, patience=0, eval_batch_size=4096),
         task_accuracy=acc, threads=1, causal=he.causal_model(),
@@ -96,7 +107,8 @@ def gender_setup(*, n: int | None, seed: int, model: str | None) -> TaskSetup:
     # layer 14 / last: rank-1 DAS and whole-vector patching both move G there (notebook 03). At layer 10 / last
     # rank-1 DAS reaches 1.00 but patching the whole vector 0.00: a direction that acts, not where G is kept
     return _lm_setup(
-        lm, gender_pairs(lm, n=n or 256, seed=seed), seed, GENDER_POSITIONS, 14, "last", 1,
+        lm, gender_pairs(lm, n=n or 256, seed=seed), seed, {k: GENDER_POSITIONS[k] for k in POSITIONS["gender"]},
+        14, "last", 1,
         config=dict(steps=80, batch_size=32, lr=2e-2, eval_every=40, patience=0), causal=causal_model(),
     )  # fmt: skip
 
@@ -106,7 +118,7 @@ def ioi_setup(*, n: int | None, seed: int, model: str | None) -> TaskSetup:
     from interp.tasks.ioi_position import IOI_POSITIONS, causal_model, ioi_position_pairs
 
     lm = interp.load(model)
-    positions = {"IO": IOI_POSITIONS["IO"], "S2": IOI_POSITIONS["S2"], "end": IOI_POSITIONS["end"]}
+    positions = {k: IOI_POSITIONS[k] for k in POSITIONS["ioi"]}
     # sweep defaults sized for a few minutes on a 2-core CPU: the long IOI/capitals prompts get fewer cells
     return _lm_setup(
         lm, ioi_position_pairs(lm, n=n or 256, seed=seed), seed, positions, 9, "end", 1,
@@ -122,10 +134,11 @@ def capitals_setup(*, n: int | None, seed: int, model: str | None) -> TaskSetup:
     lm = interp.load(model)
     known = known_countries(lm)
     pairs = capital_pairs(lm, n=n or 1024, seed=seed, countries=known)  # 84 values need more distinct pairs
+    positions = capital_positions(lm)
     # the country's identity (84 values) needs a wide subspace: rank 16 / 192 pairs gave test IIA 0.0-0.25
     # (train 0.8: memorised); rank 64 on 768 train pairs at layer 8's country token: test 0.52 at 80 steps
     return _lm_setup(
-        lm, pairs, seed, capital_positions(lm), 8, "country", 64,
+        lm, pairs, seed, {k: positions[k] for k in POSITIONS["capitals"]}, 8, "country", 64,
         config=dict(steps=80, batch_size=16, lr=1e-2, eval_every=20, patience=2), causal=causal_model(known),
         sweep_positions=["country", "last"],
     )  # fmt: skip
@@ -157,7 +170,8 @@ def add_parser(sub):
     p.add_argument(
         "--basis", choices=("lowrank", "full", "boundless"), default=None, help="subspace kind (task default)"
     )
-    p.add_argument("--save", default=None, help="folder to save the alignment in (safetensors + JSON)")
+    # dest save_dir: nnsight mounts .save() on every object, so args.save would be a method when --save is absent
+    p.add_argument("--save", dest="save_dir", default=None, help="folder to save the alignment in (safetensors + JSON)")
     p.add_argument("--overwrite", action="store_true", help="replace an alignment already saved at --save")
     return p
 
@@ -172,6 +186,53 @@ def add_common(p):
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def task_shape(task: str, model: str | None) -> tuple[int, int] | None:
+    """``(n_layers, width)`` of the sites of ``task``, known without building it: its own MLP's, else the language
+    model's from its config (:func:`interp.cli.model_shape`); None where only loading the model tells.
+    """
+    from interp.cli import model_shape
+
+    if task in OWN_MODEL:
+        from interp.tasks import hierarchical_equality as he
+
+        return he.N_LAYERS, he.HIDDEN
+    return model_shape(model)
+
+
+def check_common(args) -> tuple[int, int] | None:
+    """The checks of the options :func:`add_common` adds; returns :func:`task_shape` for the command's own."""
+    from interp.cli import check_positive
+
+    if args.n is not None and args.n < 4:
+        raise ValueError(f"--n {args.n}: expected at least 4 pairs (train and test both need some)")
+    check_positive(args, "rank", "steps", "batch_size", "lr")
+    shape = task_shape(args.task, args.model)
+    if shape and args.rank is not None and args.rank > shape[1]:
+        raise ValueError(f"--rank {args.rank}: the sites of {args.task!r} are {shape[1]} wide; expected 1..{shape[1]}")
+    return shape
+
+
+def check_position(option: str, names, task: str) -> None:
+    """Refuse position names that ``task`` does not offer (a task not in :data:`POSITIONS` is checked when built)."""
+    known = POSITIONS.get(task)
+    bad = [p for p in names if known is not None and p not in known]
+    if bad:
+        raise ValueError(f"{option} {','.join(bad)}: task {task!r} has positions {', '.join(known)}")
+
+
+def check(args) -> None:
+    """Everything ``interp das`` can refuse before building the task and loading its model."""
+    from interp.io import check_save_dir
+
+    if args.save_dir:
+        check_save_dir(args.save_dir, overwrite=args.overwrite, what="--save folder")
+    shape = check_common(args)
+    if args.position is not None:
+        check_position("--position", [args.position], args.task)
+    if shape and args.layer is not None and not 0 <= args.layer < shape[0]:
+        raise ValueError(f"--layer {args.layer}: task {args.task!r} has layers 0..{shape[0] - 1}")
 
 
 def config_from(args, ts: TaskSetup):
@@ -199,8 +260,6 @@ def run(args) -> dict:
     from interp.das import fit_das, neuron_aligned
     from interp.metrics import iia
 
-    if args.n is not None and args.n < 4:
-        raise ValueError(f"--n {args.n}: expected at least 4 pairs (train and test both need some)")
     t0 = time.time()
     ts = setup(args.task, n=args.n, seed=args.seed, model=args.model)
     layer = ts.layer if args.layer is None else args.layer
@@ -225,7 +284,7 @@ def run(args) -> dict:
         }
         if ts.splits:  # the no-rotation contrast: the same interchange on raw neurons
             result["iia_test_neuron_aligned"] = iia(ts.lm, ts.test, at=site, via=neuron_aligned(width, ts.splits))
-    if args.save:
-        result["saved"] = str(das.save(args.save, overwrite=args.overwrite))
+    if args.save_dir:
+        result["saved"] = str(das.save(args.save_dir, overwrite=args.overwrite))
     result["seconds"] = round(time.time() - t0, 1)
     return result

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from interp.sites import COMPONENTS
 from interp.tasks import registry
 
 
@@ -17,7 +18,9 @@ def add_parser(sub):
     p.add_argument("--task", choices=registry.names("patch"), default="ioi")
     p.add_argument("--model", default=None, help="local HF model path or id (default: embedded Gemma-3-270M)")
     p.add_argument("--n", type=int, default=16, help="number of base/source pairs (default 16)")
-    p.add_argument("--component", default="resid_post", help="resid_pre, resid_mid, resid_post, attn_out, mlp_out")
+    p.add_argument(
+        "--component", choices=[c for c in COMPONENTS if c != "head"], default="resid_post", help="what to patch"
+    )
     p.add_argument("--layers", default="all", help="'all' or a list like '0;4;8'")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/patch", help="folder for the PNG heatmap and the JSON results")
@@ -46,6 +49,18 @@ def parse_layers(text: str, n_layers: int) -> list[int]:
     return layers
 
 
+def check(args) -> None:
+    """Everything ``interp patch`` can refuse before loading the model: the output files, --n and --layers."""
+    from interp.cli import model_shape, output_files
+
+    output_files(args.out, f"patch_{args.task}", args.overwrite)
+    if args.n < 1:
+        raise ValueError(f"--n {args.n}: expected at least 1 pair")
+    shape = model_shape(args.model)
+    if shape:
+        parse_layers(args.layers, shape[0])
+
+
 def run(args) -> dict:
     import interp
     from interp import viz
@@ -54,8 +69,6 @@ def run(args) -> dict:
 
     out = Path(args.out)
     png, js = output_files(out, f"patch_{args.task}", args.overwrite)
-    if args.n < 1:
-        raise ValueError(f"--n {args.n}: expected at least 1 pair")
     lm = interp.load(args.model)
     layers = parse_layers(args.layers, lm.n_layers)
     pairs, positions = registry.get(args.task, "patch")(args.n, seed=args.seed)

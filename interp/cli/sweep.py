@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from .das import add_common, config_from, setup, threads
+from .das import OWN_MODEL, add_common, check_common, check_position, config_from, setup, threads
 from .patch import parse_layers
 
 
@@ -38,6 +38,48 @@ def add_parser(sub):
     return p
 
 
+def parse_ranks(args, width: int | None = None) -> list[int] | None:
+    """``--ranks '1,4'`` as integers in 1..width (``width`` when known); None when not given."""
+    if not args.ranks:
+        return None
+    try:
+        ranks = [int(r) for r in args.ranks.split(",") if r.strip()]
+    except ValueError:
+        raise ValueError(f"--ranks {args.ranks!r}: expected integers separated by commas, like '1,4'") from None
+    bad = [r for r in ranks if r < 1 or (width is not None and r > width)]
+    if not ranks or bad:
+        raise ValueError(f"--ranks {args.ranks!r}: ranks {bad or ranks} are not in 1..{width or 'the site width'}")
+    return ranks
+
+
+def position_names(args, known=None) -> list[str] | None:
+    """``--positions 'name,last'`` as a list (None when not given), checked against the task's names."""
+    if not args.positions:
+        return None
+    names = [p.strip() for p in args.positions.split(",") if p.strip()]
+    if known is None:
+        check_position("--positions", names, args.task)
+    elif [p for p in names if p not in known]:
+        raise ValueError(f"--positions {args.positions}: this task has positions {', '.join(known)}")
+    return names
+
+
+def check(args) -> None:
+    """Everything ``interp sweep`` can refuse before building the task and loading its model."""
+    from interp.cli import output_files
+
+    output_files(args.out, f"sweep_{args.task}", args.overwrite)
+    if args.task in OWN_MODEL:
+        raise ValueError(
+            f"sweep over {args.task!r} is not offered: its model is an MLP addressed by module path; use `interp das`"
+        )
+    shape = check_common(args)
+    position_names(args)
+    parse_ranks(args, shape[1] if shape else None)
+    if args.layers and shape:
+        parse_layers(args.layers, shape[0])
+
+
 def run(args) -> dict:
     from interp import viz
     from interp.cli import output_files
@@ -49,15 +91,9 @@ def run(args) -> dict:
     ts = setup(args.task, n=args.n, seed=args.seed, model=args.model)
     n_layers = ts.lm.n_layers
     layers = parse_layers(args.layers, n_layers) if args.layers else ts.layers
-    names = args.positions.split(",") if args.positions else (ts.sweep_positions or list(ts.positions))
-    bad = [p for p in names if p not in ts.positions]
-    if bad:
-        raise ValueError(f"--positions {bad}: this task has positions {list(ts.positions)}")
+    names = position_names(args, list(ts.positions)) or ts.sweep_positions or list(ts.positions)
     positions = {p: ts.positions[p] for p in names}
-    try:
-        ranks = [int(r) for r in args.ranks.split(",")] if args.ranks else [args.rank or ts.rank]
-    except ValueError:
-        raise ValueError(f"--ranks {args.ranks!r}: expected integers separated by commas, like '1,4'") from None
+    ranks = parse_ranks(args) or [args.rank or ts.rank]
     if ts.component == "module":
         raise ValueError(
             f"sweep over {args.task!r} is not offered: its model is an MLP addressed by module path; use `interp das`"

@@ -11,8 +11,9 @@ Example:
 Methods are the ReFT kinds (loreft, direft, noreft, lobireft, consreft, lodireft) and the peft baselines
 (lora, dora). The training options are the fields of :class:`reft.train.TrainConfig` (``--grad-accum`` sets
 ``grad_accum``); unset ones take the task's defaults (``reft.tasks.<task>.DEFAULTS``), else the command line's
-(:data:`CLI_DEFAULTS`), else TrainConfig's. Each command is a module of this package with ``add_parser(sub)``
-and ``run(args) -> dict``, as in ``interp.cli``.
+(:data:`CLI_DEFAULTS`), else TrainConfig's. Each command is a module of this package with ``add_parser(sub)``,
+``check(args)`` (every refusal possible before the model loads) and ``run(args) -> dict``, run by
+:func:`interp.cli.execute` as in ``interp``: an error is one line on stderr, ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import dataclasses
 import importlib
 import json
 import resource
-import sys
 import typing
+
+from interp.cli import add_common_flags, check_positive, execute, model_shape, parse
 
 from ..interventions import KINDS, ReftError
 
@@ -136,18 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reft", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
-        p = importlib.import_module(f"reft.cli.{name}").add_parser(sub)
-        p.add_argument("--json", action="store_true", help="print one JSON object")
+        add_common_flags(importlib.import_module(f"reft.cli.{name}").add_parser(sub))
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        result = importlib.import_module(f"reft.cli.{args.command}").run(args)
-    except (ReftError, ValueError, FileExistsError, FileNotFoundError) as e:
-        print(f"reft {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    args = parse(build_parser(), argv)
+    if isinstance(args, int):
+        return args
+    result = execute("reft", importlib.import_module(f"reft.cli.{args.command}"), args)
+    if isinstance(result, int):
+        return result
     if args.json:
         print(json.dumps(result))
     else:
@@ -218,12 +219,88 @@ def pick(args, name, defaults, fallback):
     return value if value is not None else defaults.get(name, fallback)
 
 
-def load_data(args):
-    from ..data import as_examples
-    from ..tasks import NAMES, TaskData, get
+def check_data_options(args) -> None:
+    """The checks of :func:`add_data_options`' options that need no data read and no model."""
+    from ..tasks import NAMES
 
     if args.task and args.data:
         raise ReftError("give either --task or --data, not both")
+    if not args.task and not args.data:
+        raise ReftError(f"no data: pass --task ({', '.join(NAMES)}) or --data train.jsonl")
+    for option in ("data", "eval_data"):
+        path = getattr(args, option)
+        if path is not None:
+            _check_file(f"--{option.replace('_', '-')}", path, "a JSONL file with one example per line")
+    if args.label_words:
+        label_words(args.label_words)
+    if args.n_train is not None and args.n_train < 1:
+        raise ReftError(f"--n-train {args.n_train}: expected at least 1 training example")
+    if args.n_test is not None and args.n_test < 0:
+        raise ReftError(f"--n-test {args.n_test}: expected 0 or more held-out examples")
+
+
+def check_method_options(args, method: str, defaults: dict) -> None:
+    """The checks of :func:`add_method_options`' options (``method`` checked): the output folders, the ranks, the
+    model, and the layers (against the model's config), positions and rank of a ReFT method.
+    """
+    from interp.io import check_save_dir
+
+    from ..positions import parse_layers, parse_positions
+    from ..train import check_checkpoint_dir
+
+    if args.out:
+        check_save_dir(args.out, overwrite=args.overwrite, what="--out folder")
+    if getattr(args, "checkpoint_dir", None):
+        check_checkpoint_dir(args.checkpoint_dir, what="--checkpoint-dir folder")
+    check_positive(args, "rank", "lora_rank")
+    if args.head and method in BASELINES:
+        raise ReftError(f"--head trains a classifier head with a ReFT method; got --method {method}")
+    shape = model_shape(args.model)  # a missing model is refused here
+    if method in BASELINES:
+        return
+    parse_positions(pick(args, "positions", defaults, "f1+l1"))
+    layers, rank = pick(args, "layers", defaults, None), pick(args, "rank", defaults, 4)
+    if shape and layers is not None:
+        parse_layers(layers, shape[0])
+    if shape and rank > shape[1]:
+        raise ReftError(f"--rank {rank}: the model's d_model is {shape[1]}; expected 1..{shape[1]}")
+
+
+def check_load(args) -> None:
+    """``--load``, where given, must be a folder that ``reft train --out`` wrote."""
+    from pathlib import Path
+
+    if getattr(args, "load", None) and not Path(args.load).is_dir():
+        raise FileNotFoundError(f"--load {args.load!r} is not a folder; expected one written by reft train --out")
+
+
+def _check_file(option: str, path, what: str) -> None:
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{option} {str(path)!r} does not exist; expected {what}")
+
+
+def label_words(text: str) -> dict[int, str]:
+    """``--label-words 'negative,positive'`` -> ``{0: ' negative', 1: ' positive'}`` (a leading space each).
+
+    Example:
+        >>> label_words("no, yes")
+        {0: ' no', 1: ' yes'}
+    """
+    words = [w.strip() for w in text.split(",")]
+    if len(words) < 2 or not all(words):
+        raise ReftError(f"--label-words {text!r}: expected two or more words separated by commas, like 'no,yes'")
+    return {i: " " + w for i, w in enumerate(words)}
+
+
+def load_data(args):
+    """The examples of ``--task`` or ``--data``; ``--label-words`` replaces a classification task's label words."""
+    from ..data import as_examples
+    from ..tasks import TaskData, get
+
+    check_data_options(args)
+    words = label_words(args.label_words) if args.label_words else None
     if args.task:
         task = get(args.task)
         kw = {"seed": args.seed if args.seed is not None else 0}
@@ -231,25 +308,23 @@ def load_data(args):
             kw["n_train"] = args.n_train
         if args.n_test is not None:
             kw["n_test"] = args.n_test
-        return task.load(**kw)
-    if not args.data:
-        raise ReftError(f"no data: pass --task ({', '.join(NAMES)}) or --data train.jsonl")
-    words = None
-    if args.label_words:
-        words = {i: " " + w.strip() for i, w in enumerate(args.label_words.split(","))}
+        data = task.load(**kw)
+        if words is None:
+            return data
+        if not data.label_words:
+            raise ReftError(f"--label-words applies to classification; task {args.task!r} trains responses, not labels")
+        if len(words) != len(data.label_words):
+            raise ReftError(
+                f"--label-words {args.label_words!r} gives {len(words)} words; task {args.task!r} has "
+                f"{len(data.label_words)} labels ({','.join(w.strip() for w in data.label_words.values())})"
+            )
+        return dataclasses.replace(data, label_words=words)
+    from ..data import read_jsonl
+
     train = read_jsonl(args.data)
     as_examples(train, label_words=words)  # validate now, with the example's index in the error
     test = read_jsonl(args.eval_data) if args.eval_data else []
     return TaskData(train[: args.n_train] if args.n_train else train, test, words)
-
-
-def read_jsonl(path):
-    from pathlib import Path
-
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{path!r} does not exist; expected a JSONL file with one example per line")
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 
 
 def train_config(args, defaults: dict, method: str = "loreft"):

@@ -88,18 +88,31 @@ def worker_argv(args, method: str) -> list[str]:
     return [*to_argv(train_parser(), worker, skip=("method",)), f"--method={method}"]
 
 
-def run(args) -> dict:
-    """Each method in its own process (so peak memory is per method), same data, steps and evaluation."""
+def methods_of(args) -> list[str]:
+    """``--methods 'loreft,lora'`` as a list of known methods, lower-cased."""
     methods = [m.strip().lower() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise ReftError(f"unknown methods {bad}; expected some of {', '.join(METHODS)}")
-    for m in methods:
-        _train.check_method(m, args)
+    if bad or not methods:
+        raise ReftError(f"--methods {args.methods!r}: unknown {bad}; expected some of {', '.join(METHODS)}")
+    return methods
+
+
+def check(args) -> None:
+    """Everything any worker's ``reft train`` would refuse (its own --out/<method> folder included), and --jobs."""
+    from interp.cli import check_positive
+
+    check_positive(args, "jobs")
+    for m in methods_of(args):
+        _train.check(train_parser().parse_args(worker_argv(args, m)))
+
+
+def run(args) -> dict:
+    """Each method in its own process (so peak memory is per method), same data, steps and evaluation."""
+    methods = methods_of(args)
     defaults = task_defaults(args)
-    config = train_config(args, defaults)  # validates every TrainConfig option before any worker starts
-    steps = config.steps
-    commands = {m: [sys.executable, "-m", "reft", "train", *worker_argv(args, m), "--json"] for m in methods}
+    steps = train_config(args, defaults).steps
+    debug = ["--debug"] if getattr(args, "debug", False) else []
+    commands = {m: [sys.executable, "-m", "reft", "train", *worker_argv(args, m), "--json", *debug] for m in methods}
     results, running, queue = {}, {}, list(methods)
     while queue or running:  # at most --jobs methods at a time, each in its own process
         while queue and len(running) < max(1, args.jobs):
@@ -108,7 +121,8 @@ def run(args) -> dict:
         m = next(iter(running))
         out, err = running.pop(m).communicate()
         if not out.strip():
-            raise ReftError(f"method {m} failed:\n{err[-2000:]}")
+            last = (err.strip().splitlines() or ["no output"])[-1]
+            raise ReftError(f"method {m} failed: {last} (its command: {' '.join(commands[m][1:])})")
         r = json.loads(out.strip().splitlines()[-1])
         results[m] = {k: r[k] for k in KEEP if k in r}
         print(f"{m}: { {k: v for k, v in results[m].items() if k != 'config'} }", file=sys.stderr)

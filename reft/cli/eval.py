@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_data_options, add_train_config_options, load_data, train_config
+from . import (
+    add_data_options,
+    add_train_config_options,
+    check_data_options,
+    check_load,
+    load_data,
+    model_shape,
+    train_config,
+)
 
 # the TrainConfig fields evaluation reads: how examples are batched and tokenized
 EVAL_FIELDS = ("batch_size", "seed", "max_prompt_tokens", "max_response_tokens")
@@ -28,6 +36,14 @@ def add_parser(sub):
     return p
 
 
+def check(args) -> None:
+    """Everything ``reft eval`` can refuse before reading the data and loading the model."""
+    check_load(args)
+    check_data_options(args)
+    train_config(args, {})
+    model_shape(args.model)  # a missing model is refused here
+
+
 def run(args) -> dict:
     import interp
 
@@ -38,7 +54,7 @@ def run(args) -> dict:
     examples = data.test or data.train
     config = train_config(args, {})  # the same batches for every method: not the task's training defaults
     lm = interp.load(args.model)
-    rlm = load(lm, args.load)
+    rlm = load(args.load, lm)
     return {
         "task": args.task or args.data,
         "load": args.load,

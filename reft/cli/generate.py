@@ -25,6 +25,17 @@ def add_parser(sub):
     return p
 
 
+def check(args) -> None:
+    """Everything ``reft generate`` can refuse before loading the model."""
+    from interp.cli import check_positive, model_shape
+
+    from . import check_load
+
+    check_load(args)
+    check_positive(args, "max_new_tokens", "repetition_penalty")
+    model_shape(args.model)  # a missing model is refused here
+
+
 def run(args) -> dict:
     import interp
 
@@ -32,7 +43,7 @@ def run(args) -> dict:
     from ..io import load
 
     lm = interp.load(args.model)
-    model = load(lm, args.load) if args.load else lm
+    model = load(args.load, lm) if args.load else lm
     prompts = [p.replace("\\n", "\n") for p in args.prompt]
     kw = {} if args.repetition_penalty is None else {"repetition_penalty": args.repetition_penalty}
     return {"prompts": prompts, "generations": generate(model, prompts, max_new_tokens=args.max_new_tokens, **kw)}

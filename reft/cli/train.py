@@ -18,6 +18,8 @@ from . import (
     add_data_options,
     add_method_options,
     add_train_config_options,
+    check_data_options,
+    check_method_options,
     load_data,
     peak_rss_mb,
     pick,
@@ -59,6 +61,15 @@ def check_method(method: str, args) -> str:
     return method
 
 
+def check(args) -> None:
+    """Everything ``reft train`` can refuse before reading the data and loading the model."""
+    method = check_method(args.method, args)
+    defaults = task_defaults(args)
+    check_method_options(args, method, defaults)
+    check_data_options(args)
+    train_config(args, defaults, method)
+
+
 def run(args) -> dict:
     import interp
 
@@ -73,14 +84,11 @@ def run(args) -> dict:
     method = check_method(args.method, args)
     defaults = task_defaults(args)
     data = load_data(args)
-    config = train_config(args, defaults, method)  # validates before the model loads
-    if args.head and (method in BASELINES or not data.label_words):
-        raise ReftError(
-            f"--head trains a classifier head with a ReFT method; got --method {method} "
-            f"{'with' if data.label_words else 'and no'} label words (use --label-words or --task sentiment)"
-        )
+    config = train_config(args, defaults, method)
+    if args.head and not data.label_words:
+        raise ReftError("--head trains a classifier head: it needs label words (use --label-words or --task sentiment)")
     positions = pick(args, "positions", defaults, "f1+l1")
-    pos = None if method in BASELINES else parse_positions(positions)  # a bad one fails before the model loads
+    pos = None if method in BASELINES else parse_positions(positions)
     lm = interp.load(args.model)
     base_params = sum(p.numel() for p in lm.hf.parameters())
     out = {"task": args.task or args.data, "method": method, "steps": config.steps, "config": config.to_dict()}
