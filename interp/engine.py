@@ -17,7 +17,9 @@ with) and ``"hooks"`` (plain module hooks; the hot paths). Work that is never re
 stops after the last op, or, when logits are asked for, after the final norm at the positions asked for, and
 :func:`readout` applies the architecture's unembedding (and Gemma's final softcapping) there alone, over a
 restricted vocabulary when given. ``full=True`` is the reference a plain implementation pays: nothing
-stops early and logits are computed at every position.
+stops early and logits are computed at every position. A plan that touches ``attn_pattern`` runs under the eager
+attention that exposes the probabilities (:func:`interp.sites.pattern_attention`), and the model's own attention
+implementation is restored after.
 """
 
 from __future__ import annotations
@@ -124,7 +126,9 @@ def execute(
         cols = torch.unique(logits_at)
         kwargs["logits_to_keep"] = cols
     runner = _run_hooks if backend == "hooks" else _run_nnsight
-    reads, model_logits = runner(lm, hf or lm.hf, kwargs, ops, stop=not full, own=own)
+    with _sites.pattern_attention(hf or lm.hf, on=_patterns(ops)):  # attn_pattern needs eager attention
+        reads, model_logits = runner(lm, hf or lm.hf, kwargs, ops, stop=not full, own=own)
+    _check_patterns(lm, ops, reads)
     logits = None
     if own:
         where = torch.searchsorted(cols, logits_at.to(cols.device)).to(model_logits.device)
@@ -166,6 +170,20 @@ def readout(lm, hidden: torch.Tensor, vocab=None, head=None, *, hf=None) -> torc
     return torch.tanh(logits / cap) * cap if cap else logits
 
 
+def _patterns(ops: Sequence[Op]) -> bool:
+    return any(op.target.pattern for op in ops)
+
+
+def _check_patterns(lm, ops: Sequence[Op], reads: list) -> None:
+    """A model whose attention never called the pattern point gave no probabilities: say so, never return None."""
+    for op, got in zip(ops, reads):
+        if op.target.pattern and op.read and got is None:
+            raise _sites.SiteError(
+                f"{op.site!r}: {lm.spec.architecture}'s attention did not pass its probabilities through "
+                f"{op.target.path!r}; its attention layer does not dispatch through transformers' AttentionInterface"
+            )
+
+
 # ---- the edit, shared by both backends --------------------------------------------------------------------
 
 
@@ -174,10 +192,19 @@ def _rows(op: Op, B: int, device) -> torch.Tensor:
     return rows[:, None].expand(-1, op.index.shape[1])  # (n, k)
 
 
+def _cols(t: _sites.Target, device) -> torch.Tensor:
+    return torch.cat([torch.arange(a, b, device=device) for a, b in t.cols])  # (w,)
+
+
 def _select(h: torch.Tensor, op: Op) -> torch.Tensor:
-    """The (n, k, w) vectors an op addresses in ``h`` (B, T, D)."""
+    """The (n, k, w) vectors an op addresses in ``h`` (B, T, D); for attention probabilities ``h`` (B, H, T, T)
+    the query rows (n, k, H, T), or one head's (n, k, T)."""
     r, idx = _rows(op, h.shape[0], h.device), op.index.to(h.device)
     t = op.target
+    if t.pattern:
+        return h[r, :, idx] if t.head is None else h[r, t.head, idx]
+    if t.cols is not None:
+        return h[r, idx][..., _cols(t, h.device)]
     if t.head is None:
         return h[r, idx]
     B, T, D = h.shape
@@ -187,16 +214,43 @@ def _select(h: torch.Tensor, op: Op) -> torch.Tensor:
 def _edit(h: torch.Tensor, op: Op) -> torch.Tensor:
     """``h`` (B, T, D) with the op's vectors replaced by ``op.fn`` of them, out of place (autograd-safe)."""
     r, idx = _rows(op, h.shape[0], h.device), op.index.to(h.device)
-    new = op.fn(_select(h, op)).to(h.dtype)  # (n, k, w)
+    t = op.target
+    old = _select(h, op)
+    if t.pattern:
+        new = _pattern_edit(op, old)
+    else:
+        new = op.fn(old).to(h.dtype)  # (n, k, w)
     if op.valid is not None:
         keep = op.valid.to(h.device)
         r, idx, new = r[keep], idx[keep], new[keep]
-    t = op.target
+    if t.pattern:
+        if t.head is not None:  # (B, H, T, T)[rows, head, query] = (n, k, T)
+            return h.index_put((r, torch.full_like(idx, t.head), idx), new)
+        return h.transpose(1, 2).index_put((r, idx), new).transpose(1, 2)  # (B, T, H, T)[rows, query] = (n, k, H, T)
+    if t.cols is not None:
+        cols = _cols(t, h.device)
+        return h.index_put((r[..., None], idx[..., None], cols), new)  # broadcast (n, k, 1), (n, k, 1), (w,)
     if t.head is None:
         return h.index_put((r, idx), new)
     B, T, D = h.shape
     h4 = h.reshape(B, T, t.n_heads, D // t.n_heads)
     return h4.index_put((r, idx, torch.full_like(idx, t.head)), new).reshape(B, T, D)
+
+
+def _pattern_edit(op: Op, old: torch.Tensor) -> torch.Tensor:
+    """The edited probabilities; an edit that gives another shape (a source of another length) is refused."""
+    T = old.shape[-1]
+    hint = (
+        f"{op.site!r}: attention patterns are edited over this batch's {T} key columns, and copied key column "
+        "by key column, so base and source must be prompts of the same length (and padding)"
+    )
+    try:
+        new = op.fn(old)
+    except RuntimeError as e:
+        raise _sites.SiteError(f"{hint}; the edit failed on query rows of shape {tuple(old.shape)}: {e}") from None
+    if new.shape != old.shape:
+        raise _sites.SiteError(f"{hint}; the edit gave shape {tuple(new.shape)}, expected {tuple(old.shape)}")
+    return new.to(old.dtype)
 
 
 def _apply(h: torch.Tensor, group: list[tuple[int, Op]], reads: dict, keep=lambda t: t):
@@ -229,8 +283,8 @@ def execution_order(lm) -> dict[tuple[str, str], int]:
         for name, mod in lm.hf.named_modules():
             handles.append(mod.register_forward_pre_hook(_recorder(order, (name, "input"))))
             handles.append(mod.register_forward_hook(_recorder(order, (name, "output"))))
-        try:
-            with torch.no_grad():
+        try:  # with attn_pattern points attached, under the attention that calls them, so they are ordered too
+            with torch.no_grad(), _sites.pattern_attention(lm.hf, on=getattr(lm, "_patterns", False)):
                 lm.hf(input_ids=torch.tensor([[1, 2]], device=lm.device))
         finally:
             for h in handles:
@@ -291,7 +345,8 @@ def hooked(lm, ops: Sequence[Op], *, once: bool = False, reads: dict | None = No
     try:
         for g, ((path, io), group) in enumerate(groups):
             handles.append(_register(model.get_submodule(path), io, group, reads, once, stop and g == len(groups) - 1))
-        yield reads
+        with _sites.pattern_attention(model, on=_patterns(ops)):  # attn_pattern: eager attention while hooked
+            yield reads
     finally:
         for h in handles:
             h.remove()

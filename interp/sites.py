@@ -11,6 +11,14 @@ Example:
     Target(path='model.layers.1.self_attn.o_proj', io='input', head=2, n_heads=4, width=8)
     >>> resolve(lm, Site.module("model.layers.1.mlp.act_fn")).width   # a module's own width (intermediate_size)
     64
+    >>> resolve(lm, Site("k", 1, head=1))               # key head 1 (GQA: 2 key/value heads for 4 query heads)
+    Target(path='model.layers.1.self_attn.k_proj', io='output', head=1, n_heads=2, width=8)
+    >>> kv_group(lm, 3), query_heads(lm, 1)            # query head 3 reads key/value head 1, shared by heads 2, 3
+    (1, (2, 3))
+    >>> resolve(lm, Site("mlp_hidden", 1)).width       # the neurons: the down projection's input
+    64
+    >>> collect(lm, base, at=Site("attn_pattern", 1, last(), head=0)).shape  # (B, k, T): head 0's last row
+    torch.Size([4, 1, 6])
     >>> resolve(lm, Site("attn_out", 2))
     Traceback (most recent call last):
     interp.sites.SiteError: layer 2 is out of range for LlamaForCausalLM with 2 layers; expected 0..1
@@ -22,11 +30,27 @@ Example:
 Components follow TransformerLens: ``resid_pre`` (layer input), ``resid_mid`` (after attention, before
 the MLP), ``resid_post`` (layer output), ``attn_out`` and ``mlp_out`` (what each block adds to the
 residual stream) and ``head`` (one head's slice of the attention output before the output projection).
+Inside attention and MLPs (:data:`INNER_COMPONENTS`):
+
+- ``q``, ``k``, ``v``: the query/key/value projection outputs, split per head (``head=h``: (B, k, head_dim);
+  ``head=None``: the whole projection). This point is *before* any norm of q and k (Gemma 3's ``q_norm`` and
+  ``k_norm``) and before the rotary embedding (Llama, Qwen2, Gemma 3, GPT-NeoX); GPT-2 rotates nothing. Fused
+  projections are sliced: GPT-2's ``c_attn`` gives ``[q | k | v]``, GPT-NeoX's ``query_key_value`` interleaves
+  ``[q_h | k_h | v_h]`` head by head. With grouped-query attention, ``head=`` of ``k`` and ``v`` counts
+  key/value heads (0..n_kv_heads-1): :func:`kv_group` maps a query head to the one it reads, :func:`query_heads`
+  lists the query heads that share one.
+- ``attn_pattern``: the post-softmax attention probabilities (B, heads, T, T). At positions it gives the query
+  rows there, (B, k, heads, T), or one head's (B, k, T); the key columns are the batch's (padded) token columns,
+  so a patched pattern carries over between prompts of the same length only. Runs that touch it switch the model
+  to an eager attention function that exposes the probabilities (:data:`PATTERN_ATTENTION`), and back after.
+- ``mlp_hidden``: the neurons, the input of the MLP's down projection (B, k, intermediate_size).
+
 One table, :data:`ARCHITECTURES`, maps each architecture to its module paths.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import torch
@@ -35,6 +59,10 @@ from .checks import as_int
 from .positions import Position, last
 
 COMPONENTS = ("resid_pre", "attn_out", "head", "resid_mid", "mlp_out", "resid_post")
+INNER_COMPONENTS = ("q", "k", "v", "attn_pattern", "mlp_hidden")  # inside attention and MLPs
+HEADED = ("head", "q", "k", "v", "attn_pattern")  # the components that take head=
+PATTERN = "attn_pattern"  # name of the point added to each attention module: its output is the probabilities
+PATTERN_ATTENTION = "interp_eager"  # the attention implementation that calls it (registered with transformers)
 
 
 class SiteError(ValueError):
@@ -46,7 +74,11 @@ class Arch:
     """Module paths of one architecture, relative to a decoder layer (except ``layers``).
 
     Each component maps to ``(path, "input" | "output")``; ``head`` names the output projection whose
-    input is split by head. ``None`` marks a component the architecture does not have.
+    input is split by head. ``None`` marks a component the architecture does not have. ``attn`` is the attention
+    module (``attn_pattern`` is read inside it), ``qkv`` the query, key and value projections (one module three
+    times where they are fused, laid out as ``qkv_layout``: ``"separate"``, ``"split"`` ``[q | k | v]`` or
+    ``"interleaved"`` ``[q_h | k_h | v_h]`` per head) and ``mlp_hidden`` the down projection, whose input is the
+    neurons.
     """
 
     layers: str
@@ -56,6 +88,10 @@ class Arch:
     head: str
     final_norm: str
     unembed: str
+    attn: str | None = None
+    qkv: tuple[str, str, str] | None = None
+    qkv_layout: str = "separate"
+    mlp_hidden: str | None = None
 
 
 _LLAMA = Arch(
@@ -66,6 +102,9 @@ _LLAMA = Arch(
     head="self_attn.o_proj",
     final_norm="model.norm",
     unembed="lm_head",
+    attn="self_attn",
+    qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    mlp_hidden="mlp.down_proj",
 )
 # Gemma 2/3 normalise each block's output before adding it to the residual stream.
 _GEMMA = Arch(
@@ -76,6 +115,9 @@ _GEMMA = Arch(
     head="self_attn.o_proj",
     final_norm="model.norm",
     unembed="lm_head",
+    attn="self_attn",
+    qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),  # before q_norm / k_norm
+    mlp_hidden="mlp.down_proj",
 )
 
 ARCHITECTURES: dict[str, Arch] = {
@@ -94,6 +136,10 @@ ARCHITECTURES: dict[str, Arch] = {
         head="attn.c_proj",
         final_norm="transformer.ln_f",
         unembed="lm_head",
+        attn="attn",
+        qkv=("attn.c_attn",) * 3,
+        qkv_layout="split",
+        mlp_hidden="mlp.c_proj",
     ),
     "GPTNeoXForCausalLM": Arch(
         layers="gpt_neox.layers",
@@ -103,13 +149,18 @@ ARCHITECTURES: dict[str, Arch] = {
         head="attention.dense",
         final_norm="gpt_neox.final_layer_norm",
         unembed="lm_head",
+        attn="attention",
+        qkv=("attention.query_key_value",) * 3,
+        qkv_layout="interleaved",
+        mlp_hidden="mlp.dense_4h_to_h",
     ),
 }
 
 
 @dataclass(frozen=True)
 class Site:
-    """A place to read or write: component, layer, token positions and (for ``head``) a head index."""
+    """A place to read or write: component, layer, token positions and (for ``head``, ``q``, ``k``, ``v`` and
+    ``attn_pattern``) a head index; for ``k`` and ``v`` a key/value head (see :func:`kv_group`)."""
 
     component: str
     layer: int | None = None
@@ -158,13 +209,28 @@ class Site:
 
 @dataclass(frozen=True)
 class Target:
-    """A site resolved against a model: module path, input or output, and the head slice if any."""
+    """A site resolved against a model: module path, input or output, and the head slice if any.
+
+    ``cols`` (``(start, stop)`` column ranges, in order) selects part of the last dimension instead of a head
+    reshape: q, k or v inside a fused projection. ``pattern`` marks attention probabilities (B, heads, T, T),
+    whose vectors are query rows over the T key columns (``width`` 0: it depends on the batch).
+    """
 
     path: str
     io: str
     head: int | None
     n_heads: int
     width: int  # of the vectors there: d_model, head_dim, or a module's own width (Site.module)
+    cols: tuple[tuple[int, int], ...] | None = None
+    pattern: bool = False
+
+    def __repr__(self):
+        extra = f", cols=[{', '.join(f'{a}:{b}' for a, b in self.cols)}]" if self.cols is not None else ""
+        extra += ", pattern=True" if self.pattern else ""
+        return (
+            f"Target(path={self.path!r}, io={self.io!r}, head={self.head!r}, n_heads={self.n_heads}, "
+            f"width={self.width}{extra})"
+        )
 
 
 def resolve(lm, site: Site) -> Target:
@@ -176,8 +242,9 @@ def resolve(lm, site: Site) -> Target:
         raise SiteError(f"{site!r}: pos must be a Position such as last() or at(3); got {site.pos!r}")
     if site.component == "module":
         return Target(site.path, site.io, None, spec.n_heads, _module_width(lm, site))
-    if site.component not in COMPONENTS:
-        raise SiteError(f"unknown component {site.component!r}; known: {', '.join(COMPONENTS)}")
+    if site.component not in COMPONENTS + INNER_COMPONENTS:
+        known = ", ".join(COMPONENTS + INNER_COMPONENTS)
+        raise SiteError(f"unknown component {site.component!r}; known: {known}")
     arch = architecture(lm)
     if site.layer is None or not 0 <= site.layer < spec.n_layers:
         raise SiteError(
@@ -189,8 +256,10 @@ def resolve(lm, site: Site) -> Target:
         if site.head is None or not 0 <= site.head < spec.n_heads:
             raise SiteError(f"head {site.head!r} is out of range: {spec.architecture} has {spec.n_heads} heads")
         return Target(f"{layer}.{arch.head}", "input", site.head, spec.n_heads, spec.head_dim)
-    if site.head is not None:
-        raise SiteError(f"head= applies only to component 'head', not {site.component!r}")
+    if site.head is not None and site.component not in HEADED:
+        raise SiteError(f"head= applies only to components {', '.join(HEADED)}, not {site.component!r}")
+    if site.component in INNER_COMPONENTS:
+        return _inner(lm, arch, site, layer)
     if site.component == "resid_pre":
         return Target(layer, "input", None, spec.n_heads, spec.d_model)
     if site.component == "resid_post":
@@ -202,6 +271,189 @@ def resolve(lm, site: Site) -> Target:
         )
     rel, io = getattr(arch, site.component)
     return Target(f"{layer}.{rel}", io, None, spec.n_heads, spec.d_model)
+
+
+def n_kv_heads(lm) -> int:
+    """How many key/value heads ``lm`` has (fewer than query heads with grouped-query attention)."""
+    return getattr(lm.hf.config, "num_key_value_heads", None) or lm.spec.n_heads
+
+
+def kv_group(lm, q_head: int) -> int:
+    """The key/value head that query head ``q_head`` reads (``Site("k", L, head=kv_group(lm, h))``).
+
+    Example:
+        >>> [kv_group(lm, h) for h in range(4)]        # 4 query heads, 2 key/value heads
+        [0, 0, 1, 1]
+    """
+    q_head = as_int(q_head, "query head", low=0, high=lm.spec.n_heads - 1, error=SiteError)
+    return q_head // (lm.spec.n_heads // n_kv_heads(lm))
+
+
+def query_heads(lm, kv_head: int) -> tuple[int, ...]:
+    """The query heads that share key/value head ``kv_head``."""
+    kv_head = as_int(kv_head, "key/value head", low=0, high=n_kv_heads(lm) - 1, error=SiteError)
+    group = lm.spec.n_heads // n_kv_heads(lm)
+    return tuple(range(kv_head * group, (kv_head + 1) * group))
+
+
+def _groups_text(lm) -> str:
+    n, kv = lm.spec.n_heads, n_kv_heads(lm)
+    if n == kv:
+        return f"query head h reads key/value head h ({n} of each)"
+    parts = [f"{_span(query_heads(lm, j))} share {j}" for j in range(kv)]
+    return f"query heads {'; '.join(parts)} (kv_group(lm, q_head) maps a query head to its key/value head)"
+
+
+def _span(heads: tuple[int, ...]) -> str:
+    return str(heads[0]) if len(heads) == 1 else f"{heads[0]}-{heads[-1]}"
+
+
+def _missing(lm, site: Site, what: str) -> SiteError:
+    return SiteError(
+        f"{site!r}: the site table has no {what} for {lm.spec.architecture}; add it to its Arch entry in "
+        "interp.sites.ARCHITECTURES, or address the module by path with Site.module(...)"
+    )
+
+
+def _inner(lm, arch: Arch, site: Site, layer: str) -> Target:
+    """q, k, v, attn_pattern and mlp_hidden (the sites inside attention and MLPs)."""
+    spec, c = lm.spec, site.component
+    if c == "mlp_hidden":
+        if arch.mlp_hidden is None:
+            raise _missing(lm, site, "MLP down projection (mlp_hidden)")
+        path = f"{layer}.{arch.mlp_hidden}"
+        return Target(path, "input", None, spec.n_heads, _in_width(_module(lm.hf, path)))
+    if c == PATTERN:
+        if arch.attn is None:
+            raise _missing(lm, site, "attention module (attn_pattern)")
+        if site.head is not None and not 0 <= site.head < spec.n_heads:
+            raise SiteError(
+                f"head {site.head} is out of range for {site.component!r}: {spec.architecture} has {spec.n_heads} "
+                f"query heads; expected 0..{spec.n_heads - 1}"
+            )
+        _attach_patterns(lm)
+        return Target(f"{layer}.{arch.attn}.{PATTERN}", "output", site.head, spec.n_heads, 0, pattern=True)
+    if arch.qkv is None:
+        raise _missing(lm, site, "query/key/value projections")
+    i = "qkv".index(c)
+    hd, n = spec.head_dim, spec.n_heads if c == "q" else n_kv_heads(lm)
+    if site.head is not None and not 0 <= site.head < n:
+        if c == "q":
+            raise SiteError(
+                f"head {site.head} is out of range for 'q': {spec.architecture} has {n} query heads; "
+                f"expected 0..{n - 1}"
+            )
+        raise SiteError(
+            f"head {site.head} is out of range for {c!r}: {spec.architecture} has n_kv_heads={n} key/value heads "
+            f"(for {spec.n_heads} query heads), and head= of 'k' and 'v' counts key/value heads, 0..{n - 1}; "
+            f"{_groups_text(lm)}"
+        )
+    path = f"{layer}.{arch.qkv[i]}"
+    width = hd if site.head is not None else n * hd
+    if arch.qkv_layout == "separate":
+        return Target(path, "output", site.head, n, width)
+    heads = range(n) if site.head is None else [site.head]
+    if arch.qkv_layout == "split":  # [q | k | v], each n_heads * head_dim
+        start = i * spec.n_heads * hd
+        cols = ((start + heads[0] * hd, start + (heads[-1] + 1) * hd),)
+    elif arch.qkv_layout == "interleaved":  # per head [q_h | k_h | v_h]
+        cols = tuple((h * 3 * hd + i * hd, h * 3 * hd + (i + 1) * hd) for h in heads)
+    else:
+        raise SiteError(f"unknown qkv_layout {arch.qkv_layout!r} in the Arch entry of {spec.architecture}")
+    return Target(path, "output", site.head, n, width, cols=cols)
+
+
+def _in_width(module: torch.nn.Module) -> int:
+    """Input width of a projection: ``nn.Linear`` or GPT-2's ``Conv1D`` (weight (in, out))."""
+    if isinstance(module, torch.nn.Linear):
+        return module.in_features
+    return module.weight.shape[0]
+
+
+# ---- attn_pattern: an eager attention function that passes the probabilities through a module ------------
+
+
+class PatternPoint(torch.nn.Module):
+    """Identity on the attention probabilities (B, heads, T, T): the module whose output is ``attn_pattern``.
+
+    It has no parameters; :func:`_attach_patterns` adds one to each attention module of a model, and
+    :func:`pattern_attention` makes the model's attention call it.
+    """
+
+    def forward(self, probs: torch.Tensor) -> torch.Tensor:
+        return probs
+
+
+def _eager(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None, **kwargs):
+    """Eager attention (as in transformers' ``eager_attention_forward``) with the probabilities passed through the
+    module's :class:`PatternPoint`: q, k (B, h, T, d) and v -> (B, T, h, d) output and (B, h, T, S) probabilities."""
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5
+    group = query.shape[1] // key.shape[1]
+    if group > 1:  # grouped-query attention: each key/value head serves `group` consecutive query heads
+        key, value = key.repeat_interleave(group, dim=1), value.repeat_interleave(group, dim=1)
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, h, T, S)
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    if attention_mask is not None:
+        scores = scores + attention_mask[:, :, :, : key.shape[-2]]
+    probs = torch.nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    probs = torch.nn.functional.dropout(probs, p=dropout, training=module.training)
+    point = getattr(module, PATTERN, None)
+    if point is not None:
+        probs = point(probs)
+    out = torch.matmul(probs, value).transpose(1, 2).contiguous()  # (B, h, T, d) -> (B, T, h, d)
+    return out, probs
+
+
+_registered = []
+
+
+def _register():
+    if not _registered:
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+        AttentionInterface.register(PATTERN_ATTENTION, _eager)
+        AttentionMaskInterface.register(PATTERN_ATTENTION, eager_mask)
+        _registered.append(True)
+
+
+def _attach_patterns(lm) -> None:
+    """Give every attention module of ``lm`` its :class:`PatternPoint` (once; refuse models that cannot)."""
+    arch = architecture(lm)
+    if getattr(lm, "_patterns", False):
+        return
+    can = getattr(type(lm.hf), "_can_set_attn_implementation", None)
+    if can is None or not can() or not hasattr(lm.hf.config, "_attn_implementation"):
+        raise SiteError(
+            f"{lm.spec.architecture} cannot provide attn_pattern: its attention does not dispatch through "
+            "transformers' AttentionInterface, so the probabilities cannot be exposed; read the attention "
+            "weights with output_attentions=True under attn_implementation='eager', or use Site.module(...)"
+        )
+    for i in range(lm.spec.n_layers):
+        attn = _module(lm.hf, f"{arch.layers}.{i}.{arch.attn}")
+        if not isinstance(getattr(attn, PATTERN, None), PatternPoint):
+            attn.add_module(PATTERN, PatternPoint())
+    lm._patterns = True
+    lm._order = None  # the execution order is found again, with the new points in it
+
+
+@contextlib.contextmanager
+def pattern_attention(model: torch.nn.Module, on: bool = True):
+    """While the block runs, ``model`` uses :data:`PATTERN_ATTENTION` (eager, exposing ``attn_pattern``); its own
+    attention implementation is restored after. ``on=False`` changes nothing."""
+    config = getattr(model, "config", None)
+    if not on or config is None or getattr(config, "_attn_implementation", None) == PATTERN_ATTENTION:
+        yield
+        return
+    _register()
+    old = config._attn_implementation
+    config._attn_implementation = PATTERN_ATTENTION
+    try:
+        yield
+    finally:
+        config._attn_implementation = old
 
 
 def architecture(lm) -> Arch:

@@ -30,6 +30,7 @@ from interp.causal import CausalModelError, Pairs
 from interp.das import Alignment, DASConfig, fit_das
 from interp.inputs import InputError
 from interp.positions import PositionError, at, first, span, token
+from interp.sites import kv_group, query_heads
 from interp.subspace import BasisError
 from reft.interventions import ReftIntervention
 
@@ -41,8 +42,22 @@ NAN_VEC = torch.tensor([1.0, NAN] + [0.0] * 30)
 SITE = Site("resid_post", 0, last())
 
 
-def _collect(env, site):
-    return collect(env.lm, IDS, at=site)
+def _collect(env, *args):
+    """``_collect(env, site)`` on the tiny Llama, or ``_collect(env, lm, site)``."""
+    lm, site = (env.lm, *args) if len(args) == 1 else args
+    return collect(lm, IDS, at=site)
+
+
+def _no_interface_llama():
+    """A Llama whose class says it cannot switch attention implementation (as models outside transformers' attention
+    interface say): attn_pattern must be refused before any forward pass."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import interp
+
+    cls = type("LlamaForCausalLM", (LlamaForCausalLM,), {"_can_set_attn_implementation": classmethod(lambda c: False)})
+    cfg = LlamaConfig(hidden_size=32, num_attention_heads=4, num_hidden_layers=2, intermediate_size=64, vocab_size=97)
+    return interp.LM(cls(cfg))
 
 
 def _pairs(n=8, labels=None):
@@ -509,4 +524,63 @@ ROWS = [
     Bad("position span float stop", lambda env: span(1, 2.5), PositionError, r"span stop must be an integer; got 2\.5"),
     Bad("position token empty", lambda env: token(""), PositionError, r"non-empty string.*got ''"),
     Bad("position token occurrence float", lambda env: token(" a", 0.5), PositionError, r"occurrence.*got 0\.5"),
+    # sites inside attention and MLPs (the tiny Llama: 4 query heads, 2 key/value heads, intermediate_size 64)
+    Bad(
+        "k head beyond the key/value heads",
+        lambda env: _collect(env, Site("k", 0, head=2)),
+        SiteError,
+        r"head 2 is out of range for 'k'.*n_kv_heads=2 key/value heads \(for 4 query heads\).*0\.\.1; "
+        r"query heads 0-1 share 0; 2-3 share 1 \(kv_group",
+    ),
+    Bad(
+        "v head beyond the key/value heads",
+        lambda env: _collect(env, Site("v", 0, head=3)),
+        SiteError,
+        r"head 3 is out of range for 'v'.*n_kv_heads=2",
+    ),
+    Bad(
+        "q head out of range",
+        lambda env: _collect(env, Site("q", 0, head=4)),
+        SiteError,
+        r"head 4 is out of range for 'q'.*4 query heads; expected 0\.\.3",
+    ),
+    Bad(
+        "attn_pattern head out of range",
+        lambda env: _collect(env, Site("attn_pattern", 0, head=-1)),
+        SiteError,
+        r"head -1 is out of range for 'attn_pattern'.*4 query heads",
+    ),
+    Bad(
+        "head on mlp_hidden",
+        lambda env: _collect(env, Site("mlp_hidden", 0, head=1)),
+        SiteError,
+        r"head= applies only to components head, q, k, v, attn_pattern, not 'mlp_hidden'",
+    ),
+    Bad(
+        "inner site layer out of range",
+        lambda env: _collect(env, Site("mlp_hidden", 2)),
+        SiteError,
+        r"layer 2 is out of range for LlamaForCausalLM with 2 layers",
+    ),
+    Bad(
+        "unknown component lists the inner sites",
+        lambda env: _collect(env, Site("neurons", 0)),
+        SiteError,
+        r"unknown component 'neurons'; known: .*q, k, v, attn_pattern, mlp_hidden",
+    ),
+    Bad("kv_group query head out of range", lambda env: kv_group(env.lm, 4), SiteError, r"query head .*got 4"),
+    Bad("query_heads kv head out of range", lambda env: query_heads(env.lm, 2), SiteError, r"key/value head .*got 2"),
+    Bad(
+        "attn_pattern source of another length",
+        lambda env: interchange(env.lm, IDS, SRC[:, :4], at=Site("attn_pattern", 0, last())),
+        SiteError,
+        r"attn_pattern.*this batch's 5 key columns.*same length",
+    ),
+    Bad(
+        "attn_pattern on attention outside the AttentionInterface",
+        lambda env: _collect(env, _no_interface_llama(), Site("attn_pattern", 0)),
+        SiteError,
+        r"LlamaForCausalLM cannot provide attn_pattern: its attention does not dispatch through transformers' "
+        r"AttentionInterface",
+    ),
 ]
