@@ -66,6 +66,17 @@ def _first_attr(obj, *names):
     raise AttributeError(f"config {type(obj).__name__} has none of {names}")
 
 
+def _contiguous_input(module, args):
+    """Feed the unembedding a contiguous input: Hugging Face slices the kept positions (``logits_to_keep``) out of
+    the final hidden states, and with frozen weights torch's CPU linear runs that non-contiguous (B, k, d) view
+    through a batched-matmul path several times slower than the matrix product it uses for a contiguous one (and
+    for trainable weights). The values are those of the unfrozen model's forward."""
+    x = args[0] if args else None
+    if isinstance(x, torch.Tensor) and not x.is_contiguous():
+        return (x.contiguous(), *args[1:])
+    return None
+
+
 class LM:
     """A Hugging Face causal LM wrapped for nnsight, with its tokenizer and spec.
 
@@ -91,6 +102,10 @@ class LM:
         hf_model.eval()
         for p in hf_model.parameters():
             p.requires_grad_(False)
+        unembed = hf_model.get_output_embeddings() if hasattr(hf_model, "get_output_embeddings") else None
+        if unembed is not None and not getattr(unembed, "_interp_contiguous", False):
+            unembed.register_forward_pre_hook(_contiguous_input)
+            unembed._interp_contiguous = True
         self.hf = hf_model
         self.tokenizer = tokenizer
         self.spec = ModelSpec.from_model(hf_model)

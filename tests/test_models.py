@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import ARCHS, tiny_lm
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import interp
@@ -43,3 +44,22 @@ def test_wrapping_freezes_the_model():
     )
     assert not any(p.requires_grad for p in lm.hf.parameters())
     assert "LlamaForCausalLM" in repr(lm) and lm.n_layers == 1
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_frozen_model_unembeds_a_contiguous_input(arch):
+    """Freezing must not send Hugging Face's ``logits_to_keep`` slice into the unembedding's slow batched path:
+    the wrapped (frozen) model's logits equal the trainable model's, which takes the fast path, to 1e-6."""
+    lm = tiny_lm(arch)
+    seen = []
+    handle = lm.hf.get_output_embeddings().register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    ids = torch.randint(3, 97, (3, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        frozen = lm.hf(input_ids=ids, logits_to_keep=1).logits
+        for p in lm.hf.parameters():
+            p.requires_grad_(True)
+        trainable = lm.hf(input_ids=ids, logits_to_keep=1).logits
+    handle.remove()
+    assert all(x.is_contiguous() for x in seen)
+    torch.testing.assert_close(frozen, trainable, atol=1e-6, rtol=0)
+    assert interp.LM(lm.hf).hf.get_output_embeddings()._forward_pre_hooks.__len__() == 1  # wrapped twice: one hook
