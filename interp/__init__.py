@@ -15,6 +15,7 @@ counterfactual pairs of token-id prompts, ``das`` is a DAS fit on them and ``rlm
 the real model the same calls take prompts (strings) and answer words.
 """
 
+from .attribution import attribution_patch
 from .batches import DASError, check_positions, collect_rows, collect_sources, rows
 from .causal import CausalModel, Pairs
 from .das import Alignment, DASConfig, DASResult, fit_das, neuron_aligned
@@ -23,6 +24,7 @@ from .grid import Grid
 from .inputs import InputError, PaddingWarning, encode, token_ids
 from .interventions import Interchange, Intervention, Mean, Steer, Zero
 from .io import FormatError, WeightsChangedWarning
+from .lens import LogitLens, cache, logit_lens
 from .metrics import das_logits, das_loss, iia, label_ids, task_accuracy
 from .models import LM, ModelSpec, load
 from .positions import Position, PositionError, at, first, last, span, token
@@ -84,4 +86,8 @@ __all__ = [
     "collect_rows",
     "collect_sources",
     "check_positions",
+    "attribution_patch",
+    "cache",
+    "logit_lens",
+    "LogitLens",
 ]

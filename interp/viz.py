@@ -37,6 +37,8 @@ __all__ = [
     "plot_edit_norms",
     "plot_tradeoff",
     "plot_principal_angles",
+    "plot_atp_vs_exact",
+    "plot_logit_lens",
     "save",
 ]
 
@@ -645,6 +647,136 @@ def plot_principal_angles(
     if named:
         ax.legend(loc="upper center", ncol=len(arrays), fontsize="small", frameon=False)
     return _label(ax, title=title, xlabel="principal angle (smallest first)", ylabel="angle (degrees)")
+
+
+def plot_atp_vs_exact(
+    exact: Any,
+    atp: Any,
+    *,
+    ax: Axes | None = None,
+    title: str = "Attribution patching against exact patching",
+    label: str | None = None,
+) -> Axes:
+    """Scatter of AtP's first-order effect against the exact patching effect per cell, with y = x and Pearson r.
+
+    Example:
+        >>> ax = plot_atp_vs_exact([[0.0, 0.2], [0.9, 1.0]], [[0.0, 0.1], [0.7, 0.4]], label="resid_post")
+        >>> ax.get_xlabel()
+        'exact patching effect'
+        >>> ax = plot_atp_vs_exact({"resid_post": [0.1, 0.9], "mlp_out": [0.0, 0.3]},        # one colour each
+        ...                        {"resid_post": [0.1, 0.6], "mlp_out": [0.0, 0.2]})
+
+    Points on the diagonal are cells where the linear estimate is exact; points below it (towards 0 on the y axis)
+    are effects AtP misses, e.g. through saturated attention or a large change of a normed residual.
+
+    Args:
+        exact: effects of exact patching (any shape, e.g. a Grid's ``effect``), or a dict name -> effects.
+        atp: AtP's effects of the same shape (or a dict with the same keys).
+        ax: axes to draw on; a new figure when None.
+        title: axes title.
+        label: legend label when ``exact`` and ``atp`` are arrays.
+
+    Returns:
+        The Axes drawn on.
+    """
+    series = dict(exact) if isinstance(exact, Mapping) else {label: exact}
+    other = dict(atp) if isinstance(atp, Mapping) else {label: atp}
+    if set(series) != set(other):
+        raise ValueError(
+            f"plot_atp_vs_exact: exact has series {sorted(map(str, series))} but atp has {sorted(map(str, other))}; "
+            "pass the same names"
+        )
+    ax = _axes(ax, (4.8, 4.5))
+    lo, hi = 0.0, 1.0
+    for i, (name, e) in enumerate(series.items()):
+        x = _array(e, name=f"plot_atp_vs_exact: exact[{name!r}]").ravel()
+        y = _array(other[name], name=f"plot_atp_vs_exact: atp[{name!r}]").ravel()
+        if x.shape != y.shape:
+            raise ValueError(
+                f"plot_atp_vs_exact: {name!r} has {x.size} exact cells but {y.size} AtP cells; pass the same grid"
+            )
+        ok = np.isfinite(x) & np.isfinite(y)
+        r = np.corrcoef(x[ok], y[ok])[0, 1] if ok.sum() > 1 and x[ok].std() > 0 and y[ok].std() > 0 else np.nan
+        text = f"r = {r:.2f}" if name is None else f"{name} (r = {r:.2f})"
+        ax.scatter(x[ok], y[ok], s=16, alpha=0.7, color=f"C{i % 10}", label=text, zorder=3)
+        if ok.any():
+            lo, hi = min(lo, x[ok].min(), y[ok].min()), max(hi, x[ok].max(), y[ok].max())
+    pad = 0.05 * (hi - lo)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="grey", linestyle="--", linewidth=1, zorder=2)
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.set_aspect("equal", adjustable="box")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", fontsize="small")
+    return _label(ax, title=title, xlabel="exact patching effect", ylabel="AtP estimate")
+
+
+def plot_logit_lens(
+    values: Any,
+    layers: Sequence[Any],
+    positions: Sequence[Any],
+    *,
+    kind: str = "prob",
+    token: str | None = None,
+    ax: Axes | None = None,
+    title: str | None = None,
+    annotate: bool = False,
+) -> Axes:
+    """Logit lens: a chosen token's probability (0..1) or rank (log scale) per (layer, position).
+
+    Example:
+        >>> lens = logit_lens(lm, base[:1], pos=first(6))                  # one prompt, every token
+        >>> ax = plot_logit_lens(lens.prob(5)[:, 0], lens.layers, list(range(6)), token="5")
+        >>> ax.get_title()
+        "logit lens: p('5')"
+        >>> ax = plot_logit_lens(lens.rank(5)[:, 0], lens.layers, list(range(6)), kind="rank")
+
+    Args:
+        values: (n_layers, n_positions): probabilities in [0, 1] (``kind="prob"``) or ranks, 0 = top (``"rank"``).
+        layers: one label per row, layer 0 first (drawn at the bottom).
+        positions: one token label per column.
+        kind: ``"prob"`` or ``"rank"`` (coloured by log10(1 + rank), so rank 0 is brightest).
+        token: the token's text for the title and colour bar.
+        ax: axes to draw on; a new figure when None.
+        title: axes title (default: says what is drawn).
+        annotate: write each cell's value in it.
+
+    Returns:
+        The Axes drawn on.
+    """
+    if kind not in ("prob", "rank"):
+        raise ValueError(f"plot_logit_lens: kind must be 'prob' or 'rank'; got {kind!r}")
+    a = _array(values, name="plot_logit_lens: values", ndim=2)
+    what = f"p({token!r})" if kind == "prob" else f"rank of {token!r}"
+    what = what if token is not None else ("probability" if kind == "prob" else "rank")
+    title = title or f"logit lens: {what}"
+    if kind == "prob":
+        return heatmap(
+            a,
+            rows=layers,
+            cols=positions,
+            title=title,
+            cbar_label=what,
+            ax=ax,
+            cmap="viridis",
+            vmin=0.0,
+            vmax=1.0,
+            annotate=annotate,
+        )
+    shown = np.log10(1.0 + a)
+    hi = max(float(np.nanmax(shown)) if np.isfinite(shown).any() else 1.0, 1.0)
+    return heatmap(
+        shown,
+        rows=layers,
+        cols=positions,
+        title=title,
+        cbar_label=f"log10(1 + {what})",
+        ax=ax,
+        cmap="viridis_r",
+        vmin=0.0,
+        vmax=hi,
+        annotate=annotate,
+    )
 
 
 # ----------------------------------------------------------------------------------------------- output

@@ -1,0 +1,397 @@
+"""Attribution patching (AtP): every patching effect of a grid, to first order, from two forwards and a backward.
+
+Example:
+    >>> from interp.tasks import PatchingPairs
+    >>> pp = PatchingPairs(base, source, base_answer=[5] * 4, source_answer=[6] * 4)   # token ids and answer ids
+    >>> grid = attribution_patch(lm, pp, layers=range(2), positions={"first": at(0), "last": last()})
+    >>> grid.effect.shape                  # (n_layers, n_positions), the same Grid that patch_grid returns
+    torch.Size([2, 2])
+    >>> grid.best()["layer"], grid.best()["position"]
+    (1, 'last')
+    >>> heads = attribution_patch(lm, pp, component="head")            # every head, at the last token
+    >>> heads.effect.shape, heads.axes["heads"]                        # (n_layers, n_heads, n_positions)
+    (torch.Size([2, 4, 1]), [0, 1, 2, 3])
+    >>> custom = attribution_patch(lm, base, source, metric=lambda logits: logits[:, 5])   # any metric of logits
+
+With ``a`` a site's activation, ``m`` the metric (by default the logit difference between the base and the source
+answer at the last token, averaged over pairs) and ``g = dm/da`` at the base run, patching ``a_source`` into the
+base run changes the metric by ``m(a_source) - m(a_base) = (a_source - a_base) . g + O(|a_source - a_base|^2)``.
+AtP (Nanda 2023; Kramar et al. 2024, "AtP*") keeps the first-order term and normalises it as
+:func:`interp.patching.patch_grid` does, so the two grids compare cell for cell:
+
+    effect ~ -(a_source - a_base) . g / (m_base - m_source)
+
+One base forward keeps every site's activation with its gradient, one source forward reads the same sites, one
+backward gives ``g`` everywhere: the cost of a whole grid is about three forwards, where exact patching pays one
+forward per cell. The estimate is exact where the metric is linear in the site and degrades with curvature. On
+IOI with Gemma-3-270M it tracks exact patching on attention outputs (Pearson r about 0.99) and at the read-out
+site (late layers, last token), and fails on patches that swap a name: the early residual stream at the name
+tokens (at S2 with the wrong sign: the patch changes which name is repeated, which a first-order estimate through
+the attention pattern cannot see; Kramar et al.'s attention saturation) and the layer-3 MLP that writes the name
+(see :func:`compare_with_patching` and notebook 01).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from . import sites as _sites
+from .engine import Op, execute
+from .grid import Grid
+from .inputs import InputError, encode, token_ids
+from .positions import Position, last
+from .sites import Site
+
+Metric = Callable[[torch.Tensor], torch.Tensor]  # logits (B, V) at the last token -> (B,) or a scalar
+
+
+def attribution_patch(
+    lm,
+    base,
+    source=None,
+    *,
+    layers: Iterable[int] | None = None,
+    positions: Mapping[str, Position] | None = None,
+    component: str = "resid_post",
+    metric: Metric | None = None,
+    backend: str = "nnsight",
+) -> Grid:
+    """First-order estimate of :func:`interp.patching.patch_grid`'s effects, from two forwards and one backward.
+
+    Example:
+        >>> from interp.tasks import PatchingPairs
+        >>> atp = attribution_patch(lm, PatchingPairs(base, source, [5] * 4, [6] * 4), positions={"last": last()})
+        >>> atp.effect.shape, atp.method                                # (n_layers, n_positions)
+        (torch.Size([2, 1]), 'atp')
+
+    Args:
+        base: pairs with ``base``, ``source``, ``base_answer`` and ``source_answer`` (e.g.
+            :func:`interp.tasks.ioi_pairs`; then leave ``source`` out), or base prompts / token ids.
+        source: source prompts, one per base prompt (when ``base`` is not pairs).
+        layers: layers to score (default: all).
+        positions: names -> positions (default: ``{"last": last()}``); each resolves on base and source alike.
+        component: any site component (``resid_pre``, ``resid_mid``, ``resid_post``, ``attn_out``, ``mlp_out``, or
+            ``head``: every head of each layer).
+        metric: a function of the last-token logits (B, V) returning (B,) or a scalar (averaged over rows);
+            default: ``logit(base answer) - logit(source answer)`` per pair, as :func:`patch_grid` scores.
+        backend: ``"nnsight"`` or ``"hooks"`` (the same plan either way).
+
+    Returns:
+        A :class:`interp.grid.Grid` of ``effect`` (n_layers, n_positions), or (n_layers, n_heads, n_positions) for
+        ``component="head"``, normalised like ``patch_grid`` (0 = the base run, 1 = the source run). Metadata:
+        ``component``, ``method`` (``"atp"``), ``base_metric``, ``source_metric``, ``n_pairs``, and with the default
+        metric ``clean_accuracy``, ``base_logit_diff`` and ``source_logit_diff``.
+    """
+    run = _attribution(lm, base, source, layers, positions, component, metric, backend)
+    return run.grid()
+
+
+@dataclass
+class _Run:
+    """What one AtP pass leaves: per layer the activations (B, T, w) of both runs and the gradient at the base."""
+
+    layers: list[int]
+    positions: dict[str, tuple[torch.Tensor, torch.Tensor]]  # name -> (base columns (B, k), source columns (B, k))
+    a_base: list[torch.Tensor]
+    a_source: list[torch.Tensor]
+    grad: list[torch.Tensor]
+    m_base: float
+    m_source: float
+    component: str
+    n_heads: int | None
+    meta: dict
+
+    def first_order(self) -> torch.Tensor:
+        """``(a_source - a_base) . g`` per cell: (L, P) or (L, H, P) for heads (the change in the mean metric)."""
+        rows = None
+        cells = []
+        for a_b, a_s, g in zip(self.a_base, self.a_source, self.grad):
+            per_pos = []
+            for cb, cs in self.positions.values():
+                rows = torch.arange(cb.shape[0], device=a_b.device)[:, None] if rows is None else rows
+                diff = (a_s[rows, cs.to(a_s.device)] - a_b[rows, cb.to(a_b.device)]).double()  # (B, k, w)
+                prod = diff * g[rows, cb.to(g.device)].double()
+                if self.n_heads is not None:  # (B, k, n_heads * head_dim) -> (n_heads,)
+                    per_pos.append(prod.reshape(*prod.shape[:2], self.n_heads, -1).sum((0, 1, 3)))
+                else:
+                    per_pos.append(prod.sum())
+            cells.append(torch.stack(per_pos, -1))
+        return torch.stack(cells).float().cpu()
+
+    def grid(self) -> Grid:
+        denom = self.m_base - self.m_source
+        if abs(denom) < 1e-6:
+            raise InputError("base and source runs have the same metric value; the normalised effect is undefined")
+        effect = -self.first_order() / denom
+        axes: dict[str, list] = {"layers": self.layers}
+        if self.n_heads is not None:
+            axes["heads"] = list(range(self.n_heads))
+        axes["positions"] = list(self.positions)
+        meta = dict(component=self.component, method="atp", base_metric=self.m_base, source_metric=self.m_source)
+        return Grid("effect", effect, axes, meta=meta | self.meta)
+
+
+def _attribution(lm, base, source, layers, positions, component, metric, backend) -> _Run:
+    base_in, source_in, answers = _split_pairs(base, source)
+    layers = list(range(lm.n_layers) if layers is None else layers)
+    positions = dict(positions or {"last": last()})
+    if not layers or not positions:
+        raise InputError(f"need at least one layer and one position; got layers={layers}, positions={positions}")
+    b_batch, s_batch = encode(lm, base_in), encode(lm, source_in)
+    if len(b_batch) != len(s_batch):
+        raise InputError(f"{len(b_batch)} base prompts but {len(s_batch)} source prompts; pair them one to one")
+    if len(b_batch) == 0:
+        raise InputError("got no base/source pairs; expected at least one")
+    if metric is None:
+        if answers is None:
+            raise InputError(
+                "no metric and no answers: pass pairs with base_answer and source_answer (e.g. ioi_pairs(16)), "
+                "or metric=lambda logits: ... (a function of the last-token logits (B, V))"
+            )
+        ia, ib = (token_ids(lm, a, len(b_batch)) for a in answers)
+        metric = _logit_diff(ia, ib)
+    targets = [_target(lm, component, layer) for layer in layers]  # every site checked before any forward
+    cols = {}
+    for name, pos in positions.items():
+        if not isinstance(pos, Position):
+            raise InputError(f"position {name!r} is {pos!r}; expected a Position such as last() or at(3)")
+        cb = pos.resolve(b_batch.attention_mask, b_batch.input_ids, lm.tokenizer)
+        cs = pos.resolve(s_batch.attention_mask, s_batch.input_ids, lm.tokenizer)
+        if cb.shape != cs.shape:
+            raise InputError(
+                f"position {name!r} ({pos!r}) gives {cb.shape[1]} tokens per base prompt but {cs.shape[1]} per "
+                "source prompt; patching pairs them one to one"
+            )
+        cols[name] = (cb, cs)
+
+    # One source forward: every site, at every column; the metric at its last token.
+    s_ops = [Op(None, t, _every_column(s_batch), read=True) for t in targets]
+    with torch.no_grad():
+        src = execute(lm, s_batch, s_ops, logits_at=last().resolve(s_batch.attention_mask), backend=backend)
+        m_source = _mean(metric(src.logits[:, -1])).item()
+
+    # One base forward that adds a zero (B, T, w) tensor at each site: d metric / d zero = d metric / d activation.
+    T = b_batch.input_ids.shape[1]
+    zeros = [
+        torch.zeros(len(b_batch), T, t.width, device=lm.device, dtype=lm.dtype, requires_grad=True) for t in targets
+    ]
+    b_ops = [Op(None, t, _every_column(b_batch), fn=_adder(z), read=True) for t, z in zip(targets, zeros)]
+    with torch.enable_grad():
+        out = execute(lm, b_batch, b_ops, logits_at=last().resolve(b_batch.attention_mask), backend=backend)
+        logits = out.logits[:, -1]
+        m = _mean(metric(logits))
+        if not m.requires_grad:
+            raise InputError("the metric does not depend on the logits it is given; AtP needs a differentiable metric")
+        # One backward. A zero the metric never reaches (e.g. a site after the last one that matters) gets 0.
+        grads = torch.autograd.grad(m, zeros, allow_unused=True)
+    grads = [torch.zeros_like(z) if g is None else g for g, z in zip(grads, zeros)]
+
+    meta = {"n_pairs": len(b_batch)}
+    if isinstance(metric, _logit_diff):
+        meta |= dict(
+            clean_accuracy=(logits.argmax(-1) == metric.a.to(logits.device)).float().mean().item(),
+            base_logit_diff=m.item(),
+            source_logit_diff=m_source,
+        )
+    return _Run(
+        layers=layers,
+        positions=cols,
+        a_base=[r.detach() for r in out.reads],
+        a_source=src.reads,
+        grad=grads,
+        m_base=m.item(),
+        m_source=m_source,
+        component=component,
+        n_heads=lm.spec.n_heads if component == "head" else None,
+        meta=meta,
+    )
+
+
+class _logit_diff:
+    """The default metric: ``logit(a) - logit(b)`` per row (B,), with the answer ids kept for the metadata."""
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor):
+        self.a, self.b = a, b
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        rows = torch.arange(logits.shape[0], device=logits.device)
+        return logits[rows, self.a.to(logits.device)] - logits[rows, self.b.to(logits.device)]
+
+
+def _split_pairs(base, source):
+    """``(base inputs, source inputs, (base answers, source answers) or None)`` from pairs or from two inputs."""
+    if source is None:
+        if not (hasattr(base, "base") and hasattr(base, "source")):
+            raise InputError(
+                f"got base of type {type(base).__name__} and no source; pass pairs (with .base and .source, e.g. "
+                "ioi_pairs(16)) or base and source prompts: attribution_patch(lm, base, source, metric=...)"
+            )
+        answers = None
+        if getattr(base, "base_answer", None) is not None and getattr(base, "source_answer", None) is not None:
+            answers = (base.base_answer, base.source_answer)
+        return base.base, base.source, answers
+    return base, source, None
+
+
+def _target(lm, component: str, layer: int) -> _sites.Target:
+    """Where a component of a layer is read; for ``head``, the whole input of the output projection (all heads)."""
+    if component == "head":
+        t = _sites.resolve(lm, Site("head", layer, head=0))
+        return _sites.Target(t.path, t.io, None, t.n_heads, t.n_heads * t.width)
+    if component == "module":
+        raise InputError("attribution_patch scores components of layers; 'module' sites have no layer to sweep")
+    return _sites.resolve(lm, Site(component, layer))
+
+
+def _every_column(batch) -> torch.Tensor:
+    B, T = batch.input_ids.shape
+    return torch.arange(T, device=batch.input_ids.device).expand(B, T)  # (B, T)
+
+
+def _adder(zero: torch.Tensor):
+    return lambda h: h + zero  # (B, T, w): the value is unchanged, the gradient reaches ``zero``
+
+
+def _mean(m: torch.Tensor) -> torch.Tensor:
+    m = torch.as_tensor(m)
+    return m.float().mean() if m.dim() else m.float()
+
+
+# ---- AtP against exact patching -------------------------------------------------------------------------------
+
+
+@dataclass
+class Comparison:
+    """AtP and exact patching of one component over the same grid: agreement, and where they part.
+
+    Attributes:
+        pearson: correlation of the two grids' effects over all cells.
+        overlap: of the ``k`` cells with the largest ``|exact effect|``, how many are among AtP's top ``k``.
+        atp_seconds, exact_seconds: wall time of each grid.
+    """
+
+    component: str
+    atp: Grid
+    exact: Grid
+    pearson: float
+    overlap: int
+    k: int
+    atp_seconds: float
+    exact_seconds: float
+
+    def worst(self, n: int = 3) -> list[dict]:
+        """The ``n`` cells where AtP misses the exact effect most: ``{"layer", "position", "exact", "atp"}``."""
+        gap = (self.exact.effect - self.atp.effect).abs().flatten()
+        out = []
+        for flat in gap.argsort(descending=True)[:n].tolist():
+            i, j = divmod(flat, len(self.exact.positions))
+            out.append(
+                dict(
+                    layer=self.exact.layers[i],
+                    position=self.exact.positions[j],
+                    exact=float(self.exact.effect[i, j]),
+                    atp=float(self.atp.effect[i, j]),
+                )
+            )
+        return out
+
+
+def compare_with_patching(
+    lm,
+    pairs,
+    *,
+    components: Sequence[str] = ("resid_pre", "resid_post", "attn_out", "mlp_out"),
+    layers: Iterable[int] | None = None,
+    positions: Mapping[str, Position] | None = None,
+    k: int = 10,
+    progress: bool = False,
+) -> list[Comparison]:
+    """AtP next to exact :func:`interp.patching.patch_grid`, per component: correlation and top-``k`` overlap.
+
+    Example:
+        >>> from interp.tasks import PatchingPairs
+        >>> (c,) = compare_with_patching(lm, PatchingPairs(base, source, [5] * 4, [6] * 4), components=["mlp_out"],
+        ...                              positions={"first": at(0), "last": last()}, k=2)
+        >>> c.exact.effect.shape == c.atp.effect.shape, -1 <= c.pearson <= 1, c.overlap <= 2
+        (True, True, True)
+        >>> print(report([c]))                                              # doctest: +ELLIPSIS
+        component   cells  pearson  top-2 overlap  AtP s  exact s  worst cell (exact / AtP)
+        mlp_out         4   ...
+    """
+    from .patching import patch_grid
+
+    layers = list(range(lm.n_layers) if layers is None else layers)
+    out = []
+    for component in components:
+        t0 = time.perf_counter()
+        atp = attribution_patch(lm, pairs, layers=layers, positions=positions, component=component)
+        t1 = time.perf_counter()
+        exact = patch_grid(lm, pairs, layers=layers, positions=positions, component=component, progress=progress)
+        t2 = time.perf_counter()
+        out.append(
+            Comparison(
+                component, atp, exact, _pearson(atp.effect, exact.effect), _overlap(atp, exact, k), k, t1 - t0, t2 - t1
+            )
+        )
+    return out
+
+
+def report(comparisons: Sequence[Comparison]) -> str:
+    """A plain-text table of :func:`compare_with_patching`'s results, one line per component."""
+    k = comparisons[0].k if comparisons else 10
+    lines = [f"component   cells  pearson  top-{k} overlap  AtP s  exact s  worst cell (exact / AtP)"]
+    for c in comparisons:
+        w = c.worst(1)[0]
+        lines.append(
+            f"{c.component:<11} {c.exact.effect.numel():>5}  {c.pearson:>7.3f}  {c.overlap:>7d}/{c.k:<6d} "
+            f"{c.atp_seconds:>6.2f}  {c.exact_seconds:>7.2f}  L{w['layer']} {w['position']}: "
+            f"{w['exact']:.2f} / {w['atp']:.2f}"
+        )
+    return "\n".join(lines)
+
+
+def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.flatten().double(), b.flatten().double()
+    a, b = a - a.mean(), b - b.mean()
+    den = (a.norm() * b.norm()).item()
+    return float((a @ b).item() / den) if den > 0 else float("nan")
+
+
+def _overlap(atp: Grid, exact: Grid, k: int) -> int:
+    k = min(k, exact.effect.numel())
+    top = lambda g: set(g.effect.abs().flatten().topk(k).indices.tolist())  # noqa: E731
+    return len(top(atp) & top(exact))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Print AtP vs exact patching on IOI with the embedded model.
+
+    Run it as ``python -c "from interp.attribution import main; main()" --n 16``.
+    """
+    import argparse
+
+    from .models import load
+    from .tasks import IOI_POSITIONS, ioi_pairs
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--n", type=int, default=16, help="IOI pairs (default 16, as `interp patch`)")
+    p.add_argument("--components", default="resid_pre,resid_post,attn_out,mlp_out")
+    p.add_argument("--k", type=int, default=10)
+    args = p.parse_args(argv)
+    lm = load()
+    comps = compare_with_patching(
+        lm, ioi_pairs(args.n), components=args.components.split(","), positions=IOI_POSITIONS, k=args.k, progress=True
+    )
+    print(report(comps))
+    for c in comps:
+        print(
+            f"{c.component}: largest misses",
+            [(w["layer"], w["position"], round(w["exact"], 2), round(w["atp"], 2)) for w in c.worst(5)],
+        )
+
+
+__all__ = ["attribution_patch", "compare_with_patching", "Comparison", "report"]
