@@ -1,0 +1,93 @@
+"""The cached patching grid (interp.fastpatch) equals the full one: every architecture x padding x component x via.
+
+Each case patches a 4-row batch of different prompt lengths at both layers and four positions (the first token,
+an inner one, the last, and one counted from the end), so cells start their window at different columns per row.
+Tolerance: 1e-4 on effects (normalised logit differences of order 1).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import warnings
+
+import pytest
+import torch
+from conftest import ARCHS, tiny_lm
+
+from interp import LowRankRotation, at, fastpatch, last
+from interp.inputs import encode
+from interp.patching import patch_grid
+from interp.tasks import PatchingPairs
+
+COMPONENTS = ("resid_pre", "resid_mid", "attn_out", "mlp_out", "resid_post")
+CASES = list(itertools.product(ARCHS, ("left", "right"), COMPONENTS, ("whole", "basis")))
+POSITIONS = {"first": at(0), "inner": at(2), "second_last": at(-2), "last": last()}
+LENGTHS = (6, 4, 5, 6)
+
+
+@functools.cache
+def model(arch):
+    return tiny_lm(arch)
+
+
+def _pairs(lm, side):
+    g = torch.Generator().manual_seed(1)
+    base = [torch.randint(3, 97, (n,), generator=g).tolist() for n in LENGTHS]
+    source = [torch.randint(3, 97, (n,), generator=g).tolist() for n in LENGTHS]
+    b, s = encode(lm, base, padding_side=side), encode(lm, source, padding_side=side)
+    return PatchingPairs(b, s, [5] * len(LENGTHS), [6] * len(LENGTHS))
+
+
+@pytest.mark.parametrize("arch,side,component,via", CASES)
+def test_cached_grid_equals_full(arch, side, component, via):
+    lm = model(arch)
+    pairs = _pairs(lm, side)
+    basis = LowRankRotation(lm.d_model, 16) if via == "basis" else None
+    kw = dict(positions=POSITIONS, component=component, via=basis, progress=False)
+    full = patch_grid(lm, pairs, method="full", **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # the cached path must not have fallen back
+        cached = patch_grid(lm, pairs, **kw)
+    assert cached.meta["method"] == "cached" and full.meta["method"] == "full"
+    assert full.effect.abs().max() > 1e-2  # the grid measures something
+    torch.testing.assert_close(cached.effect, full.effect, atol=1e-4, rtol=0)
+
+
+def test_per_site_bases_and_layer_subset():
+    lm = model("llama")
+    pairs = _pairs(lm, "left")
+    via = {(layer, name): LowRankRotation(lm.d_model, 2) for layer in (1,) for name in POSITIONS}
+    kw = dict(layers=[1], positions=POSITIONS, via=via, progress=False)
+    torch.testing.assert_close(patch_grid(lm, pairs, **kw).effect, patch_grid(lm, pairs, method="full", **kw).effect)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("component", ("q", "k", "v", "mlp_hidden"))
+def test_inner_components(arch, component):
+    lm = model(arch)
+    kw = dict(positions=POSITIONS, component=component, progress=False)
+    pairs = _pairs(lm, "left")
+    cached = patch_grid(lm, pairs, **kw)
+    assert cached.meta["method"] == "cached"
+    torch.testing.assert_close(cached.effect, patch_grid(lm, pairs, method="full", **kw).effect, atol=1e-4, rtol=0)
+
+
+def test_what_falls_back():
+    lm = model("gpt2")
+    assert fastpatch.supported(lm, "resid_post") is None
+    assert "key columns" in fastpatch.supported(lm, "attn_pattern")
+    assert "key columns" in fastpatch.supported(lm, "module")
+
+
+def test_model_left_unchanged():
+    lm = model("gemma3")
+    layers = [type(m) for m in lm.hf.model.layers]
+    patch_grid(lm, _pairs(lm, "right"), positions=POSITIONS, progress=False)
+    assert [type(m) for m in lm.hf.model.layers] == layers
+
+
+def test_bad_method():
+    lm = model("gpt2")
+    with pytest.raises(ValueError, match="method must be one of"):
+        patch_grid(lm, _pairs(lm, "left"), method="fast", progress=False)
