@@ -17,7 +17,7 @@ $(STAMP): $(PY) pyproject.toml
 
 demo: $(STAMP)
 	$(PY) -m interp patch --task ioi --json --out results/demo --overwrite
-	@echo "Demo outputs (replaced on each run of make demo): results/demo/patch_ioi.png (heatmap), results/demo/patch_ioi.json"
+	@echo "Demo outputs (replaced on each run of make demo): results/demo/patch_ioi.{png,json} (exact grid), results/demo/patch_ioi_atp.{png,json} (attribution patching)"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

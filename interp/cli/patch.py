@@ -2,6 +2,10 @@
 
 Example:
     interp patch --task ioi --json                 # writes results/patch/patch_ioi.{png,json}
+                                                   # and the attribution-patching grid patch_ioi_atp.{png,json}
+
+The exact grid reuses the clean run (``patch_grid(method="cached")``); the AtP grid (``--no-atp`` to skip it) is
+one clean forward, one source forward and one backward, and the JSON gives its correlation with the exact grid.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ def add_parser(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/patch", help="folder for the PNG heatmap and the JSON results")
     p.add_argument("--overwrite", action="store_true", help="replace earlier results in --out")
+    p.add_argument("--no-atp", dest="atp", action="store_false", help="skip the attribution-patching grid")
     return p
 
 
@@ -54,6 +59,8 @@ def check(args) -> None:
     from interp.cli import model_shape, output_files
 
     output_files(args.out, f"patch_{args.task}", args.overwrite)
+    if args.atp:
+        output_files(args.out, f"patch_{args.task}_atp", args.overwrite)
     if args.n < 1:
         raise ValueError(f"--n {args.n}: expected at least 1 pair")
     shape = model_shape(args.model)
@@ -74,13 +81,31 @@ def run(args) -> dict:
     pairs, positions = registry.get(args.task, "patch")(args.n, seed=args.seed)
     grid = patch_grid(lm, pairs, layers=layers, positions=positions, component=args.component)
     out.mkdir(parents=True, exist_ok=True)
-    ax = viz.plot_patching_grid(
-        grid.effect,
-        grid.layers,
-        grid.positions,
-        title=f"IOI activation patching ({args.component}), {lm.spec.architecture}, {grid.n_pairs} pairs",
-    )
-    viz.save(ax, png)
+    name = f"{args.task.upper()} activation patching ({args.component}), {lm.spec.architecture}, {grid.n_pairs} pairs"
+    viz.save(viz.plot_patching_grid(grid.effect, grid.layers, grid.positions, title=name), png)
     result = {"task": args.task, "model": lm.spec.architecture, **grid.to_dict(), "png": str(png), "json": str(js)}
     js.write_text(json.dumps(result, indent=1))
+    if args.atp:
+        result["atp"] = _atp(lm, pairs, positions, grid, args, out)
     return result
+
+
+def _atp(lm, pairs, positions, exact, args, out: Path) -> dict:
+    """The attribution-patching grid next to the exact one, and how well the two agree (Pearson r, top 10)."""
+    import torch
+
+    from interp import viz
+    from interp.attribution import attribution_patch
+
+    png, js = out / f"patch_{args.task}_atp.png", out / f"patch_{args.task}_atp.json"
+    grid = attribution_patch(lm, pairs, layers=exact.layers, positions=positions, component=args.component)
+    a, e = grid.effect.flatten().double(), exact.effect.flatten().double()
+    k = min(10, e.numel())
+    agree = {
+        "pearson_r_with_exact": float(torch.corrcoef(torch.stack([a, e]))[0, 1]),
+        "top10_overlap_with_exact": len(set(a.abs().topk(k).indices.tolist()) & set(e.abs().topk(k).indices.tolist())),
+    }
+    title = f"attribution patching ({args.component}), r = {agree['pearson_r_with_exact']:.2f} with exact"
+    viz.save(viz.plot_patching_grid(grid.effect, grid.layers, grid.positions, title=title), png)
+    js.write_text(json.dumps({"task": args.task, "model": lm.spec.architecture, **grid.to_dict(), **agree}, indent=1))
+    return {**agree, "png": str(png), "json": str(js)}
