@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 from test_bad_inputs import Bad
+from test_causal import adder
 
 import interp
 import reft
@@ -217,38 +218,26 @@ DATA = [
 
 
 # ---- causal models and pairs (moved from test_causal.py) -----------------------------------------------------
-def _adder():
-    return CausalModel(
-        {
-            "a": None,
-            "b": None,
-            "c": None,
-            "ab": (("a", "b"), lambda a, b: a + b),
-            "out": (("ab", "c"), lambda ab, c: ab * c),
-        }
-    )
-
-
 def _abc_data(n=20):
-    return _adder().counterfactuals(lambda r: {k: r.randrange(5) for k in "abc"}, variables="ab", n=n, seed=1)
+    return adder().counterfactuals(lambda r: {k: r.randrange(5) for k in "abc"}, variables="ab", n=n, seed=1)
 
 
 CAUSAL = [
     Bad(
         "causal: set= an unknown variable",
-        lambda env: _adder().run({"a": 1, "b": 2, "c": 3}, set={"zz": 1}),
+        lambda env: adder().run({"a": 1, "b": 2, "c": 3}, set={"zz": 1}),
         CausalModelError,
         r"unknown variable 'zz'",
     ),
     Bad(
         "causal: counterfactuals of an unknown variable",
-        lambda env: _adder().counterfactuals(lambda r: {"a": 1, "b": 1, "c": 1}, variables="carry", n=3),
+        lambda env: adder().counterfactuals(lambda r: {"a": 1, "b": 1, "c": 1}, variables="carry", n=3),
         CausalModelError,
         r"unknown variable 'carry'",
     ),
     Bad(
         "causal: missing input values",
-        lambda env: _adder().run({"a": 1}),
+        lambda env: adder().run({"a": 1}),
         CausalModelError,
         r"missing input values for \['b', 'c'\]",
     ),

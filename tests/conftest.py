@@ -9,6 +9,19 @@ import transformers as tf
 import interp
 
 
+@pytest.fixture(autouse=True)
+def _one_thread_for_tiny_models(request):
+    """Tests not marked slow run tiny models on one thread: on 2 cores, thread hand-offs cost more than the
+    arithmetic (the tiny-model tables run about 7x faster). Tests on the real model keep every thread."""
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def _tiny(arch: str) -> torch.nn.Module:
     torch.manual_seed(0)
     common = dict(vocab_size=97, hidden_size=32, num_attention_heads=4, num_hidden_layers=2, intermediate_size=64)

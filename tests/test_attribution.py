@@ -30,18 +30,6 @@ matplotlib.use("Agg")
 POSITIONS = {"first": at(0), "mid": at(3), "last": last()}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(request):
-    """Tiny models: thread hand-offs cost more than the arithmetic (as in test_doctests); the real model keeps all."""
-    if request.node.get_closest_marker("slow"):
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _ids(seed: int, n: int = 4, T: int = 6) -> torch.Tensor:
     return torch.randint(3, 97, (n, T), generator=torch.Generator().manual_seed(seed))
 

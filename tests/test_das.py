@@ -20,16 +20,6 @@ from interp.probe import fit_probe, probe_sweep
 from interp.replay import PrefixCache, _Replay
 from interp.sweep import sweep_das
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: thread hand-offs cost more than the arithmetic (10x slower on a busy 2-core machine)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 GROUP_A, GROUP_B = list(range(10, 30)), list(range(30, 50))
 YES, NO = 5, 6
 

@@ -101,10 +101,7 @@ def offline(monkeypatch):
 
     monkeypatch.setattr("interp.models.embedded_model_path", refuse)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: thread hand-offs cost more than the arithmetic
-    yield
-    torch.set_num_threads(old)
+    yield  # one thread, as every test on tiny models (conftest)
     plt.close("all")
 
 

@@ -25,16 +25,6 @@ from interp.das import DASConfig, DASResult
 from interp.io import FormatError, WeightsChangedWarning, position_from_json, position_to_json
 from reft.model import serve_logits
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: thread hand-offs cost more than the arithmetic."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 WORDS = ["[PAD]", "[UNK]", "<s>", "</s>", "When", "Mary", "and", "John", "went", "to", "the", "store", "gave", "a",
          "drink", "you", "thank", "said", "then", "home"]  # fmt: skip
 
