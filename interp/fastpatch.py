@@ -13,15 +13,17 @@ Example:
 A patch at layer ``l`` whose positions start at ``p0`` (the smallest patched column over the rows, padded
 coordinates) changes nothing below layer ``l`` and nothing before token ``p0``. So one clean base forward keeps
 its key/value cache and every decoder layer's output (``resid_post``), and each cell then runs tokens
-``p0..T-1`` only, attending to the clean cache cropped to ``p0`` (a fresh ``DynamicCache`` per cell), with the
-layers below ``l`` replaced by their kept clean outputs at those tokens, and logits read from the final norm at
-the positions asked for (:func:`interp.engine.readout`). The attention mask is the full (B, T) one and the
-position ids are the full run's (from the mask) sliced to the window, so every number equals the full forward's
-up to float rounding. A cell costs about ``(L - l) / L * (T - p0) / T`` of a full forward. The stand-in layers
-return a plain tensor, as decoder layers do in transformers 5; :func:`interp.patching.patch_grid` checks one
-unpatched windowed run against the clean run before trusting the path, and keeps the full forward where that
-check fails or :func:`supported` says no. Memory: the kept outputs are ``l_max`` (B, T, d_model) tensors, plus
-the KV cache.
+``p0..T-1`` only, attending to the clean cache cropped to ``p0`` (a fresh ``DynamicCache`` per forward), with the
+layers below ``l`` standing in with the kept clean output (at ``resid_post`` layer ``l`` itself too: its output
+is edited directly), and logits read from the final norm at the positions asked for
+(:func:`interp.engine.readout`). Cells of one layer with nearby windows share one forward, stacked along the
+batch (:func:`plan_groups`); when no edit touches the last layer, its MLP runs at the read columns alone. The
+attention mask is the full (B, T) one and the position ids are the full run's (from the mask) sliced to the
+window, so every number equals the full forward's up to float rounding. A cell costs about
+``(L - l) / L * (T - p0) / T`` of a full forward. The stand-in layers return a plain tensor, as decoder layers do
+in transformers 5; :func:`interp.patching.patch_grid` checks one unpatched windowed run against the clean run
+before trusting the path, and keeps the full forward where that check fails or :func:`supported` says no.
+Memory: the kept outputs are ``l_max`` (B, T, d_model) tensors, plus the KV cache, repeated per stacked cell.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from .engine import Batch, Op, _Stop, final_norm_target, hooked, readout
 from .sites import resolve
 
 # Components whose site lies inside one decoder layer and whose vectors do not depend on the key columns.
+OVERHEAD = 64  # row-tokens: the fixed cost of one windowed forward (weights read once), measured on Gemma-3-270M
+MAX_ROWS = 256  # rows in one stacked forward
 SUPPORTED = ("resid_pre", "attn_out", "head", "resid_mid", "mlp_out", "resid_post", "q", "k", "v", "mlp_hidden")
 
 
@@ -92,30 +96,92 @@ class CleanRun:
         The ops' indices are padded columns of the full batch; they are moved into the window here. With
         ``vocab`` (token ids), logits over those words only (B, len(vocab)).
         """
-        p0 = min([int(op.index.min()) for op in ops] + [int(logits_at.min())])
-        window = [_shifted(op, p0) for op in ops]
-        window.append(Op(None, final_norm_target(lm), logits_at - p0, read=True))
+        return self.stacked(lm, [ops], skip=layer, logits_at=logits_at, vocab=vocab)[0]
+
+    def stacked(
+        self,
+        lm,
+        cells: Sequence[Sequence[Op]],
+        *,
+        skip: int,
+        logits_at: torch.Tensor,
+        vocab: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits (n_cells, B, V) of several cells run as one forward of ``n_cells * B`` rows.
+
+        Each cell is a list of ops on the B base rows (their edits touch layers ``skip - 1`` and up). Decoder
+        layers ``0..skip-1`` are not computed: they return the clean output of layer ``skip - 1`` in the window,
+        so an op on layer ``skip - 1``'s output (``resid_post``) edits that clean output directly. The window
+        starts at the smallest patched or read column over all cells.
+        """
+        B = len(self.batch)
+        k = len(cells)
+        p0 = min([int(op.index.min()) for ops in cells for op in ops] + [int(logits_at.min())])
+        window = [_shifted(op, p0, offset=i * B, B=B) for i, ops in enumerate(cells) for op in ops]
+        window.append(Op(None, final_norm_target(lm), (logits_at - p0).repeat(k, 1), read=True))
         ids, mask = self.batch.input_ids, self.batch.attention_mask
-        kwargs = dict(input_ids=ids[:, p0:], attention_mask=mask, position_ids=self.batch.position_ids[:, p0:])
+        kwargs = dict(
+            input_ids=ids[:, p0:].repeat(k, 1),
+            attention_mask=mask.repeat(k, 1),
+            position_ids=self.batch.position_ids[:, p0:].repeat(k, 1),
+        )
         if p0 > 0:
-            data = [(k[:, :, :p0], v[:, :, :p0]) for k, v in zip(self.keys, self.values)]
+            data = [(key[:, :, :p0].repeat(k, 1, 1, 1), v[:, :, :p0].repeat(k, 1, 1, 1)) for key, v in self._kv()]
             kwargs.update(cache=DynamicCache(ddp_cache_data=data), use_cache=True)
         else:
             kwargs.update(use_cache=False)
-        with _skipped(lm, [h[:, p0:] for h in self.outputs[:layer]]), hooked(lm, window, stop=True) as reads:
+        kept = self.outputs[skip - 1][:, p0:].repeat(k, 1, 1) if skip > 0 else None
+        top = max(op.site.layer for ops in cells for op in ops)
+        trim = top < lm.n_layers - 1  # no edit in the last layer: its MLP runs at the columns read only
+        read = window[-1].index if trim else None
+        with _skipped(lm, skip, kept), _mlp_only_at(lm, read), hooked(lm, window, stop=True) as reads:
             try:
                 lm.hf(**kwargs)
             except _Stop:
                 pass
-        return readout(lm, reads[len(window) - 1], vocab)[:, -1]  # (B, 1, d) -> (B, V)
+        hidden = reads[len(window) - 1]  # (k * B, 1, d)
+        return readout(lm, hidden, vocab)[:, -1].reshape(k, B, -1)
+
+    def _kv(self):
+        return zip(self.keys, self.values)
 
 
-def _shifted(op: Op, p0: int) -> Op:
-    return Op(op.site, op.target, op.index - p0, fn=op.fn, read=op.read, valid=op.valid, rows=op.rows)
+def plan_groups(starts: Sequence[int], *, rows: int, tokens: int, overhead: int = OVERHEAD, cap: int = MAX_ROWS):
+    """Cells of one layer grouped to share forwards: lists of indices into ``starts`` (each cell's first column).
+
+    A forward of ``n`` cells whose window starts at ``p`` costs about ``overhead + n * rows * (tokens - p)``
+    row-tokens (the fixed part is reading every weight once, which small windows cannot hide), so cells with
+    nearby starts share a forward and far ones do not; at most ``cap`` rows per forward. Exact dynamic
+    programming over the cells sorted by start.
+
+    Example:
+        >>> plan_groups([0, 14, 13, 1], rows=16, tokens=15)
+        [[0, 3], [2, 1]]
+    """
+    order = sorted(range(len(starts)), key=lambda i: starts[i])
+    per_forward = max(1, cap // max(rows, 1))
+    best = [0.0] + [float("inf")] * len(order)  # best[j]: cost of the first j sorted cells
+    cut = [0] * (len(order) + 1)
+    for j in range(1, len(order) + 1):
+        for i in range(max(0, j - per_forward), j):
+            cost = best[i] + overhead + (j - i) * rows * (tokens - starts[order[i]])
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups, j = [], len(order)
+    while j > 0:
+        groups.append(order[cut[j] : j])
+        j = cut[j]
+    return groups[::-1]
+
+
+def _shifted(op: Op, p0: int, *, offset: int = 0, B: int = 0) -> Op:
+    """``op`` with its columns moved into a window starting at ``p0`` and its rows moved down by ``offset``."""
+    rows = torch.arange(B) if op.rows is None else op.rows
+    return Op(op.site, op.target, op.index - p0, fn=op.fn, read=op.read, valid=op.valid, rows=rows + offset)
 
 
 class _Kept(torch.nn.Module):
-    """Stands in for a decoder layer below the patched one: returns that layer's clean output in the window."""
+    """Stands in for a decoder layer below the patched one: returns the clean output of the last skipped layer."""
 
     def __init__(self, hidden: torch.Tensor):
         super().__init__()
@@ -126,17 +192,57 @@ class _Kept(torch.nn.Module):
 
 
 @contextlib.contextmanager
-def _skipped(lm, outputs: list[torch.Tensor]):
-    """While the block runs, decoder layers ``0..len(outputs)-1`` return ``outputs`` instead of computing."""
+def _skipped(lm, n: int, hidden: torch.Tensor | None):
+    """While the block runs, decoder layers ``0..n-1`` return ``hidden`` instead of computing.
+
+    Only the last skipped layer's output reaches a computed layer; the ones before it are passed along unused.
+    """
     layers = lm.hf.get_submodule(_sites.architecture(lm).layers)
-    original = [layers[i] for i in range(len(outputs))]
+    original = [layers[i] for i in range(n)]
     try:
-        for i, h in enumerate(outputs):
-            layers[i] = _Kept(h)
+        for i in range(n):
+            layers[i] = _Kept(hidden)
         yield
     finally:
         for i, mod in enumerate(original):
             layers[i] = mod
 
 
-__all__ = ["CleanRun", "supported", "SUPPORTED"]
+@contextlib.contextmanager
+def _mlp_only_at(lm, cols: torch.Tensor | None):
+    """While the block runs, the last layer's MLP computes only at ``cols`` (N, k) and gives zeros elsewhere.
+
+    The MLP acts token by token and nothing after the last layer but the final norm at the columns read sees
+    its output, so the logits there are unchanged; ``None`` leaves the MLP alone.
+    """
+    if cols is None:
+        yield
+        return
+    arch = _sites.architecture(lm)
+    mlp = lm.hf.get_submodule(f"{arch.layers}.{lm.n_layers - 1}.{arch.mlp_out[0]}")
+    shape = []
+
+    def narrow(mod, args, kwargs):
+        x = args[0] if args else next(iter(kwargs.values()))
+        shape[:] = [x.shape]
+        rows = torch.arange(x.shape[0], device=x.device)[:, None]
+        picked = x[rows, cols.to(x.device)]  # (N, k, d)
+        return ((picked, *args[1:]), kwargs) if args else ((picked,), {})
+
+    def widen(mod, args, kwargs, out):
+        full = out.new_zeros(*shape[0][:2], out.shape[-1])
+        rows = torch.arange(full.shape[0], device=full.device)[:, None]
+        return full.index_put((rows.expand_as(cols), cols.to(full.device)), out)
+
+    handles = [
+        mlp.register_forward_pre_hook(narrow, with_kwargs=True),
+        mlp.register_forward_hook(widen, with_kwargs=True),
+    ]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+__all__ = ["CleanRun", "plan_groups", "supported", "SUPPORTED"]

@@ -32,11 +32,11 @@ import torch
 from tqdm.auto import tqdm
 
 from . import fastpatch
-from .dii import DIIResult, intervene, plan, run
+from .dii import DIIResult, intervene, plan
 from .engine import Op, execute
 from .grid import Grid
 from .inputs import InputError, encode, token_ids
-from .interventions import as_intervention
+from .interventions import Interchange, as_intervention
 from .positions import Position, last
 from .sites import Site
 
@@ -44,11 +44,13 @@ METHODS = ("cached", "full")
 
 
 def _cells(lm, pairs, base, sites, layers, clean: DIIResult):
-    """A function giving one cell's per-pair logit difference (B,) on the cached path, or None where the cached
-    path cannot run (then every cell runs in full).
+    """A function giving the per-pair logit differences (B,) of many cells on the cached path, or None where the
+    cached path cannot run (then every cell runs in full).
 
-    Logits are computed over the answer tokens only. The cached path is checked once: an unpatched run from the
-    highest layer and the earliest position of the grid must give the clean run's logit differences (else a
+    Logits are computed over the answer tokens only. Cells of one layer whose windows start at nearby columns run
+    stacked in one forward (:func:`interp.fastpatch.plan_groups`); at ``resid_post`` the patched layer itself is
+    not recomputed (its clean output is kept and edited). The cached path is checked once: an unpatched run from
+    the highest layer and the earliest position of the grid must give the clean run's logit differences (else a
     warning, and the full path).
     """
     why = fastpatch.supported(lm, sites[0].component)
@@ -56,26 +58,49 @@ def _cells(lm, pairs, base, sites, layers, clean: DIIResult):
         return None  # the documented fallbacks (fastpatch.supported) are silent
     n = len(base)
     a, b = token_ids(lm, pairs.base_answer, n), token_ids(lm, pairs.source_answer, n)
-    vocab = torch.unique(torch.cat([a, b]))  # sorted
-    ia, ib = torch.searchsorted(vocab, a), torch.searchsorted(vocab, b)
+    vocab = torch.unique(torch.cat([a, b])).to(lm.device)  # sorted
+    ia, ib = torch.searchsorted(vocab.cpu(), a), torch.searchsorted(vocab.cpu(), b)
     rows, read_at = torch.arange(n), last().resolve(base.attention_mask)
-    kept = fastpatch.CleanRun.of(lm, base, upto=max(layers))
+    own = sites[0].component == "resid_post"  # the site is the layer's output: that layer need not run
+    kept = fastpatch.CleanRun.of(lm, base, upto=max(layers) + own)
     planned = {id(s): (t, p) for s, t, p in plan(lm, base, sites)}
 
-    def ld(ops, layer):
-        lg = kept.logits(lm, ops, layer=layer, logits_at=read_at, vocab=vocab.to(lm.device)).cpu()
-        return lg[rows, ia] - lg[rows, ib]
-
-    def cell(site, iv, src):
+    def op(site, iv, src):
         target, pos = planned[id(site)]
-        return ld([Op(site, target, pos, fn=lambda h: iv(h, src))], site.layer)
+        return Op(site, target, pos, fn=lambda h: iv(h, src))
 
+    def lds(group, layer):  # [(site, iv, src)] at one layer -> [(B,)]
+        lg = kept.stacked(lm, [[op(*c)] for c in group], skip=layer + own, logits_at=read_at, vocab=vocab).cpu()
+        return [g[rows, ia] - g[rows, ib] for g in lg]
+
+    def cells(items, done=lambda k: None):
+        """``items``: (site, intervention, source vectors, base vectors) per cell."""
+        out = [None] * len(items)
+        by_layer: dict[int, list[int]] = {}
+        for i, (site, iv, src, own_vectors) in enumerate(items):
+            if isinstance(iv, Interchange) and torch.equal(src, own_vectors):
+                out[i] = clean_ld  # the source equals the base at every patched slot: the cell is the clean run
+                done(1)
+            else:
+                by_layer.setdefault(site.layer, []).append(i)
+        T = base.input_ids.shape[1]
+        for layer, idx in by_layer.items():
+            starts = [int(planned[id(items[i][0])][1].min()) for i in idx]
+            for group in fastpatch.plan_groups(starts, rows=n, tokens=T):
+                for i, ld in zip(group, lds([items[idx[g]][:3] for g in group], layer)):
+                    out[idx[i]] = ld
+                done(len(group))
+        return out
+
+    clean_ld = logit_diff(clean, pairs)
     top = max(sites, key=lambda s: s.layer)
     target, pos = planned[id(top)]
     p0 = min(int(p.min()) for _, p in planned.values())
-    err = (ld([Op(top, target, torch.full_like(pos, p0), fn=lambda h: h)], top.layer) - logit_diff(clean, pairs)).abs()
+    unpatched = Op(top, target, torch.full_like(pos, p0), fn=lambda h: h)
+    lg = kept.stacked(lm, [[unpatched]], skip=top.layer + own, logits_at=read_at, vocab=vocab)[0].cpu()
+    err = (lg[rows, ia] - lg[rows, ib] - clean_ld).abs()
     if err.max().item() <= 1e-4 * max(1.0, clean.logits.abs().max().item()):
-        return cell
+        return cells
     msg = f"an unpatched cached run differs from the clean run by {err.max().item():.2e}; running every cell in full"
     warnings.warn(f"patch_grid: {msg}", stacklevel=3)
     return None
@@ -109,7 +134,9 @@ def patch_grid(
         method: ``"cached"`` (default): one clean base forward keeps its KV cache and layer outputs, and each
             cell runs only the layers from its own and the tokens from its first patched one, with logits over
             the answer tokens only (:mod:`interp.fastpatch`). It equals ``"full"`` (a whole base forward per
-            cell, kept for comparison) within float rounding (tests/test_fast_patching.py: 1e-4 on effects). It
+            cell, kept for comparison) within float rounding (tests/test_fast_patching.py: 1e-4 on effects). A
+            cell whose source vectors equal the base's at every patched slot (e.g. a shared first token) is the
+            clean run and is not run (interchanges only; an ablation such as ``Zero()`` always runs). It
             falls back to ``"full"`` by itself for ``attn_pattern`` (its vectors span the key columns) and
             ``Site.module`` sites, models outside the site table, models with edits of their own (a ReFT), and
             whenever an unpatched windowed run does not reproduce the clean run (checked once per grid; a warning).
@@ -140,31 +167,30 @@ def patch_grid(
         ivs = [as_intervention(via)] * len(sites)
     for (_, target, _), iv in zip(plan(lm, base, sites), ivs):  # every site and position checked on both sides
         iv.check(target.width)
-    ops = [Op(s, t, p, read=True) for s, t, p in plan(lm, source, sites)]
-    with torch.no_grad():
-        base_res = run(lm, base)
-        src = execute(lm, source, ops, logits_at=last().resolve(source.attention_mask))
-    src_vectors, src_res = src.reads, DIIResult(src.logits[:, -1], lm)
+    with torch.no_grad():  # both runs read every site once
+        reads = lambda b: [Op(s, t, p, read=True) for s, t, p in plan(lm, b, sites)]  # noqa: E731
+        runs = [execute(lm, b, reads(b), logits_at=last().resolve(b.attention_mask)) for b in (base, source)]
+    (base_vectors, base_res), (src_vectors, src_res) = ((r.reads, DIIResult(r.logits[:, -1], lm)) for r in runs)
     ld_base = logit_diff(base_res, pairs).mean().item()
     ld_source = logit_diff(src_res, pairs).mean().item()
     denom = ld_base - ld_source
     if abs(denom) < 1e-6:
         raise InputError("base and source runs have the same logit difference; the effect is undefined")
-    cell = _cells(lm, pairs, base, sites, layers, base_res) if method == "cached" else None
-    effect = torch.zeros(len(layers), len(positions))
+    cells = _cells(lm, pairs, base, sites, layers, base_res) if method == "cached" else None
     bar = tqdm(total=len(sites), desc=f"patching {component}", disable=not progress)
     with torch.no_grad():
-        for k, (site, src, iv) in enumerate(zip(sites, src_vectors, ivs)):
-            if cell is not None:
-                ld = cell(site, iv, src)
-            else:
-                ld = logit_diff(intervene(lm, base, at=site, via=iv, sources=[src]), pairs)
-            effect[k // len(positions), k % len(positions)] = (ld_base - ld.mean().item()) / denom
-            bar.update()
+        if cells is not None:
+            lds = cells(list(zip(sites, ivs, src_vectors, base_vectors)), done=bar.update)
+        else:
+            lds = []
+            for site, src, iv in zip(sites, src_vectors, ivs):
+                lds.append(logit_diff(intervene(lm, base, at=site, via=iv, sources=[src]), pairs))
+                bar.update()
+    effect = torch.tensor([(ld_base - ld.mean().item()) / denom for ld in lds]).reshape(len(layers), len(positions))
     bar.close()
     meta = dict(
         component=component,
-        method="cached" if cell is not None else "full",
+        method="cached" if cells is not None else "full",
         clean_accuracy=base_res.accuracy(pairs.base_answer),
         base_logit_diff=ld_base,
         source_logit_diff=ld_source,

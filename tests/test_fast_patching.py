@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import ARCHS, tiny_lm
 
-from interp import LowRankRotation, at, fastpatch, last
+from interp import LowRankRotation, Zero, at, fastpatch, last
 from interp.inputs import encode
 from interp.patching import patch_grid
 from interp.tasks import PatchingPairs
@@ -83,8 +83,40 @@ def test_what_falls_back():
 def test_model_left_unchanged():
     lm = model("gemma3")
     layers = [type(m) for m in lm.hf.model.layers]
+    hooks = [len(m._forward_hooks) + len(m._forward_pre_hooks) for m in lm.hf.modules()]
     patch_grid(lm, _pairs(lm, "right"), positions=POSITIONS, progress=False)
     assert [type(m) for m in lm.hf.model.layers] == layers
+    assert [len(m._forward_hooks) + len(m._forward_pre_hooks) for m in lm.hf.modules()] == hooks
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("component", ("resid_post", "attn_out"))
+def test_cells_whose_source_equals_the_base(arch, component):
+    """Base and source share their first two tokens: patching there is the clean run (effect exactly 0, no forward),
+    and the other cells still equal the full path; a Zero ablation there is no interchange and still runs."""
+    lm = model(arch)
+    g = torch.Generator().manual_seed(2)
+    base = [torch.randint(3, 97, (5,), generator=g).tolist() for _ in range(4)]
+    source = [b[:2] + torch.randint(3, 97, (3,), generator=g).tolist() for b in base]
+    pairs = PatchingPairs(encode(lm, base), encode(lm, source), [5] * 4, [6] * 4)
+    kw = dict(positions=POSITIONS, component=component, progress=False)
+    cached, full = patch_grid(lm, pairs, **kw), patch_grid(lm, pairs, method="full", **kw)
+    assert cached.meta["method"] == "cached"
+    assert cached.effect[:, 0].abs().max() == 0 and cached.effect[:, 2:].abs().max() > 1e-2
+    torch.testing.assert_close(cached.effect, full.effect, atol=1e-4, rtol=0)
+    zero = dict(kw, via=Zero())
+    ablated = patch_grid(lm, pairs, method="full", **zero).effect
+    assert ablated[:, 0].abs().max() > 2e-4  # zeroing the first token does something, which a skip would miss
+    torch.testing.assert_close(patch_grid(lm, pairs, **zero).effect, ablated, atol=2e-5, rtol=0)
+
+
+def test_groups_share_forwards_only_where_it_pays():
+    starts = [0, 14, 13, 1, 7]
+    groups = fastpatch.plan_groups(starts, rows=16, tokens=15)
+    assert sorted(i for g in groups for i in g) == list(range(len(starts)))  # every cell once
+    assert fastpatch.plan_groups(starts, rows=16, tokens=15, overhead=0) == [[0], [3], [4], [2], [1]]
+    assert fastpatch.plan_groups(starts, rows=16, tokens=15, overhead=10**9, cap=32) == [[0, 3], [4], [2, 1]]
+    assert fastpatch.plan_groups(starts, rows=16, tokens=15, overhead=10**9) == [[0, 3, 4, 2, 1]]
 
 
 def test_bad_method():
