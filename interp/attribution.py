@@ -74,8 +74,9 @@ def attribution_patch(
         source: source prompts, one per base prompt (when ``base`` is not pairs).
         layers: layers to score (default: all).
         positions: names -> positions (default: ``{"last": last()}``); each resolves on base and source alike.
-        component: any site component (``resid_pre``, ``resid_mid``, ``resid_post``, ``attn_out``, ``mlp_out``, or
-            ``head``: every head of each layer).
+        component: any site component (``resid_pre``, ``resid_mid``, ``resid_post``, ``attn_out``, ``mlp_out``,
+            ``q``, ``k``, ``v``, ``mlp_hidden``, ``attn_pattern`` (a query row of every head's probabilities; base
+            and source of the same length), or ``head``: every head of each layer).
         metric: a function of the last-token logits (B, V) returning (B,) or a scalar (averaged over rows);
             default: ``logit(base answer) - logit(source answer)`` per pair, as :func:`patch_grid` scores.
         backend: ``"nnsight"`` or ``"hooks"`` (the same plan either way).
@@ -177,7 +178,8 @@ def _attribution(lm, base, source, layers, positions, component, metric, backend
     # One base forward that adds a zero (B, T, w) tensor at each site: d metric / d zero = d metric / d activation.
     T = b_batch.input_ids.shape[1]
     zeros = [
-        torch.zeros(len(b_batch), T, t.width, device=lm.device, dtype=lm.dtype, requires_grad=True) for t in targets
+        torch.zeros(_shape(t, len(b_batch), T), device=lm.device_at(t.path), dtype=lm.dtype, requires_grad=True)
+        for t in targets
     ]
     b_ops = [Op(None, t, _every_column(b_batch), fn=_adder(z), read=True) for t, z in zip(targets, zeros)]
     with torch.enable_grad():
@@ -245,6 +247,11 @@ def _target(lm, component: str, layer: int) -> _sites.Target:
     if component == "module":
         raise InputError("attribution_patch scores components of layers; 'module' sites have no layer to sweep")
     return _sites.resolve(lm, Site(component, layer))
+
+
+def _shape(t: _sites.Target, B: int, T: int) -> tuple[int, ...]:
+    """What a site gives at every column: (B, T, w), or for attention probabilities the query rows (B, T, H, T)."""
+    return (B, T, t.n_heads, T) if t.pattern else (B, T, t.width)
 
 
 def _every_column(batch) -> torch.Tensor:

@@ -78,3 +78,14 @@ def test_cli_patch_json(tmp_path, capsys):
     assert (tmp_path / "patch_ioi.png").stat().st_size > 10_000
     assert main(argv) == 2  # refuses to overwrite earlier results
     assert "already exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("component", ["v", "attn_pattern"])
+def test_cli_patch_inside_attention_and_mlp(tmp_path, capsys, component):
+    argv = ["patch", "--n", "4", "--layers", "9", "--component", component, "--out", str(tmp_path), "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["component"] == component and len(result["effect"][0]) == 15
+    assert max(abs(x) for x in result["effect"][0]) > 1e-3  # a lost edit gives exactly 0 everywhere
+    atp = json.loads((tmp_path / "patch_ioi_atp.json").read_text())
+    assert atp["component"] == component and -1 <= atp["pearson_r_with_exact"] <= 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from interp.sites import COMPONENTS
+from interp.sites import COMPONENTS, INNER_COMPONENTS
 from interp.tasks import registry
 
 
@@ -23,7 +23,11 @@ def add_parser(sub):
     p.add_argument("--model", default=None, help="local HF model path or id (default: embedded Gemma-3-270M)")
     p.add_argument("--n", type=int, default=16, help="number of base/source pairs (default 16)")
     p.add_argument(
-        "--component", choices=[c for c in COMPONENTS if c != "head"], default="resid_post", help="what to patch"
+        "--component",
+        choices=[c for c in COMPONENTS + INNER_COMPONENTS if c != "head"],
+        default="resid_post",
+        help="what to patch: the residual stream, a block's output, or inside attention (q, k, v, all heads; "
+        "attn_pattern: a query row of the probabilities) and MLPs (mlp_hidden: the neurons)",
     )
     p.add_argument("--layers", default="all", help="'all' or a list like '0;4;8'")
     p.add_argument("--seed", type=int, default=0)
