@@ -19,7 +19,10 @@ stops after the last op, or, when logits are asked for, after the final norm at 
 restricted vocabulary when given. ``full=True`` is the reference a plain implementation pays: nothing
 stops early and logits are computed at every position. A plan that touches ``attn_pattern`` runs under the eager
 attention that exposes the probabilities (:func:`interp.sites.pattern_attention`), and the model's own attention
-implementation is restored after.
+implementation is restored after. Under a device map (accelerate) each edit runs on the device of its site's module,
+whatever dtype and device its intervention has (it casts its input to its own and the result comes back in the
+model's dtype, where the activation lives); an offloaded unembedding is loaded for the readout, and logits come
+back on the inputs' device.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import torch
 from torch.nn import functional as F
 
 from . import sites as _sites
+from .models import onloaded
 
 BACKENDS = ("nnsight", "hooks")
 
@@ -142,6 +146,8 @@ def execute(
             logits = hidden[rows, logits_at.to(hidden.device)]
         else:
             logits = readout(lm, hidden, vocab, head, hf=hf)
+    if logits is not None:  # on the inputs' device, as the labels a loss compares them with (device maps)
+        logits = logits.to(batch.input_ids.device)
     return Outcome(reads[:n_user], logits)
 
 
@@ -158,14 +164,16 @@ def readout(lm, hidden: torch.Tensor, vocab=None, head=None, *, hf=None) -> torc
     contiguous and flattened, so a frozen unembedding takes the plain matrix-multiply path.
     """
     if head is not None:
-        return head(hidden.to(head.weight.dtype))
+        return head(hidden.to(head.weight.device, head.weight.dtype))
     model = hf or lm.hf
     unembed = model.get_submodule(_sites.architecture(lm).unembed)
-    weight, bias = unembed.weight, getattr(unembed, "bias", None)
-    if vocab is not None:
-        weight, bias = weight[vocab], (bias[vocab] if bias is not None else None)
-    flat = hidden.reshape(-1, hidden.shape[-1]).contiguous().to(weight.dtype)  # (N, d)
-    logits = F.linear(flat, weight, bias).reshape(*hidden.shape[:-1], weight.shape[0])  # (N, V) -> (..., V)
+    with onloaded(unembed):  # an offloaded unembedding (accelerate) holds its weights only while in use
+        weight, bias = unembed.weight, getattr(unembed, "bias", None)
+        if vocab is not None:
+            rows = vocab.to(weight.device)
+            weight, bias = weight[rows], (bias[rows] if bias is not None else None)
+        flat = hidden.reshape(-1, hidden.shape[-1]).contiguous().to(weight.device, weight.dtype)  # (N, d)
+        logits = F.linear(flat, weight, bias).reshape(*hidden.shape[:-1], weight.shape[0])  # (N, V) -> (..., V)
     cap = getattr(model.config, "final_logit_softcapping", None)
     return torch.tanh(logits / cap) * cap if cap else logits
 
@@ -219,7 +227,7 @@ def _edit(h: torch.Tensor, op: Op) -> torch.Tensor:
     if t.pattern:
         new = _pattern_edit(op, old)
     else:
-        new = op.fn(old).to(h.dtype)  # (n, k, w)
+        new = op.fn(old).to(h.device, h.dtype)  # (n, k, w), back in the model's dtype, where h lives
     if op.valid is not None:
         keep = op.valid.to(h.device)
         r, idx, new = r[keep], idx[keep], new[keep]
@@ -250,7 +258,7 @@ def _pattern_edit(op: Op, old: torch.Tensor) -> torch.Tensor:
         raise _sites.SiteError(f"{hint}; the edit failed on query rows of shape {tuple(old.shape)}: {e}") from None
     if new.shape != old.shape:
         raise _sites.SiteError(f"{hint}; the edit gave shape {tuple(new.shape)}, expected {tuple(old.shape)}")
-    return new.to(old.dtype)
+    return new.to(old.device, old.dtype)
 
 
 def _apply(h: torch.Tensor, group: list[tuple[int, Op]], reads: dict, keep=lambda t: t):

@@ -72,7 +72,7 @@ def _vector(v, what: str) -> torch.Tensor:
 def _replace(h, target_full, via):
     """Set the ``via`` part of ``h`` to that of ``target_full`` (the whole vector when via is None)."""
     if via is None:
-        return target_full.to(h.dtype).expand_as(h)
+        return target_full.to(h.device, h.dtype).expand_as(h)
     return via.interchange(h, target_full)
 
 
@@ -131,7 +131,9 @@ class Steer(Intervention):
         self.scale = as_float(self.scale, "Steer scale", error=BasisError, hint="; try scale=4.0")
 
     def __call__(self, h, source=None):
-        return h + self.scale * self.vector.to(h.device, h.dtype)
+        v = self.vector.to(h.device)  # added in the vector's dtype (float32 by default), back in h's
+        v = v if v.is_floating_point() else v.to(h.dtype)
+        return (h.to(v.dtype) + self.scale * v).to(h.dtype)
 
     def check(self, width):
         if self.vector.shape != (width,):

@@ -14,6 +14,8 @@ first load dequantises it (about a minute) and caches float32 safetensors under
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import shutil
 import tempfile
@@ -130,11 +132,39 @@ class LM:
 
     @property
     def device(self) -> torch.device:
-        return next(self.hf.parameters()).device
+        """Where inputs go: the device the input embeddings compute on (under a device map, accelerate's
+        execution device; the first parameter's device otherwise)."""
+        try:
+            emb = self.hf.get_input_embeddings()
+        except (AttributeError, NotImplementedError):  # a plain nn.Module, or a model without token embeddings
+            emb = None
+        found = module_device(emb) if isinstance(emb, torch.nn.Module) else None
+        return found or module_device(self.hf) or torch.device("cpu")
+
+    def device_at(self, path: str) -> torch.device:
+        """The device the module at ``path`` computes on: where an op at that site runs and where what it uses
+        (an intervention, a source, a cache) should live. Under a device map the module's (or its nearest
+        dispatched ancestor's) accelerate execution device, otherwise its parameters' device.
+
+        Example:
+            >>> lm.device_at("model.layers.1")
+            device(type='cpu')
+        """
+        module = self.hf.get_submodule(path)
+        found = module_device(module)
+        if found is not None:
+            return found
+        parts = path.split(".") if path else []
+        for i in range(len(parts) - 1, -1, -1):  # the nearest ancestor that accelerate dispatched
+            found = _hook_device(self.hf.get_submodule(".".join(parts[:i])))
+            if found is not None:
+                return found
+        return self.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.hf.parameters()).dtype
+        """The dtype of the model's (floating) parameters: what activations, caches and sources are in."""
+        return next((p.dtype for p in self.hf.parameters() if p.is_floating_point()), torch.float32)
 
     def __repr__(self) -> str:
         s = self.spec
@@ -142,6 +172,59 @@ class LM:
             f"LM({s.architecture}, n_layers={s.n_layers}, d_model={s.d_model}, "
             f"n_heads={s.n_heads}, head_dim={s.head_dim})"
         )
+
+
+def _hook_device(module: torch.nn.Module) -> torch.device | None:
+    """The execution device of accelerate's AlignDevicesHook on ``module`` (also inside a SequentialHook)."""
+    hook = getattr(module, "_hf_hook", None)
+    for h in getattr(hook, "hooks", None) or ([hook] if hook is not None else []):
+        dev = getattr(h, "execution_device", None)
+        if dev is not None:
+            return torch.device(dev) if not isinstance(dev, int) else torch.device("cuda", dev)
+    return None
+
+
+def module_device(module: torch.nn.Module) -> torch.device | None:
+    """The device ``module`` computes on: accelerate's execution device if it dispatched the module, else the
+    device of its first parameter or buffer that is not on the meta device; None when it has neither.
+
+    Example:
+        >>> module_device(torch.nn.Linear(2, 3))
+        device(type='cpu')
+    """
+    found = _hook_device(module)
+    if found is not None:
+        return found
+    for t in itertools.chain(module.parameters(), module.buffers()):
+        if t.device.type != "meta":
+            return t.device
+    return None
+
+
+@contextlib.contextmanager
+def onloaded(module: torch.nn.Module):
+    """Within the block, the parameters of ``module`` are real tensors on its execution device, also when
+    accelerate offloaded them (to CPU or disk: outside a forward they sit on the meta device). For code that
+    uses a module's weights without calling it (the engine's unembedding, fingerprints).
+
+    Example:
+        >>> with onloaded(lm.hf.lm_head) as m:
+        ...     m.weight.device
+        device(type='cpu')
+    """
+    hook = getattr(module, "_hf_hook", None)
+    if hook is not None and getattr(hook, "offload", False):
+        from accelerate.utils import align_module_device
+
+        with align_module_device(module):
+            yield module
+        return
+    if any(p.device.type == "meta" for p in module.parameters(recurse=False)):
+        raise RuntimeError(
+            f"{type(module).__name__} has weights on the meta device and no accelerate hook that loads them; "
+            "load the model with from_pretrained(..., device_map=...) or accelerate.dispatch_model"
+        )
+    yield module
 
 
 def cache_dir() -> Path:
@@ -152,38 +235,199 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def load(name_or_path: str | os.PathLike | None = None, *, dtype: torch.dtype = torch.float32, device="cpu") -> LM:
-    """Load a causal LM for analysis: the embedded default, or a local Hugging Face model.
+class LoadError(FileNotFoundError, ValueError):
+    """A model that cannot be loaded as asked: a missing folder, a Hub id offline or not in the cache, a model
+    that is not a causal LM, a bad dtype or device. The message names the input and what to try (a
+    FileNotFoundError and a ValueError, so callers that catch either keep working)."""
+
+
+LOCAL_HINT = (
+    "a local folder saved with save_pretrained (config.json, weights, tokenizer), a Hugging Face id such as "
+    "'google/gemma-3-270m', or no argument for the embedded Gemma-3-270M"
+)
+CONNECT_TIMEOUT = 3.0  # seconds: how long load() waits to learn whether the Hub can be reached
+
+
+def load(
+    name_or_path: str | os.PathLike | None = None,
+    *,
+    dtype: torch.dtype | str = torch.float32,
+    device: str | torch.device | None = None,
+    device_map: str | dict | None = None,
+) -> LM:
+    """Load a causal LM for analysis: the embedded default, a local folder or a Hugging Face Hub id.
 
     Example:
+        >>> load("no-such-org/no-such-model")           # HF_HUB_OFFLINE=1 here (as in the doctests)
+        Traceback (most recent call last):
+        interp.models.LoadError: could not load model 'no-such-org/no-such-model': HF_HUB_OFFLINE=1 is set ...
         >>> lm = load()                 # Gemma-3-270M from the embedded GGUF (cached after first use)  # doctest: +SKIP
         >>> lm = load("./my-gpt2")      # a local directory saved with save_pretrained  # doctest: +SKIP
+        >>> lm = load("google/gemma-3-270m", dtype=torch.bfloat16, device="cuda")       # doctest: +SKIP
+        >>> lm = load("meta-llama/Llama-3.1-8B", device_map="auto")  # spread over the GPUs  # doctest: +SKIP
 
     Args:
-        name_or_path: None or ``"gemma-3-270m"`` for the embedded default; otherwise a local directory or a
-            Hugging Face id already in the local HF cache (no network is used).
-        dtype: parameter dtype (float32 on CPU).
-        device: where to put the model.
+        name_or_path: None or ``"gemma-3-270m"`` for the embedded default (always offline); a local directory;
+            or a Hub id, downloaded as Hugging Face does when the machine is online and read from the local
+            cache when ``HF_HUB_OFFLINE=1`` is set or the Hub cannot be reached.
+        dtype: parameter dtype (``torch.bfloat16`` or ``"bfloat16"``, ...). Interventions keep their own
+            (float32 by default) and cast at the edit.
+        device: where to put the whole model (default ``"cpu"``); not together with ``device_map``.
+        device_map: ``"auto"`` or an explicit ``{module path: device}`` map (accelerate): the model is spread
+            over devices (and CPU/disk offload); every op then runs on the device of its site's module.
+
+    Raises:
+        LoadError: before anything is downloaded or built, naming the input and the case: a missing folder,
+            a Hub id while offline and not cached, an unreachable Hub, or a model that is not a causal LM.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if name_or_path is None or str(name_or_path) == DEFAULT_MODEL:
-        path = embedded_model_path()
+    dtype = _dtype(dtype)
+    device = _device(device, device_map)
+    shown = str(name_or_path)
+    if name_or_path is None or shown == DEFAULT_MODEL:
+        path, local = embedded_model_path(), True
     else:
-        path = Path(name_or_path)
-        if not path.exists():
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            path = str(name_or_path)
+        path, local = _locate(name_or_path)
+    config = _causal_config(path, shown, local)
+    kwargs = {"dtype": dtype, "local_files_only": local}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
     try:
-        hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-        tok = AutoTokenizer.from_pretrained(path)
-    except OSError as e:
-        raise FileNotFoundError(
-            f"could not load model {str(name_or_path)!r} offline: {e}. Expected a local directory saved with "
-            "save_pretrained (config.json + weights + tokenizer) or a model id already in the local HF cache; "
-            "call interp.load() with no argument for the embedded Gemma-3-270M."
+        hf = AutoModelForCausalLM.from_pretrained(path, config=config, **kwargs)
+    except (OSError, ValueError) as e:
+        raise LoadError(f"could not load the weights of model {shown!r}: {e}; expected {LOCAL_HINT}") from None
+    try:
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=local)
+    except (OSError, ValueError) as e:
+        raise LoadError(
+            f"model {shown!r} loaded but its tokenizer did not: {e}; save one beside the weights "
+            "(tokenizer.save_pretrained(folder)), or wrap the model yourself with interp.LM(hf_model, tokenizer)"
         ) from None
-    return LM(hf.to(device), tok)
+    if device_map is None:
+        hf = hf.to(device)
+    return LM(hf, tok)
+
+
+def _dtype(given) -> torch.dtype:
+    dtype = given
+    if isinstance(given, str):
+        dtype = getattr(torch, given.removeprefix("torch."), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise LoadError(
+            f"load(dtype={given!r}): expected a floating torch dtype such as torch.float32 or torch.bfloat16 "
+            "(or its name, 'bfloat16')"
+        )
+    return dtype
+
+
+def _device(device, device_map) -> torch.device | None:
+    if device is not None and device_map is not None:
+        raise LoadError(
+            f"load(device={device!r}, device_map={device_map!r}): give one; device puts the whole model on one "
+            "device, device_map spreads it over several ('auto' or {module path: device})"
+        )
+    if device_map is not None:
+        if not (device_map == "auto" or isinstance(device_map, (dict, str))):
+            raise LoadError(f"load(device_map={device_map!r}): expected 'auto' or a dict {{module path: device}}")
+        return None
+    try:
+        device = torch.device("cpu" if device is None else device)
+    except (RuntimeError, TypeError):
+        raise LoadError(f"load(device={device!r}): expected a device such as 'cpu', 'cuda' or 'cuda:1'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LoadError(f"load(device={str(device)!r}): this machine has no CUDA device; use device='cpu'")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise LoadError(f"load(device={str(device)!r}): this machine has {torch.cuda.device_count()} CUDA devices")
+    return device
+
+
+def _looks_like_path(text: str) -> bool:
+    """A Hub id is ``name`` or ``owner/name``; anything else (``./x``, ``/abs``, ``a/b/c``, ``~``) is a path."""
+    return text.startswith((".", "/", "~", "\\")) or text.count("/") > 1 or "\\" in text or text.endswith("/")
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def hub_offline() -> bool:
+    """Whether the user asked for offline mode (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``), read now (the
+    environment may have changed since huggingface_hub was imported)."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or _truthy("HF_HUB_OFFLINE") or _truthy("TRANSFORMERS_OFFLINE")
+
+
+def hub_reachable(timeout: float = CONNECT_TIMEOUT) -> bool:
+    """Whether a TCP connection to the Hub's endpoint opens within ``timeout`` seconds."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _locate(name_or_path) -> tuple[str | Path, bool]:
+    """``(what from_pretrained gets, local_files_only)``; refuses, with the reason, what cannot load."""
+    text = str(name_or_path)
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise LoadError(f"could not load model {text!r}: the folder has no config.json; expected {LOCAL_HINT}")
+        return path, True
+    if isinstance(name_or_path, Path) or _looks_like_path(text):
+        raise LoadError(f"could not load model {text!r}: no such folder; expected {LOCAL_HINT}")
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = isinstance(try_to_load_from_cache(text, "config.json"), str)
+    except ValueError:  # not a valid repo id
+        raise LoadError(
+            f"could not load model {text!r}: not a folder and not a valid Hub id; expected {LOCAL_HINT}"
+        ) from None
+    if hub_offline():
+        if not cached:
+            raise LoadError(
+                f"could not load model {text!r}: HF_HUB_OFFLINE=1 is set and the model is not in the local Hugging "
+                "Face cache; download it once with the network on (unset HF_HUB_OFFLINE), pass a local folder, or "
+                "call interp.load() for the embedded Gemma-3-270M"
+            )
+        return text, True
+    if not hub_reachable():
+        if cached:
+            return text, True  # what Hugging Face does without a network: the cached files
+        raise LoadError(
+            f"could not load model {text!r}: the Hugging Face Hub cannot be reached (no network within "
+            f"{CONNECT_TIMEOUT:g} s) and the model is not in the local cache (HF_HUB_OFFLINE is not set); connect, "
+            "pass a local folder, or call interp.load() for the embedded Gemma-3-270M"
+        )
+    return text, False
+
+
+def _causal_config(path, shown: str, local: bool):
+    """The model's config, refused unless it is one of a causal LM (read before any weights)."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=local)
+    except (OSError, ValueError, KeyError) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise LoadError(f"could not read the config of model {shown!r}: {why}; expected {LOCAL_HINT}") from None
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        arch = ", ".join(getattr(config, "architectures", None) or []) or type(config).__name__
+        raise LoadError(
+            f"could not load model {shown!r}: it is not a causal LM ({config.model_type!r}: {arch}); interp needs "
+            "a model AutoModelForCausalLM can build (GPT-2, Llama, Gemma, Qwen, GPT-NeoX, ...)"
+        )
+    return config
 
 
 def embedded_model_path() -> Path:

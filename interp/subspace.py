@@ -34,12 +34,22 @@ class BasisError(ValueError):
 
 
 def edit(h: torch.Tensor, R: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None):
-    """``h + R^T (mask * (target - R h))``.  h: (..., d), R: (r, d), target: (..., r), mask: (r,)."""
-    R = R.to(h.dtype)
-    delta = target.to(h.dtype) - h @ R.T  # (..., r)
+    """``h + R^T (mask * (target - R h))``.  h: (..., d), R: (r, d), target: (..., r), mask: (r,).
+
+    Computed in R's dtype and on R's device (a float32 basis edits bf16 activations in float32); the result
+    comes back in h's dtype, on h's device.
+
+    Example:
+        >>> R = LowRankRotation(8, rank=2).weight                 # float32
+        >>> h = torch.randn(3, 8, dtype=torch.bfloat16)          # activations of a bf16 model
+        >>> edit(h, R, torch.zeros(3, 2)).dtype
+        torch.bfloat16
+    """
+    x = h.to(R.device, R.dtype)  # (..., d) in the basis's dtype
+    delta = target.to(x.device, x.dtype) - x @ R.T  # (..., r)
     if mask is not None:
-        delta = delta * mask.to(h.dtype)
-    return h + delta @ R  # (..., d)
+        delta = delta * mask.to(x.device, x.dtype)
+    return (x + delta @ R).to(h.device, h.dtype)  # (..., d)
 
 
 class Basis(nn.Module):
@@ -58,7 +68,8 @@ class Basis(nn.Module):
     def project(self, h: torch.Tensor) -> torch.Tensor:
         """Coordinates of ``h`` in the subspace: (..., d) -> (..., rank)."""
         self.check_width(h.shape[-1])
-        return h @ self.weight.to(h.dtype).T
+        W = self.weight
+        return (h.to(W.device, W.dtype) @ W.T).to(h.device, h.dtype)  # in the basis's dtype, back in h's
 
     def edit(self, h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Set the subspace coordinates of ``h`` to ``target`` (masked where the basis has a mask)."""
@@ -69,7 +80,7 @@ class Basis(nn.Module):
         """DII: the subspace part of ``h`` replaced by that of ``source``."""
         self.check_width(h.shape[-1])
         R = self.weight
-        return edit(h, R, source @ R.to(source.dtype).T, self.mask())
+        return edit(h, R, source.to(R.device, R.dtype) @ R.T, self.mask())  # (..., d) -> (..., r) -> (..., d)
 
     def check_width(self, width: int, what: str = "vectors") -> None:
         if width != self.d_model:

@@ -94,7 +94,16 @@ class ReftIntervention(nn.Module, Intervention):
         return edit(h, self.basis_weight(), self.target(h))  # (..., d) -> (..., d)
 
     def __call__(self, h, source=None):  # interp.Intervention's signature; source is unused by ReFT
-        return nn.Module.__call__(self, h)
+        """The edit of ``h`` (..., d), computed in this intervention's dtype and on its device (float32
+        parameters edit a bf16 model's activations in float32); the result is in ``h``'s dtype, on its device.
+
+        Example:
+            >>> LoReFT(8, rank=2)(torch.randn(3, 8, dtype=torch.bfloat16)).dtype
+            torch.bfloat16
+        """
+        p = next(self.parameters(), None)
+        x = h if p is None else h.to(p.device, p.dtype)  # (..., d) in the intervention's dtype
+        return nn.Module.__call__(self, x).to(h.device, h.dtype)
 
     def check(self, width: int) -> None:
         if width != self.d_model:

@@ -180,7 +180,7 @@ def _build(cfg: _io.Config, where: str, spec) -> ReftIntervention:
         )
     args = dict(spec["config"])
     cfg.section(f"{where}.config", {"d_model": int, "rank": int}, {k: args.get(k) for k in ("d_model", "rank")})
-    return cfg.build(where, cls, args.pop("d_model"), args.pop("rank"), **args)  # float32; to_model casts
+    return cfg.build(where, cls, args.pop("d_model"), args.pop("rank"), **args)  # float32, kept on any model dtype
 
 
 def _upgrade(cfg: _io.Config) -> dict:

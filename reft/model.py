@@ -59,6 +59,7 @@ class ReftModel(nn.Module):
                 unique.append(p.intervention)
         self.interventions = nn.ModuleList(unique)
         self.head = head  # a reft.ClassifierHead, or None: classify by scoring label words
+        place(self)
 
     @property
     def trainable_params(self) -> int:
@@ -130,8 +131,9 @@ def attach(
         head: a :class:`reft.ClassifierHead` trained with the interventions (classification); default: score
             the label words.
 
-    Interventions are moved to the model's device and dtype (an intervention in another dtype would silently
-    upcast activations, or fail). Sites and widths are checked here, before any data is seen.
+    Interventions keep their own dtype (float32 by default, also on a bf16 model: the edit casts its input to
+    it and its output back) and move to the device of the module they edit (under a device map, each to its
+    layer's device). Sites and widths are checked here, before any data is seen.
     """
     if not interventions:
         raise ReftError("attach() got no interventions; pass {Site(...): LoReFT(lm.d_model, rank=4)}")
@@ -169,15 +171,27 @@ def check_head(head: nn.Module, lm) -> None:
         )
 
 
-def to_model(iv: ReftIntervention, lm) -> ReftIntervention:
-    """Move ``iv`` to the model's device and dtype (orthogonal bases stay float32 under fp16/bf16, where
-    torch has no Householder product; the edit casts R to the activations' dtype)."""
-    iv.to(device=lm.device, dtype=lm.dtype)
-    if lm.dtype in (torch.float16, torch.bfloat16):
-        for m in iv.modules():
-            if hasattr(getattr(m, "parametrizations", None), "weight"):
-                m.to(torch.float32)
-    return iv
+def to_model(iv: nn.Module, lm, device: torch.device | None = None) -> nn.Module:
+    """Move ``iv`` (an intervention or a head) to ``device`` (default: the model's input device), keeping its own
+    dtype: float32 parameters stay float32 on a bf16 model (what training wants; an orthogonal basis must, as
+    torch has no Householder product in bf16). The edit casts its input to the intervention's dtype and its
+    output back to the model's (:meth:`ReftIntervention.__call__`)."""
+    return iv.to(device=device or lm.device)
+
+
+def place(rlm: ReftModel) -> None:
+    """Put each intervention on the device of the module it edits (its first site, when shared between sites on
+    several devices; the edit moves vectors to it and back) and the head where the final hidden states are:
+    under a device map, layer 3's edit then runs where layer 3 lives."""
+    lm = rlm.lm
+    done: set[int] = set()
+    for p in rlm.placements:
+        if id(p.intervention) not in done:
+            done.add(id(p.intervention))
+            to_model(p.intervention, lm, lm.device_at(p.target.path))
+    if rlm.head is not None:
+        arch = _sites.ARCHITECTURES.get(lm.spec.architecture)
+        to_model(rlm.head, lm, lm.device_at(arch.final_norm) if arch is not None else None)
 
 
 def at_layers(
@@ -202,7 +216,7 @@ def at_layers(
             f"string form use reft.parse_positions({pos!r})"
         )
     return {
-        Site(component, layer, pos): make(kind, lm.d_model, rank)  # attach() moves it to the model dtype
+        Site(component, layer, pos): make(kind, lm.d_model, rank)  # float32; attach() puts it on its layer's device
         for layer in _pos.parse_layers(layers, lm.n_layers)
     }
 

@@ -395,15 +395,50 @@ BACKENDS = [
     for b in ("nnsight", "hooks")
 ]
 
+
 # ---- loading (moved from test_models.py) ----------------------------------------------------------------------
+def _offline_load(name):
+    """interp.load(name) with HF_HUB_OFFLINE=1 set for the call (as a user's environment would have it)."""
+
+    def call(env):
+        import os
+
+        old = os.environ.get("HF_HUB_OFFLINE")
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        try:
+            return interp.load(name)
+        finally:
+            if old is None:
+                del os.environ["HF_HUB_OFFLINE"]
+            else:
+                os.environ["HF_HUB_OFFLINE"] = old
+
+    return call
+
+
+def _config_only(env, config):
+    config.save_pretrained(env.tmp / "model")
+    return interp.load(env.tmp / "model")
+
+
 LOADING = [
     Bad(
         "load: a folder that does not exist",
         lambda env: interp.load(env.tmp / "nowhere"),
         FileNotFoundError,
-        r"could not load model .*nowhere'\)? offline",
+        r"could not load model '.*nowhere': no such folder; expected a local folder",
     ),
-]
+    Bad("load: a Hub id offline, not cached", _offline_load("no-such-org/no-such-model"), FileNotFoundError,
+        r"'no-such-org/no-such-model': HF_HUB_OFFLINE=1 is set and the model is not in the local Hugging Face cache"),
+    Bad("load: a folder without config.json", lambda env: interp.load(env.tmp), FileNotFoundError,
+        r"could not load model '.*': the folder has no config.json"),
+    Bad("load: not a causal LM", lambda env: _config_only(env, __import__("transformers").T5Config(d_model=8)),
+        ValueError, r"'.*model': it is not a causal LM \('t5'.*AutoModelForCausalLM"),
+    Bad("load: dtype not a float", lambda env: interp.load(env.tmp, dtype="int8"), ValueError,
+        r"load\(dtype='int8'\): expected a floating torch dtype"),
+    Bad("load: device and device_map", lambda env: interp.load(env.tmp, device="cpu", device_map="auto"), ValueError,
+        r"device='cpu', device_map='auto'\): give one"),
+]  # fmt: skip
 
 
 # ---- plots (moved from test_viz.py) ---------------------------------------------------------------------------
