@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed as _dist
 from . import sites as _sites
 from .batches import DASError, _check_pairs, check_positions, collect_sources, rows
 from .causal import Pairs
@@ -142,19 +143,20 @@ class Alignment(Intervention):
     def __call__(self, h, source=None):
         if source is None:
             raise InputError("Alignment needs source activations")
-        R = self.via.weight.to(h.dtype)  # (r, w)
+        R = self.via.weight  # (r, w), in the basis's dtype and on its device: the edit runs there, in float32
         w = h.shape[-1]
         if source.shape[-1] != w * len(self.splits):
             raise InputError(
                 f"source vectors have width {source.shape[-1]}; expected {w} x {len(self.splits)} variables"
             )
+        x = h.to(R.device, R.dtype)
         targets, start = [], 0
         for s, r in zip(source.split(w, dim=-1), self.splits):
-            targets.append(s.to(h.dtype) @ R[start : start + r].T)  # (B, k, w) -> (B, k, r_j)
+            targets.append(s.to(x) @ R[start : start + r].T)  # (B, k, w) -> (B, k, r_j)
             start += r
         if start < R.shape[0]:
-            targets.append(h @ R[start:].T)  # unaligned rows keep the base's coordinates
-        return edit(h, R, torch.cat(targets, -1), self.via.mask())
+            targets.append(x @ R[start:].T)  # unaligned rows keep the base's coordinates
+        return edit(x, R, torch.cat(targets, -1), self.via.mask()).to(h.device, h.dtype)
 
     def check(self, width: int) -> None:
         self.via.check_width(width, "site's vectors")
@@ -309,6 +311,10 @@ def fit_das(
 
     Returns:
         :class:`DASResult` with the best basis on the held-out pairs, its history and IIA.
+
+    Under ``torchrun --nproc_per_node N`` (:mod:`interp.distributed`) the basis trains data parallel: every rank
+    draws the same batch, takes ``batch[rank::N]`` and DistributedDataParallel averages the gradients, so the fit
+    equals one process's (``batch_size`` must be a multiple of N). Sources and IIA are computed on every rank.
     """
     cfg = config or DASConfig()
     if overrides:
@@ -316,6 +322,7 @@ def fit_das(
         if bad:
             raise DASError(f"unknown options {bad}; fit_das takes DASConfig fields: {[f.name for f in fields(cfg)]}")
         cfg = replace(cfg, **overrides)
+    _dist.check_divisible(cfg.batch_size, "DASConfig.batch_size", error=DASError)  # under torchrun: equal shards
     pairs = _check_pairs(pairs)
     n_vars = len(pairs.variables)
     _sites.resolve(lm, at)
@@ -364,7 +371,19 @@ def fit_das(
     order: list[int] = []
     from tqdm.auto import tqdm
 
-    bar = tqdm(range(cfg.steps), desc=f"DAS {at!r}", disable=not cfg.progress, leave=False)
+    def batch_loss(idx):  # the mean over this rank's pairs of the batch (all of it in one process)
+        base = rows(lm, [pairs.base[i] for i in idx])
+        with _replaying(prefix, lm, idx, base):
+            loss = das_loss(lm, base, src[idx], labels[idx], at=at, via=iv)
+        if isinstance(basis, Boundless) and cfg.boundary_weight:
+            loss = loss + cfg.boundary_weight * basis.boundary.clamp(0, 1)
+        return loss
+
+    # Under torchrun: DistributedDataParallel over the basis; each rank takes batch[rank::world] of the same global
+    # batch (equal shards: batch_size is a multiple of world), so the average of the shards' means is the mean.
+    model = _dist.data_parallel(_dist.Objective(basis, batch_loss), find_unused=False)
+    world = _dist.world_size()
+    bar = tqdm(range(cfg.steps), desc=f"DAS {at!r}", disable=not (cfg.progress and _dist.is_main()), leave=False)
     for step in bar:
         if isinstance(basis, Boundless):
             basis.temperature = t0 * (t1 / t0) ** (step / max(1, cfg.steps - 1))
@@ -373,21 +392,19 @@ def fit_das(
             rng.shuffle(more)
             order += more
         idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
-        base = rows(lm, [pairs.base[i] for i in idx])
-        with _replaying(prefix, lm, idx, base):
-            loss = das_loss(lm, base, src[idx], labels[idx], at=at, via=iv)
-        if isinstance(basis, Boundless) and cfg.boundary_weight:
-            loss = loss + cfg.boundary_weight * basis.boundary.clamp(0, 1)
+        loss = model(_dist.shard(idx) if world > 1 else idx)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # under torchrun, DDP averages the gradients here
         opt.step()
         sched.step()
-        record = {"step": step + 1, "loss": loss.item(), "lr": sched.get_last_lr()[0]}
+        value = loss.item() if world == 1 else _dist.all_sum([loss.item()])[0] / world
+        record = {"step": step + 1, "loss": value, "lr": sched.get_last_lr()[0]}
         last_step = step + 1 == cfg.steps
         if held_out is not None and ((step + 1) % cfg.eval_every == 0 or last_step):
             score = iia(
                 lm, held_out, at=at, via=iv, sources=val_src, prefix=val_prefix, batch_size=cfg.eval_batch_size
             )
+            score = _dist.broadcast(score)  # rank 0's: every rank keeps the same best and stops at the same step
             record["val_iia"] = score
             if score > best[0]:
                 best = (score, {k: v.detach().clone() for k, v in basis.state_dict().items()}, step + 1)

@@ -5,6 +5,9 @@ Example:
     >>> sw.iia.shape       # a Grid (interp.grid): sw.iia and sw.iia_train are (ranks, layers, positions)
     torch.Size([1, 2, 2])
     >>> ax = sw.plot()
+
+Under ``torchrun --nproc_per_node N`` the cells are shared out: rank ``r`` fits cells ``r, r + N, ...`` on its
+own (one process per fit, :func:`interp.distributed.local`), and every rank gathers the same whole grid.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import replace
 
 import torch
 
+from . import distributed as _dist
 from . import sites as _sites
 from .batches import DASError, _check_pairs, check_positions
 from .causal import Pairs
@@ -65,13 +69,19 @@ def sweep_das(
     cfg = replace(config or DASConfig(), progress=False, **overrides)
     from tqdm.auto import tqdm
 
-    bar = tqdm(grid, desc="DAS sweep", disable=not progress)
-    for r, l, p in bar:
-        res = fit_das(lm, train, at=sites[(l, p)], rank=r, test=test, config=cfg)
+    cells = _dist.shard(list(enumerate(grid)))  # all of them in one process; rank r's r, r + N, ... under torchrun
+    bar = tqdm(cells, desc="DAS sweep", disable=not (progress and _dist.is_main()))
+    mine = []
+    for c, (r, l, p) in bar:
+        with _dist.local():  # this rank fits its cells alone
+            res = fit_das(lm, train, at=sites[(l, p)], rank=r, test=test, config=cfg)
+        score = res.iia_test if res.iia_test is not None else res.iia_train
+        mine.append((c, res.iia_train, score))
+        bar.set_postfix(layer=l, pos=p, rank=r, iia=f"{float(score):.2f}")
+    for c, score_train, score in (cell for part in _dist.gather(mine) for cell in part):
+        r, l, p = grid[c]
         i = (ranks.index(r), layers.index(l), list(positions).index(p))
-        out_train[i] = res.iia_train
-        out[i] = res.iia_test if res.iia_test is not None else res.iia_train
-        bar.set_postfix(layer=l, pos=p, rank=r, iia=f"{float(out[i]):.2f}")
+        out_train[i], out[i] = score_train, score
     axes = {"ranks": ranks, "layers": layers, "positions": list(positions)}
     return Grid("iia", out, axes, {"iia_train": out_train}, {"component": component})
 

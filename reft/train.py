@@ -12,10 +12,18 @@ The loop: shuffle, cut into batches, cross-entropy on response tokens only, grad
 with linear warm-up then linear decay, gradient clipping, a tqdm bar with the loss, evaluation and
 checkpoints every so many steps. The basis ``R`` never gets weight decay: decay pulls R toward zero,
 the orthogonal parametrisation's re-projection fights it, and the edit silently switches off.
+
+Under ``torchrun --nproc_per_node N`` (:mod:`interp.distributed`) every rank draws the same global batches
+and takes ``batch[rank::N]``; DistributedDataParallel averages the gradients. The loss is made exact: each
+rank sums the cross-entropy over its shard's response tokens and divides by the global batch's token count
+(times N, which DDP's average divides out), so each step equals one process on the whole batch, whatever
+the prompt and response lengths. ``batch_size`` must be a multiple of N; rank 0 alone shows progress and
+writes checkpoints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import random
@@ -26,6 +34,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from interp import distributed as _dist
 
 from . import data as _data
 from .interventions import ReftError
@@ -105,6 +116,7 @@ def train_reft(
     ``config.eval_every`` steps and at the end (accuracy over label words, else response loss).
     """
     lm = rlm.lm
+    check_world(config)
     if config.checkpoint_every:
         check_checkpoint_dir(config.checkpoint_dir)
     train = prepare(lm, examples, config, label_words=label_words)
@@ -134,9 +146,23 @@ def train_reft(
 
     rlm.train()
     try:
-        return fit(lm, groups, rlm.logits, train, config, vocab=vocab, evaluate_fn=evaluate_fn, checkpoint_fn=save)
+        return fit(
+            lm, groups, rlm.logits, train, config, vocab=vocab, evaluate_fn=evaluate_fn, checkpoint_fn=save, module=rlm
+        )
     finally:
         rlm.eval()
+
+
+def check_world(config: TrainConfig, world: int | None = None, what: str = "TrainConfig.batch_size") -> None:
+    """Refuse, before any work, a batch size that the processes of a ``torchrun`` launch cannot share equally.
+
+    Example:
+        >>> check_world(TrainConfig(batch_size=3), world=2)
+        Traceback (most recent call last):
+        reft.interventions.ReftError: TrainConfig.batch_size=3 is the global batch, split over 2 processes, so it
+        must be a multiple of 2; try TrainConfig.batch_size=4 (or 2), or launch a number of processes that divides 3
+    """
+    _dist.check_divisible(config.batch_size, what, world=world, error=ReftError)
 
 
 def check_checkpoint_dir(path, what: str = "checkpoint folder") -> None:
@@ -190,13 +216,23 @@ def check_positions(rlm: ReftModel, rows) -> None:
                 raise ReftError(f"example {i}, {pl.site!r}: {e}") from None
 
 
-def response_loss(logits: torch.Tensor, rb) -> torch.Tensor:
-    """Mean cross-entropy over real response tokens. logits: (B, k, V); labels, mask: (B, k)."""
-    return F.cross_entropy(logits[rb.label_mask].float(), rb.labels[rb.label_mask])
+def response_loss(logits: torch.Tensor, rb, *, reduction: str = "mean") -> torch.Tensor:
+    """Mean (or, with ``reduction="sum"``, summed) cross-entropy over real response tokens.
+    logits: (B, k, V); labels, mask: (B, k)."""
+    return F.cross_entropy(logits[rb.label_mask].float(), rb.labels[rb.label_mask], reduction=reduction)
 
 
 def fit(
-    lm, groups, forward: Callable, rows, config: TrainConfig, *, vocab=None, evaluate_fn=None, checkpoint_fn=None
+    lm,
+    groups,
+    forward: Callable,
+    rows,
+    config: TrainConfig,
+    *,
+    vocab=None,
+    evaluate_fn=None,
+    checkpoint_fn=None,
+    module: nn.Module | None = None,
 ) -> History:
     """The loop shared by ReFT and the LoRA/DoRA baselines: same batches, steps, schedule and loss.
 
@@ -205,9 +241,13 @@ def fit(
         forward: ``ReftBatch -> logits (B, k, V)`` at ``batch.pred_at`` (over ``batch.vocab`` when set).
         rows: tokenized examples.
         vocab: label-word token ids for classification (loss over those words only), else None.
+        module: the module holding the trainable parameters, which DistributedDataParallel wraps under
+            ``torchrun`` (default: the parameters of ``groups``, gathered in a ParameterList).
     """
     if not rows:
         raise ReftError("no training examples after tokenization")
+    check_world(config)
+    world = _dist.world_size()
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     per_update = config.batch_size * config.grad_accum
@@ -224,20 +264,45 @@ def fit(
     stream = _batches(rows, config.batch_size, rng)
     hist = History()
     params = [p for g in groups for p in g["params"]]
+
+    def batch_loss(rb, scale):  # one process: the mean over the batch's tokens; a shard: its sum times scale
+        if rb is None:  # an empty shard (the last batch of an epoch has fewer rows than ranks): zero gradients
+            return sum(p.sum() for p in params) * 0.0
+        if scale is None:
+            return response_loss(forward(rb), rb)  # (B, k, V) -> scalar
+        return response_loss(forward(rb), rb, reduction="sum") * scale
+
+    owner = module if module is not None else nn.ParameterList(params)
+    model = _dist.data_parallel(_dist.Objective(owner, batch_loss))  # DDP under torchrun, else itself
+    main = _dist.is_main()
     from tqdm.auto import tqdm
 
-    bar = tqdm(range(steps), disable=not config.progress, desc="train", leave=False)
+    bar = tqdm(range(steps), disable=not (config.progress and main), desc="train", leave=False)
     train_seconds = 0.0
     for step in bar:
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         total = 0.0
-        for _ in range(config.grad_accum):
-            rb = _data.collate(lm, next(stream), vocab)
-            loss = response_loss(forward(rb), rb) / config.grad_accum  # (B, k, V) -> scalar
-            loss.backward()
-            total += loss.item()
-            hist.response_tokens += int(rb.label_mask.sum())
+        for k in range(config.grad_accum):
+            batch = next(stream)  # the same global batch on every rank
+            if world == 1:
+                rb = _data.collate(lm, batch, vocab)
+                loss = model(rb, None) / config.grad_accum
+                loss.backward()
+                total += loss.item()
+                hist.response_tokens += int(rb.label_mask.sum())
+                continue
+            mine = _dist.shard(batch)  # batch[rank::world]
+            rb = _data.collate(lm, mine, vocab) if mine else None
+            (n_tokens,) = _dist.all_sum([int(rb.label_mask.sum()) if mine else 0])  # of the global batch
+            sync = k + 1 == config.grad_accum  # DDP averages gradients once, after the last micro-batch
+            with contextlib.nullcontext() if sync else model.no_sync():
+                loss = model(rb, world / n_tokens) / config.grad_accum  # averaged over ranks: the global mean
+                loss.backward()
+            total += loss.item() / world
+            hist.response_tokens += int(n_tokens)
+        if world > 1:
+            (total,) = _dist.all_sum([total])  # the loss of the global batch, the same on every rank
         if config.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
         opt.step()
@@ -248,10 +313,11 @@ def fit(
         bar.set_postfix(loss=f"{total:.4f}")
         last = step + 1 == steps
         if evaluate_fn and ((config.eval_every and (step + 1) % config.eval_every == 0) or last):
-            hist.evals.append((step + 1, evaluate_fn()))
-            bar.write(f"step {step + 1}: {hist.evals[-1][1]}") if config.progress else None
+            hist.evals.append((step + 1, evaluate_fn()))  # every rank evaluates (its shard, under torchrun)
+            bar.write(f"step {step + 1}: {hist.evals[-1][1]}") if config.progress and main else None
         if checkpoint_fn and config.checkpoint_every and ((step + 1) % config.checkpoint_every == 0 or last):
-            checkpoint_fn(Path(config.checkpoint_dir) / f"step-{step + 1}")
+            if main:
+                checkpoint_fn(Path(config.checkpoint_dir) / f"step-{step + 1}")
     bar.close()
     hist.seconds_per_step = train_seconds / max(1, hist.steps)
     return hist
@@ -272,7 +338,8 @@ def evaluate(model, examples, *, label_words=None, config: TrainConfig = TrainCo
     match (every response token is the greedy choice given the ones before, i.e. greedy decoding's answer).
 
     ``model`` is a :class:`ReftModel` or an :class:`interp.LM`; ``forward`` (``ReftBatch -> logits``) overrides
-    how logits are computed (the LoRA/DoRA baselines pass theirs).
+    how logits are computed (the LoRA/DoRA baselines pass theirs). Under ``torchrun`` every rank must call
+    it: each scores its share of the batches and the counts are summed over ranks.
     """
     lm = model.lm if isinstance(model, ReftModel) else model
     rows = prepare(lm, examples, config, label_words=label_words)
@@ -280,7 +347,8 @@ def evaluate(model, examples, *, label_words=None, config: TrainConfig = TrainCo
     if forward is None:
         forward = model.logits if isinstance(model, ReftModel) else (lambda rb: serve_logits(lm, rb, [None] * len(rb)))
     correct, total, n = 0, 0.0, 0
-    for i in range(0, len(rows), config.batch_size):
+    starts = range(0, len(rows), config.batch_size)
+    for i in _dist.shard(starts):  # every batch in one process; batches rank, rank + world, ... under torchrun
         rb = _data.collate(lm, rows[i : i + config.batch_size], vocab)
         logits = forward(rb)  # (B, k, V) or (B, 1, n_labels)
         hit = (logits.argmax(-1) == rb.labels) | ~rb.label_mask  # (B, k)
@@ -288,4 +356,6 @@ def evaluate(model, examples, *, label_words=None, config: TrainConfig = TrainCo
         m = int(rb.label_mask.sum())
         total += response_loss(logits, rb).item() * m
         n += m
-    return {"accuracy": correct / len(rows), "loss": total / n, "n": len(rows)}
+    if _dist.active():
+        correct, total, n = _dist.all_sum([correct, total, n])
+    return {"accuracy": int(correct) / len(rows), "loss": total / n, "n": len(rows)}

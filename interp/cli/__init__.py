@@ -15,6 +15,8 @@ import importlib
 import json
 import sys
 
+from interp.distributed import is_main
+
 COMMANDS = ("patch", "das", "sweep")  # modules of interp.cli, one per subcommand
 # bad input (exit 2): the library's errors subclass ValueError; these are the ones about paths
 USAGE_ERRORS = (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
@@ -142,6 +144,8 @@ def main(argv=None) -> int:
     result = execute("interp", modules[args.command], args)
     if isinstance(result, int):
         return result
+    if not is_main():
+        return 0  # under torchrun, rank 0 prints
     if args.json:
         print(json.dumps(result))
     else:

@@ -4,6 +4,10 @@ Example:
     interp das --task gender --layer 14 --position last --rank 1 --json
     interp das --task hierarchical-equality --json          # trains the MLP first (about a minute)
     interp das --task ioi --layer 9 --save runs/ioi-l9      # safetensors + JSON, reusable in DII
+    torchrun --nproc_per_node 2 -m interp das --task gender --batch-size 32   # data parallel; rank 0 prints
+
+Under ``torchrun`` (or ``accelerate launch``) the fit is data parallel (:mod:`interp.distributed`;
+``--batch-size`` must be a multiple of the number of processes); rank 0 saves and prints.
 
 Tasks: hierarchical-equality (its own MLP), ioi (name position), gender (pronoun), capitals (country), the last
 three on the embedded Gemma-3-270M (or --model). Each has defaults that run in minutes on a CPU.
@@ -179,7 +183,10 @@ def add_parser(sub):
 def add_common(p):
     p.add_argument("--task", choices=registry.names("das"), required=True)
     p.add_argument("--model", default=None, help="local HF model path or id (default: embedded Gemma-3-270M)")
-    p.add_argument("--n", type=int, default=None, help="number of counterfactual pairs (task default)")
+    p.add_argument(
+        "--n", "--n-pairs", dest="n", type=int, default=None,
+        help="number of counterfactual pairs (task default); under torchrun write --n-pairs (torchrun takes --n)",
+    )  # fmt: skip
     p.add_argument("--rank", type=int, default=None, help="subspace rank (task default)")
     p.add_argument("--steps", type=int, default=None, help="maximum optimiser steps per fit (task default)")
     p.add_argument("--batch-size", type=int, default=None)
@@ -204,10 +211,13 @@ def task_shape(task: str, model: str | None) -> tuple[int, int] | None:
 def check_common(args) -> tuple[int, int] | None:
     """The checks of the options :func:`add_common` adds; returns :func:`task_shape` for the command's own."""
     from interp.cli import check_positive
+    from interp.distributed import check_divisible, launched_world_size
 
     if args.n is not None and args.n < 4:
         raise ValueError(f"--n {args.n}: expected at least 4 pairs (train and test both need some)")
     check_positive(args, "rank", "steps", "batch_size", "lr")
+    if getattr(args, "command", None) == "das" and args.batch_size is not None:  # torchrun: equal shares of each batch
+        check_divisible(args.batch_size, "--batch-size", world=launched_world_size())
     shape = task_shape(args.task, args.model)
     if shape and args.rank is not None and args.rank > shape[1]:
         raise ValueError(f"--rank {args.rank}: the sites of {args.task!r} are {shape[1]} wide; expected 1..{shape[1]}")
@@ -256,8 +266,17 @@ def make_basis(kind: str, width: int, rank: int):
 
 
 def run(args) -> dict:
+    """Fit under the process group a launcher (torchrun) asked for, if any; rank 0 saves and prints."""
+    from interp.distributed import launched
+
+    with launched():
+        return _run(args)
+
+
+def _run(args) -> dict:
     from interp import sites
     from interp.das import fit_das, neuron_aligned
+    from interp.distributed import is_main
     from interp.metrics import iia
 
     t0 = time.time()
@@ -266,7 +285,9 @@ def run(args) -> dict:
     site = ts.site(layer, args.position or ts.position)
     width = sites.resolve(ts.lm, site).width
     rank = args.rank if args.rank is not None else (width if (args.basis or ts.basis) == "full" else ts.rank)
-    basis = make_basis(args.basis or ts.basis, width, rank)
+    with torch.random.fork_rng():  # --seed sets the initialisation, as fit_das does for the bases it builds
+        torch.manual_seed(args.seed)
+        basis = make_basis(args.basis or ts.basis, width, rank)
     with threads(ts.threads):
         das = fit_das(ts.lm, ts.train, at=site, via=basis, splits=ts.splits, test=ts.test, config=config_from(args, ts))
         result = {
@@ -284,7 +305,7 @@ def run(args) -> dict:
         }
         if ts.splits:  # the no-rotation contrast: the same interchange on raw neurons
             result["iia_test_neuron_aligned"] = iia(ts.lm, ts.test, at=site, via=neuron_aligned(width, ts.splits))
-    if args.save_dir:
+    if args.save_dir and is_main():
         result["saved"] = str(das.save(args.save_dir, overwrite=args.overwrite))
     result["seconds"] = round(time.time() - t0, 1)
     return result

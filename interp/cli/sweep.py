@@ -5,6 +5,9 @@ Example:
     interp sweep --task ioi --layers all                     # rank 1 at the final position of every layer
     interp sweep --task capitals --ranks 4,16 --probe        # also a linear probe per site for comparison
 
+Under ``torchrun --nproc_per_node N`` the cells are shared out over the processes (:func:`interp.sweep.sweep_das`)
+and rank 0 writes the heatmap and JSON and prints.
+
 Prints (with --json) one object with ``layers``, ``positions``, ``ranks``, ``iia`` (layers x positions at the
 first rank; ``iia_by_rank`` holds all), ``best`` ({layer, position, rank, iia}) and, with --probe,
 ``probe_accuracy`` on the same grid.
@@ -81,8 +84,17 @@ def check(args) -> None:
 
 
 def run(args) -> dict:
+    """Sweep under the process group a launcher (torchrun) asked for, if any; rank 0 writes and prints."""
+    from interp.distributed import launched
+
+    with launched():
+        return _run(args)
+
+
+def _run(args) -> dict:
     from interp import viz
     from interp.cli import output_files
+    from interp.distributed import is_main
     from interp.sweep import sweep_das
 
     out = Path(args.out)
@@ -107,6 +119,8 @@ def run(args) -> dict:
     result = {"task": args.task, "task_accuracy": ts.task_accuracy, **sw.to_dict()}
     del result["grid"]  # iia is reshaped next, so this JSON is not Grid.to_dict() output
     result["iia_by_rank"], result["iia"] = result["iia"], result["iia"][0]
+    if not is_main():
+        return result  # rank 0 probes, writes the files and prints
     if args.probe:
         from interp.probe import probe_sweep
 

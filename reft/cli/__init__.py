@@ -26,6 +26,7 @@ import resource
 import typing
 
 from interp.cli import add_common_flags, check_positive, execute, model_shape, parse
+from interp.distributed import is_main
 
 from ..interventions import KINDS, ReftError
 
@@ -149,6 +150,8 @@ def main(argv=None) -> int:
     result = execute("reft", importlib.import_module(f"reft.cli.{args.command}"), args)
     if isinstance(result, int):
         return result
+    if not is_main():
+        return 0  # under torchrun, rank 0 prints
     if args.json:
         print(json.dumps(result))
     else:

@@ -4,6 +4,11 @@ Example:
     reft train --task style --out runs/style
     reft train --data train.jsonl --eval-data test.jsonl --layers "3;9" --positions f7+l7 --rank 8 --out runs/x
     reft train --task sentiment --method lora --grad-accum 2 --weight-decay 0.01 --json
+    torchrun --nproc_per_node 2 -m reft train --task style --batch-size 10 --out runs/style   # data parallel
+
+Under ``torchrun`` (or ``accelerate launch``) each process trains on its share of every batch
+(:mod:`interp.distributed`; ``--batch-size`` must be a multiple of the number of processes); rank 0
+saves and prints.
 """
 
 from __future__ import annotations
@@ -11,7 +16,10 @@ from __future__ import annotations
 import argparse
 import time
 
+from interp.distributed import is_main, launched, launched_world_size
+
 from ..interventions import KINDS, ReftError
+from ..train import check_world
 from . import (
     BASELINES,
     METHODS,
@@ -67,10 +75,19 @@ def check(args) -> None:
     defaults = task_defaults(args)
     check_method_options(args, method, defaults)
     check_data_options(args)
-    train_config(args, defaults, method)
+    config = train_config(args, defaults, method)
+    check_world(config, launched_world_size(), what="--batch-size")  # torchrun: equal shares of each batch
 
 
 def run(args) -> dict:
+    """Train under the process group a launcher (torchrun) asked for, if any; rank 0 saves and prints."""
+    with launched():
+        return _run(args)
+
+
+def _run(args) -> dict:
+    import torch
+
     import interp
 
     from .. import tasks as _tasks
@@ -110,7 +127,9 @@ def run(args) -> dict:
         layers = pick(args, "layers", defaults, str(lm.n_layers // 2))
         rank = pick(args, "rank", defaults, 4)
         head = ClassifierHead.from_label_words(lm, data.label_words) if args.head else None
-        rlm = attach(lm, at_layers(lm, layers, pos=pos, kind=method, rank=rank), tied=not args.untied, head=head)
+        with torch.random.fork_rng():  # --seed sets the initialisation (the same on every rank under torchrun)
+            torch.manual_seed(config.seed)
+            rlm = attach(lm, at_layers(lm, layers, pos=pos, kind=method, rank=rank), tied=not args.untied, head=head)
         out.update(layers=str(layers), positions=positions, rank=rank, tied=not args.untied, head=args.head)
         periodic = data.test if config.eval_every and data.test else None  # evaluations during training
         hist = train_reft(rlm, data.train, config, eval_examples=periodic, label_words=data.label_words)
@@ -120,7 +139,7 @@ def run(args) -> dict:
             metrics = hist.evals[-1][1]  # the last one is after the last step
         else:
             metrics = evaluate(rlm, data.test, label_words=data.label_words, config=config) if data.test else {}
-        if data.eval_prompts:
+        if data.eval_prompts and is_main():  # samples for rank 0's report only
             decoding = {"max_new_tokens": 24}
             if "repetition_penalty" in defaults:
                 decoding["repetition_penalty"] = defaults["repetition_penalty"]
@@ -137,7 +156,7 @@ def run(args) -> dict:
                 style = _tasks.get("style")
                 out["style_rate"] = style.style_rate([s["reft"] for s in out["samples"]])
                 out["style_rate_base"] = style.style_rate([s["base"] for s in out["samples"]])
-        if args.out:
+        if args.out and is_main():
             out["saved"] = str(save(rlm, args.out, overwrite=args.overwrite))
     if out["steps"] is None:  # trained by epochs
         out["steps"] = hist.steps
