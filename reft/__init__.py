@@ -40,6 +40,7 @@ from .interventions import (
 from .io import load, save
 from .model import ReftModel, at_layers, attach, serve_ops
 from .positions import parse_layers, parse_positions
+from .pyreft import from_pyreft
 from .train import History, TrainConfig, evaluate, train_reft
 
 __all__ = [
@@ -73,6 +74,7 @@ __all__ = [
     "Generation",
     "save",
     "load",
+    "from_pyreft",
     "as_basis",
     "init_basis",
     "principal_angles",

@@ -210,6 +210,65 @@ def _checkpoints(env, holds, into=None):
     return reft.train_reft(_rlm(env), [{"prompt_ids": [1, 4, 5], "response_ids": [7]}], cfg)
 
 
+
+# ---- pyreft / pyvene checkpoints (reft.from_pyreft) ----------------------------------------------------------
+
+
+def _pyreft(env, reps=None, d=32, name="theirs"):
+    """A checkpoint in pyreft's layout (written by tests/test_from_pyreft.py's writer)."""
+    from test_from_pyreft import write_pyreft
+
+    reps = reps or [{"layer": 1, "component": "block_output", "kind": "LoreftIntervention", "rank": 4}]
+    write_pyreft(env.tmp / name, reps, d=d)
+    return env.tmp / name
+
+
+_BIN = "intkey_layer_1_comp_block_output_unit_pos_nunit_1#0.bin"
+_DAS_CLASS = "<class 'pyvene.models.interventions.LowRankRotatedSpaceIntervention'>"
+_GPT2_CLASS = "<class 'transformers.models.gpt2.modeling_gpt2.GPT2LMHeadModel'>"
+
+
+def from_pyreft(spoil=lambda p: p, **kw):
+    """A row's call: write a pyreft checkpoint, spoil it with ``spoil(path)``, load it."""
+    return lambda env: reft.from_pyreft(spoil(_pyreft(env)), env.lm, **kw)
+
+
+def _pyreft_rep(field, value):
+    def edit(config):
+        from reft.pyreft import _FIELDS
+
+        config["representations"][0][_FIELDS.index(field)] = value
+
+    return lambda p: _config(p, edit)
+
+
+def _bin(edit):
+    """Spoil the intervention's state dict with ``edit(state)``."""
+
+    def spoil(p):
+        state = torch.load(p / _BIN, weights_only=True)
+        edit(state)
+        torch.save(state, p / _BIN)
+        return p
+
+    return spoil
+
+
+def _pickled_code(p):
+    from test_from_pyreft import Payload
+
+    state = torch.load(p / _BIN, weights_only=True)
+    torch.save({**state, "bias": Payload(p / "payload-ran")}, p / _BIN)
+    return p
+
+
+def _rotate(value):
+    return _bin(lambda s: s.update(rotate_layer=value))
+
+
+def _config_of_theirs(edit):
+    return lambda p: _config(p, edit)
+
 ROWS = [
     Bad("output dir is a file", lambda env: check_output_dir(_file(env)), NotADirectoryError, r"a-file' is a file"),
     Bad("output dir not empty", lambda env: check_output_dir(_full(env)), FileExistsError, r"a-run' already exists"),
@@ -362,4 +421,67 @@ ROWS = [
         r"checkpoint folder '.*ckpt' already holds step-2/, step-4/ from an earlier run"),
     Bad("checkpoint dir is a file", lambda env: _checkpoints(env, [], into=_file(env, "ckpt")), NotADirectoryError,
         r"checkpoint folder '.*ckpt' is a file"),
+    # ---- pyreft / pyvene checkpoints
+    Bad("pyreft no checkpoint", lambda env: reft.from_pyreft(env.tmp / "nothing", env.lm), FileNotFoundError,
+        r"no pyreft checkpoint at '.*nothing': expected a folder with config\.json and one intkey_<key>\.bin"),
+    Bad("pyreft our own format", lambda env: reft.from_pyreft(_reft(env), env.lm), FormatError,
+        r"this package's format \('interp/2'\), not pyreft's; load it with reft\.load\(path, lm\)"),
+    Bad("pyreft pickled code", from_pyreft(_pickled_code), FormatError,
+        r"intkey_layer_1_.*refused: it holds pickled objects other than tensors .*weights_only=True"),
+    Bad("pyreft damaged bin", from_pyreft(lambda p: _text(p, "not a torch file", _BIN)), FormatError,
+        r"cannot read .*intkey_layer_1_.*damaged or not a state dict"),
+    Bad("pyreft truncated bin", from_pyreft(lambda p: (p / _BIN).write_bytes((p / _BIN).read_bytes()[:300]) and p),
+        FormatError, r"cannot read .*intkey_layer_1_.*RuntimeError: PytorchStreamReader failed"),
+    Bad("pyreft bin not a state dict", from_pyreft(lambda p: torch.save([1, 2], p / _BIN) or p), FormatError,
+        r"intkey_layer_1_.* holds a list, not a state dict of named tensors"),
+    Bad("pyreft unknown intervention class",
+        from_pyreft(_config_of_theirs(_set("intervention_types", 0, value=_DAS_CLASS))), FormatError,
+        r"intervention_types\[0\]: .*LowRankRotatedSpaceIntervention.* is not one of pyreft's interventions "
+        r"that from_pyreft maps \(LoreftIntervention, "),
+    Bad("pyreft unsupported component", from_pyreft(_pyreft_rep("component", "mlp_activation")), FormatError,
+        r"representations\[0\]: component 'mlp_activation' is not supported; "
+        r"supported: block_output \(resid_post\)"),
+    Bad("pyreft head unit", from_pyreft(_pyreft_rep("unit", "h.pos")), FormatError, r"unit 'h\.pos' is not supported"),
+    Bad("pyreft layer out of range", from_pyreft(_pyreft_rep("layer", 7)), FormatError,
+        r"layer 7 does not exist: LlamaForCausalLM has 2 layers \(0\.\.1\)"),
+    Bad("pyreft peft module path", from_pyreft(_pyreft_rep("component", "base_model.model.model.layers[1].output")),
+        FormatError, r"no module 'base_model\.model\.model\.layers\.1' in LlamaForCausalLM \(a "
+        r"PEFT-wrapped model's path: pyreft with LoRA"),
+    Bad("pyreft other model class", from_pyreft(_config_of_theirs(_set("model_type", value=_GPT2_CLASS))),
+        FormatError, r"model_type: the checkpoint was trained on a GPT2LMHeadModel, but this model is a "
+        r"LlamaForCausalLM"),
+    Bad("pyreft other d_model",
+        lambda env: reft.from_pyreft(_config(_pyreft(env, d=64), _del("intervention_dimensions")), env.lm),
+        FormatError, r"tensor 'weight' is torch\.float32 of shape \(4, 64\); expected a float tensor of shape "
+        r"\(4, 32\) \(d_model=32, rank=4\)"),
+    Bad("pyreft other intervention_dimensions", lambda env: reft.from_pyreft(_pyreft(env, d=64), env.lm), FormatError,
+        r"intervention_dimensions 64, but Site\('resid_post', 1, last\(\)\) of this model has width 32"),
+    Bad("pyreft rank edited", from_pyreft(_pyreft_rep("low_rank_dimension", 3)), FormatError,
+        r"tensor 'weight' .* shape \(4, 32\); expected .* \(3, 32\)"),
+    Bad("pyreft stray tensor", from_pyreft(_bin(lambda s: s.update(extra=torch.zeros(1)))), FormatError,
+        r"intkey_layer_1_.*: unexpected \['extra'\] for a LoreftIntervention"),
+    Bad("pyreft missing tensor", from_pyreft(_bin(lambda s: s.pop("bias"))), FormatError,
+        r"intkey_layer_1_.*: missing \['bias'\] for a LoreftIntervention"),
+    Bad("pyreft not orthonormal", from_pyreft(_rotate(torch.ones(32, 4))), FormatError,
+        r"rotate_layer columns are not orthonormal"),
+    Bad("pyreft missing file", from_pyreft(lambda p: (p / _BIN).unlink() or p), FileNotFoundError,
+        r"intkey_layer_1_comp_block_output_unit_pos_nunit_1#0\.bin is missing"),
+    Bad("pyreft stray file", from_pyreft(lambda p: _text(p, "x", _BIN.replace("layer_1", "layer_0"))), FormatError,
+        r"names no intervention for .*intkey_layer_0_.*remove files left from another save"),
+    Bad("pyreft model weights included", from_pyreft(lambda p: _text(p, "x", "pytorch_model.bin")), FormatError,
+        r"pytorch_model\.bin: the checkpoint also changes the model's own weights \(saved with include_model=True"),
+    Bad("pyreft unknown config key", from_pyreft(_config_of_theirs(_set("colour", value="red"))), FormatError,
+        r"config\.json: unknown key 'colour'"),
+    Bad("pyreft sorted_keys edited", from_pyreft(_config_of_theirs(_set("sorted_keys", 0, value="layer_9#0"))),
+        FormatError, r"sorted_keys: \['layer_9#0'\] do not match the keys of the representations"),
+    Bad("pyreft types count", from_pyreft(_config_of_theirs(_set("intervention_types", value=[]))), FormatError,
+        r"intervention_types: has 0 entries for 1 representations"),
+    Bad("pyreft positions as a string", from_pyreft(positions="f1+l1"), reft.ReftError,
+        r"from_pyreft\(positions='f1\+l1'\): expected a typed position .*reft\.parse_positions\('f1\+l1'\)"),
+    Bad("pyreft positions parts",
+        lambda env: reft.from_pyreft(_pyreft(env, [{"layer": 1, "component": "block_output",
+                                                    "kind": "LoreftIntervention", "rank": 4}] * 2), env.lm,
+                                     positions=last(1)),
+        reft.ReftError, r"Site\('resid_post', 1, last\(\)\) has 2 interventions \(.*#0, .*#1\) but positions=last\(\) "
+        r"has 1 part\(s\)"),
 ]  # fmt: skip
