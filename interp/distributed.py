@@ -227,6 +227,7 @@ def launched():
         tdist.init_process_group("gloo")
     try:
         yield
+        tdist.barrier()  # every rank done before any tears down (a rank leaving early aborted its peer's gloo)
     finally:
         tdist.destroy_process_group()
 
