@@ -27,7 +27,7 @@ from .io import FormatError, WeightsChangedWarning
 from .lens import LogitLens, cache, logit_lens
 from .metrics import das_logits, das_loss, iia, label_ids, task_accuracy
 from .models import LM, ModelSpec, load
-from .positions import Position, PositionError, at, first, last, span, token
+from .positions import Position, PositionError, at, first, generated, last, recent, span, token
 from .sites import Site, SiteError
 from .subspace import Basis, BasisError, Boundless, Coordinate, LowRankRotation, Rotation
 from .sweep import sweep_das
@@ -45,6 +45,8 @@ __all__ = [
     "last",
     "span",
     "token",
+    "generated",
+    "recent",
     "Basis",
     "BasisError",
     "Coordinate",

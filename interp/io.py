@@ -166,6 +166,37 @@ def _unique(path: Path, tag: str) -> Path:
             return p
 
 
+def write_file_atomic(path: str | os.PathLike, text: str, *, overwrite: bool = False) -> Path:
+    """Write one text file all at once: into a hidden file beside it, then renamed into place (``overwrite``:
+    replacing an existing file; otherwise an existing one is refused and kept).
+
+    Example:
+        >>> import tempfile; d = Path(tempfile.mkdtemp())
+        >>> write_file_atomic(d / "r.json", "{}").read_text()
+        '{}'
+        >>> write_file_atomic(d / "r.json", "[]")
+        Traceback (most recent call last):
+        FileExistsError: ... exists; pass overwrite=True to replace it
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{str(path)!r} is a folder; expected a file path")
+    tmp = _unique(path, "tmp")
+    try:
+        _write_text(tmp, text)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails, leaving the existing file, if one appeared meanwhile
+            except FileExistsError:
+                raise FileExistsError(f"{str(path)!r} exists; pass overwrite=True to replace it") from None
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+    return path
+
+
 def write_json(file: Path, obj: dict) -> None:
     """Write a config: one top-level key per line (a list of objects: one per line), values compact."""
     _write_text(Path(file), dumps(obj))
@@ -348,6 +379,8 @@ _KINDS = {  # kind -> (class, constructor, fields with their JSON types)
     "at": (_p._At, _p.at, {"i": int}),
     "span": (_p._Span, _p.span, {"start": int, "stop": int}),
     "token": (_p._Token, _p.token, {"text": str, "occurrence": int}),
+    "generated": (_p._Generated, _p.generated, {}),
+    "recent": (_p._Recent, _p.recent, {"k": int}),
 }
 _KIND_OF = {cls: kind for kind, (cls, _, _) in _KINDS.items()}
 

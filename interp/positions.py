@@ -22,10 +22,28 @@ right with one rule:
   suffix, so a one-token prompt keeps its last token), so prefix and suffix never overlap;
 - any single part that asks for a token the prompt does not have is a :class:`PositionError`.
 
+Two kinds count tokens produced while decoding (ReFT generation, and teacher-forced ReFT training, where the
+response tokens stand for them): ``generated()``, every generated token, and ``recent(k)``, the last ``k``
+prompt tokens plus every generated token. ``recent(k)`` is defined so because under a KV cache a token's
+vectors are computed once, when it is new: "the last k tokens of the running sequence", edited step after step,
+is the prompt's last ``k`` on the prompt pass and then each new token, and only this definition equals a full
+recomputation of the sequence (edited at the same tokens) at every step. They sum with prompt positions
+(``first(1) + last(1) + generated()``); in a sum the generated tokens go to the first part that takes them.
+
 ``locate`` gives a :class:`Located` ``(index, valid)`` pair of (B, k) tensors: rows with fewer positions than
 others carry invalid slots (``valid`` False) that every edit leaves untouched. ``resolve`` is the strict form
 that DII and DAS use (base and source slots pair up one to one): every row must have the same number of
-positions, and it returns the (B, k) index tensor alone.
+positions, and it returns the (B, k) index tensor alone; a decode-time position there is a
+:class:`PositionError` (one forward over a fixed prompt has no generated tokens).
+
+Example:
+    >>> pos = first(1) + last(1) + generated()
+    >>> pos.decodes, pos.decode_part, recent(2).decode_part
+    (True, 2, 0)
+    >>> generated_cols = torch.tensor([[0, 0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 1, 0, 0]]).bool()  # teacher forcing
+    >>> prompt = torch.tensor([[1, 1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 0, 0, 0]])
+    >>> pos.locate(prompt, generated=generated_cols).index.tolist()
+    [[0, 4, 5, 6], [0, 3, 4, 0]]
 """
 
 from __future__ import annotations
@@ -57,7 +75,10 @@ class Located:
 
 class Position:
     """Base class. A new kind of position implements ``indices(n, ids, tokenizer) -> list[int]``: the chosen
-    tokens among the ``n`` real tokens ``ids`` (a 1-D tensor) of one prompt."""
+    tokens among the ``n`` real tokens ``ids`` (a 1-D tensor) of one prompt. A kind that also takes the generated
+    tokens (a decode-time position) sets ``takes_generated = True``; its ``indices`` are its prompt tokens."""
+
+    takes_generated = False
 
     def indices(self, n: int, ids: torch.Tensor | None, tokenizer) -> list[int]:
         raise NotImplementedError
@@ -71,17 +92,36 @@ class Position:
         """Token indices per part on one prompt of ``n`` tokens, by the rule in the module docstring."""
         return [_checked(self, self.indices(n, ids, tokenizer), n)]
 
+    @property
+    def decodes(self) -> bool:
+        """True when some part edits generated tokens (``generated()``, ``recent(k)``)."""
+        return self.decode_part is not None
+
+    @property
+    def decode_part(self) -> int | None:
+        """The index of the part that takes the generated tokens (the first that decodes), or None."""
+        return next((j for j, p in enumerate(self.parts) if p.takes_generated), None)
+
     def __add__(self, other: Position) -> Position:
         if not isinstance(other, Position):
             return NotImplemented
         return Concat(self.parts + other.parts)
 
-    def locate(self, mask: torch.Tensor, input_ids=None, tokenizer=None, *, by_part: bool = False):
+    def locate(self, mask: torch.Tensor, input_ids=None, tokenizer=None, *, by_part: bool = False, generated=None):
         """``Located`` (B, k) positions in the padded batch (a list with one per part when ``by_part``).
 
         ``mask`` (B, T) marks the tokens positions count over: the attention mask, or a ReFT prompt's columns.
+        ``generated`` (B, T) marks the columns of generated tokens (in teacher forcing: the response tokens);
+        a decode-time part takes all of them after its prompt tokens. Without it only prompt tokens are located.
         """
         per_row = _per_row(self, mask, input_ids, tokenizer)  # [row][part] -> padded column indices
+        j = self.decode_part
+        if generated is not None and j is not None:
+            g = generated.bool()
+            per_row = [
+                [part + g[b].nonzero().flatten().tolist() if i == j else part for i, part in enumerate(r)]
+                for b, r in enumerate(per_row)
+            ]
         n_parts = len(per_row[0]) if per_row else 0
         if by_part:
             return [_pack([r[j] for r in per_row], mask) for j in range(n_parts)]
@@ -94,6 +134,12 @@ class Position:
             >>> last().resolve(torch.tensor([[0, 1, 1], [1, 1, 1]])).tolist()
             [[2], [2]]
         """
+        if self.decodes:
+            raise PositionError(
+                f"position {self!r} edits generated tokens, which exist only while decoding (reft.generate) or "
+                "in teacher-forced ReFT training; one forward over a fixed prompt (DII, DAS, collect, lens) "
+                "has none: use prompt positions such as last() or at(-k)"
+            )
         loc = self.locate(attention_mask, input_ids, tokenizer)
         if not loc.complete:
             counts = sorted(set(loc.valid.sum(1).tolist()))
@@ -119,7 +165,7 @@ def _per_row(pos: Position, mask, input_ids, tokenizer) -> list[list[list[int]]]
     m = mask.bool()
     # Positions that ignore token ids give the same indices for rows with the same mask: resolve each
     # distinct mask once (large batches of equal-length prompts are the common case).
-    memo = {} if all(type(p) in (_Last, _First, _At, _Span) for p in pos.parts) else None
+    memo = {} if all(type(p) in (_Last, _First, _At, _Span, _Generated, _Recent) for p in pos.parts) else None
     m_np = m.cpu().numpy()
     out = []
     for b in range(m.shape[0]):
@@ -263,6 +309,29 @@ class _Token(Position):
         return f"token({self.text!r}{occ})"
 
 
+@dataclass(frozen=True, repr=False)
+class _Generated(Position):
+    takes_generated = True
+
+    def indices(self, n, ids, tokenizer):
+        return []
+
+    def __repr__(self):
+        return "generated()"
+
+
+@dataclass(frozen=True, repr=False)
+class _Recent(Position):
+    takes_generated = True
+    k: int = 1
+
+    def indices(self, n, ids, tokenizer):
+        return list(range(max(0, n - self.k), n))  # a prompt shorter than k: all of it is recent
+
+    def __repr__(self):
+        return f"recent({self.k})"
+
+
 def last(n: int = 1) -> Position:
     """The last ``n`` real tokens of each prompt."""
     return _Last(_positive(n, "last"))
@@ -288,6 +357,30 @@ def token(text: str, occurrence: int = 0) -> Position:
     if not isinstance(text, str) or not text:
         raise PositionError(f"token(text): expected a non-empty string such as ' Mary'; got {text!r}")
     return _Token(text, as_int(occurrence, "token occurrence", error=PositionError))
+
+
+def generated() -> Position:
+    """Every generated token, edited when it is new (in teacher forcing: every response token's column).
+
+    Example:
+        >>> generated(), first(1) + last(1) + generated()
+        (generated(), first(1)+last()+generated())
+    """
+    return _Generated()
+
+
+def recent(k: int) -> Position:
+    """The last ``k`` prompt tokens plus every generated token (all the prompt when it is shorter than ``k``).
+
+    With a KV cache a token is edited once, while it is new, so "the last ``k`` tokens of the running sequence"
+    over all decoding steps is ``last(k)`` of the prompt plus each new token; this is what equals recomputing the
+    whole sequence with the edit at those tokens every step.
+
+    Example:
+        >>> recent(4).locate(torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])).index.tolist()   # the prompt part
+        [[1, 2, 3, 1], [0, 1, 2, 3]]
+    """
+    return _Recent(_positive(k, "recent"))
 
 
 def _positive(n, name):

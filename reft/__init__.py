@@ -19,7 +19,7 @@ A LoReFT edits hidden vectors at a few prompt positions: ``h + R^T (W h + b - R 
 ``interp.subspace.edit`` with target ``W h + b``; the model stays frozen.
 """
 
-from interp.positions import first, last
+from interp.positions import first, generated, last, recent
 
 from .bridge import as_basis, init_basis, principal_angles
 from .data import Example, as_examples
@@ -61,6 +61,8 @@ __all__ = [
     "serve_ops",
     "first",
     "last",
+    "generated",
+    "recent",
     "parse_positions",
     "parse_layers",
     "Example",

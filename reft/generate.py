@@ -1,4 +1,4 @@
-"""Generate with ReFT interventions on prompt positions; decoding reuses the KV cache and pays nothing.
+"""Generate with ReFT interventions on prompt positions (and, with decode-time positions, on each new token).
 
 Example:
     >>> generate(rlm, "Who are you?", max_new_tokens=32)         # text needs a tokenizer  # doctest: +SKIP
@@ -11,19 +11,31 @@ Example:
     >>> torch.equal(g.new_ids[1], generate_ids(lm, base[1:2], max_new_tokens=5).new_ids[0])   # row 1: no edit
     True
 
-The interventions are engine ops on the hooks backend that fire on the first forward of ``generate`` (the
-prompt pass) only, so each decoded token is a plain cached step. Because the edited prompt states live in
-the KV cache, this equals recomputing the full sequence with the edit at the prompt positions every step.
+The interventions are engine ops on the hooks backend. The prompt-position edits fire on the first forward of
+``generate`` (the prompt pass), and their hooks are removed when it ends, so for prompt-only models each decoded
+token is a plain cached step that pays nothing. Because the edited prompt states live in the KV cache, this equals
+recomputing the full sequence with the edit at the prompt positions every step.
+
+A model with decode-time positions (``generated()``, ``recent(k)``, e.g. ``"f1+l1+g"``) also edits each new
+token's vector at every cached decoding step, on the rows it serves only (rows served None or by a prompt-only
+model are untouched); a token's edited state then enters the cache, so this too equals a full recomputation of
+the sequence with the edit at the prompt positions and at every generated token:
+
+    >>> rlm_g = attach(lm, {Site("resid_post", 1, first(1) + last(1) + generated()): LoReFT(lm.d_model, rank=4)})
+    >>> generate_ids(rlm_g, base[:3], serve=[rlm_g, None, rlm], max_new_tokens=4).new_ids.shape
+    torch.Size([3, 4])
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.nn.utils import parametrize
 
-from interp.engine import hooked
+from interp.engine import Op, hooked
 from interp.inputs import encode
 
 from .interventions import ReftError
@@ -52,7 +64,8 @@ def generate_ids(
     do_sample: bool = False,
     **generate_kwargs,
 ) -> Generation:
-    """A :class:`Generation` from ``lm.hf.generate`` with the interventions on the prompt pass."""
+    """A :class:`Generation` from ``lm.hf.generate`` with the interventions on the prompt pass, and those with
+    decode-time positions on each new token (greedy or sampled; one token per step, with the KV cache)."""
     lm = model.lm if isinstance(model, ReftModel) else model
     single = isinstance(prompts, str)
     batch = encode(lm, [prompts] if single else prompts, padding_side="left")
@@ -65,7 +78,10 @@ def generate_ids(
     if len(serve) != B:
         raise ReftError(f"serve= has {len(serve)} entries for {B} prompts; give one ReftModel or None per prompt")
     pad = lm.tokenizer.pad_token_id if lm.tokenizer is not None else 0
-    with torch.no_grad(), hooked(lm, serve_ops(serve, batch), once=True):
+    steps = serve_step_ops(serve, device=batch.input_ids.device)
+    # The weights are fixed while generating: an orthogonal basis (LoReFT's R) is computed once, not at every
+    # step (cached() cuts a decode-time LoReFT's per-step edit on Gemma-3-270M from 1.2 ms to 0.17 ms).
+    with torch.no_grad(), parametrize.cached(), edits_while_generating(lm, serve_ops(serve, batch), steps):
         out = lm.hf.generate(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,
@@ -75,6 +91,72 @@ def generate_ids(
             **generate_kwargs,
         )
     return Generation(out, T)
+
+
+def serve_step_ops(serve: Sequence[ReftModel | None], *, device=None) -> list[Op]:
+    """Ops for one cached decoding step of a batch served by ``serve``: each row's new token (column 0 of a one-token
+    input) gets the decode-time interventions of ``serve[b]``; empty when no served model has decode positions.
+
+    Example:
+        >>> serve_step_ops([rlm, None])                           # first(1)+last(1): prompt-only, nothing per step
+        []
+    """
+    groups: dict[int, tuple[ReftModel, list[int]]] = {}
+    for b, a in enumerate(serve):
+        if a is not None and a.decodes:
+            groups.setdefault(id(a), (a, []))[1].append(b)
+    ops = []
+    for rlm, rows in groups.values():
+        every = len(rows) == len(serve)
+        ops += rlm.step_ops(len(serve), None if every else torch.tensor(rows, device=device), device=device)
+    return ops
+
+
+@contextlib.contextmanager
+def edits_while_generating(lm, prompt_ops: Sequence[Op], step_ops: Sequence[Op] = ()):
+    """While the block runs, the model's first forward (the prompt pass) applies ``prompt_ops``; when it ends
+    those hooks are removed, and every later forward (a cached step, one new token per row) applies
+    ``step_ops``. With neither, no hook is registered at all; with prompt ops only, decoding runs hook-free.
+
+    Example:
+        >>> with edits_while_generating(lm, [], []):              # nothing to do: plain generate
+        ...     out = lm.hf.generate(input_ids=base, attention_mask=torch.ones_like(base), max_new_tokens=2)
+        >>> out.shape
+        torch.Size([4, 8])
+    """
+    if not prompt_ops and not step_ops:
+        yield
+        return
+    model = lm.hf
+    prompt, steps = contextlib.ExitStack(), contextlib.ExitStack()
+    handle = None
+
+    def one_token(mod, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None:
+            ids = kwargs.get("inputs_embeds")
+        if ids is not None and ids.shape[1] != 1:
+            raise ReftError(
+                f"a decode-time position edits one new token per step, but a decoding step fed {ids.shape[1]} "
+                "tokens per row; generate with the KV cache (use_cache=True) and one token per step (no "
+                "assisted or chunked decoding)"
+            )
+
+    def after_prompt(mod, args, output):
+        prompt.close()  # the prompt pass is done: its hooks go, decoding never calls them
+        handle.remove()
+        if step_ops:
+            steps.enter_context(hooked(lm, step_ops))
+            steps.callback(model.register_forward_pre_hook(one_token, with_kwargs=True).remove)
+
+    prompt.enter_context(hooked(lm, prompt_ops))
+    handle = model.register_forward_hook(after_prompt)
+    try:
+        yield
+    finally:
+        handle.remove()
+        prompt.close()
+        steps.close()
 
 
 def generate(

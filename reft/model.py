@@ -44,6 +44,12 @@ class Placement:
     intervention: ReftIntervention
     part: int | None = None
 
+    @property
+    def decodes(self) -> bool:
+        """True when this placement also edits generated tokens (a ``generated()`` or ``recent(k)`` part)."""
+        j = self.site.pos.decode_part
+        return j is not None and self.part in (None, j)
+
 
 class ReftModel(nn.Module):
     """A frozen :class:`interp.LM` plus trainable interventions at prompt positions (see :func:`attach`)."""
@@ -81,26 +87,47 @@ class ReftModel(nn.Module):
             rows.append(f"  head: {type(h).__name__}(d_model={h.in_features}, n_labels={h.out_features})")
         return f"ReftModel({self.lm!r}, tied={self.tied},\n" + "\n".join(rows) + "\n)"
 
+    @property
+    def decodes(self) -> bool:
+        """True when some intervention also edits generated tokens (positions with ``generated()``, ``recent(k)``)."""
+        return any(pl.decodes for pl in self.placements)
+
     def edit_ops(self, batch, prompt_mask: torch.Tensor | None = None, rows: torch.Tensor | None = None) -> list[Op]:
         """Engine ops that apply this model's interventions to ``batch``.
 
         ``prompt_mask`` (B, T) marks the prompt tokens positions count over (default: the attention mask, the
-        whole input); ``rows`` restricts the edit to those rows of the batch (default: all).
+        whole input); ``rows`` restricts the edit to those rows of the batch (default: all). Decode-time
+        positions (``generated()``, ``recent(k)``) also take the real tokens after the prompt (teacher forcing:
+        the response tokens, the inputs at which generation would edit them); without a ``prompt_mask`` there
+        are none, and only their prompt part applies.
         """
         mask = batch.attention_mask if prompt_mask is None else prompt_mask
         ids = batch.input_ids
+        gen = None
+        if prompt_mask is not None and self.decodes:
+            gen = batch.attention_mask.bool() & ~prompt_mask.bool()
         if rows is not None:
             mask, ids = mask[rows], ids[rows]
+            gen = None if gen is None else gen[rows]
         located: dict = {}
         ops = []
         for pl in self.placements:
             key = (pl.site.pos, pl.part is not None)
             if key not in located:
-                located[key] = pl.site.pos.locate(mask, ids, self.lm.tokenizer, by_part=pl.part is not None)
+                located[key] = pl.site.pos.locate(
+                    mask, ids, self.lm.tokenizer, by_part=pl.part is not None, generated=gen
+                )
             loc = located[key] if pl.part is None else located[key][pl.part]
             if loc.index.shape[1]:  # a part no row has (a 1-token prompt's prefix) edits nothing
                 ops.append(Op(pl.site, pl.target, loc.index, fn=pl.intervention, valid=loc.valid, rows=rows))
         return ops
+
+    def step_ops(self, n_rows: int, rows: torch.Tensor | None = None, device=None) -> list[Op]:
+        """Ops for one cached decoding step (one new token per row, column 0): the interventions that edit
+        generated tokens, on ``rows`` of a batch of ``n_rows`` (default: all); none for a prompt-only model."""
+        k = n_rows if rows is None else len(rows)
+        index = torch.zeros(k, 1, dtype=torch.long, device=device)
+        return [Op(pl.site, pl.target, index, fn=pl.intervention, rows=rows) for pl in self.placements if pl.decodes]
 
     def logits(self, rb) -> torch.Tensor:
         """Logits (B, k, V) of a :class:`reft.data.ReftBatch` at its ``pred_at`` columns, with the edit applied
@@ -138,6 +165,7 @@ def attach(
     if not interventions:
         raise ReftError("attach() got no interventions; pass {Site(...): LoReFT(lm.d_model, rank=4)}")
     placements = []
+    copies: dict[tuple[int, int], ReftIntervention] = {}  # untied: part j's copy of iv, shared by iv's sites
     for site, iv in interventions.items():
         if not isinstance(site, Site):
             raise ReftError(f"keys must be interp.Site values; got {site!r}")
@@ -153,7 +181,9 @@ def attach(
             placements.append(Placement(site, target, iv))
         else:
             for j in range(n_parts):
-                placements.append(Placement(site, target, iv if j == 0 else copy.deepcopy(iv), part=j))
+                if j and (id(iv), j) not in copies:
+                    copies[id(iv), j] = copy.deepcopy(iv)
+                placements.append(Placement(site, target, iv if j == 0 else copies[id(iv), j], part=j))
     if head is not None:
         check_head(head, lm)
         to_model(head, lm)
@@ -202,11 +232,21 @@ def at_layers(
     kind: str = "loreft",
     rank: int = 4,
     component: str = "resid_post",
+    share: bool = False,
 ) -> dict[Site, ReftIntervention]:
     """One new intervention per layer: ``at_layers(lm, [3, 9, 15], pos=first(7) + last(7), rank=4)``.
 
+    Example:
+        >>> attach(lm, at_layers(lm, [0, 1], rank=4)).trainable_params         # two interventions
+        520
+        >>> attach(lm, at_layers(lm, [0, 1], rank=4, share=True)).trainable_params   # one, at both layers
+        260
+
     ``layers``: a list, an int or ``"all"``; ``pos``: a typed position (default ``first(1) + last(1)``; the CLI
-    form ``"f7+l7"`` goes through :func:`reft.parse_positions`).
+    form ``"f7+l7"`` goes through :func:`reft.parse_positions`). ``share=True`` puts ONE intervention at all
+    these layers: one set of weights, trained once and saved once (a load keeps it shared). With
+    ``attach(..., tied=False)`` each part of the positions (prefix, suffix) gets one intervention, shared by
+    all these layers.
     """
     if pos is None:
         pos = first(1) + last(1)
@@ -215,9 +255,13 @@ def at_layers(
             f"at_layers(pos={pos!r}): expected a typed position such as first(7) + last(7); for the CLI's "
             f"string form use reft.parse_positions({pos!r})"
         )
+    layers = _pos.parse_layers(layers, lm.n_layers)
+    if share:
+        one = make(kind, lm.d_model, rank)
+        return {Site(component, layer, pos): one for layer in layers}
     return {
         Site(component, layer, pos): make(kind, lm.d_model, rank)  # float32; attach() puts it on its layer's device
-        for layer in _pos.parse_layers(layers, lm.n_layers)
+        for layer in layers
     }
 
 

@@ -3,29 +3,34 @@
 Example:
     >>> parse_positions("f7+l7"), parse_layers("3;9;15", n_layers=18), parse_layers("all", n_layers=4)
     (first(7)+last(7), [3, 9, 15], [0, 1, 2, 3])
+    >>> parse_positions("f1+l1+g"), parse_positions("r4")        # decode-time: generated tokens too
+    (first(1)+last()+generated(), recent(4))
 
 What a position means (the ReFT paper's rule for ``first(p) + last(s)`` on short prompts included) is
 defined once, in :mod:`interp.positions`; ReFT counts the *prompt* tokens of each row (never the response
-or padding).
+or padding); ``g`` (``generated()``) and ``r<k>`` (``recent(k)``) also edit each generated token (in training, each
+response token), see :mod:`interp.positions`.
 """
 
 from __future__ import annotations
 
 import re
 
-from interp.positions import Position, at, first, last, span
+from interp.positions import Position, at, first, generated, last, recent, span
 
 from .interventions import ReftError
 
-_TOKEN = re.compile(r"^(f|l)(\d+)$")
+_TOKEN = re.compile(r"^(f|l|r)(\d+)$")
+_SHORT = {"f": first, "l": last, "r": recent}
 
 
 def parse_positions(text: str) -> Position:
-    """The CLI's string form: ``"f7+l7"``, ``"l1"``, ``"f1"``; also the repr form ``"first(7)+last(7)"``.
+    """The CLI's string form: ``"f7+l7"``, ``"l1"``, ``"f1"``, ``"g"`` (generated), ``"r4"`` (recent(4)); also
+    the repr form ``"first(7)+last(7)+generated()"``, so ``parse_positions(repr(p)) == p``.
 
     Example:
-        >>> parse_positions("f1+l1")
-        first(1)+last()
+        >>> parse_positions("f1+l1"), parse_positions("recent(2)+generated()")
+        (first(1)+last(), recent(2)+generated())
     """
     if isinstance(text, Position):
         return text
@@ -33,16 +38,22 @@ def parse_positions(text: str) -> Position:
     for piece in str(text).replace(" ", "").split("+"):
         m = _TOKEN.match(piece)
         if m:
-            out.append((first if m.group(1) == "f" else last)(int(m.group(2))))
+            out.append(_SHORT[m.group(1)](int(m.group(2))))
             continue
-        m = re.match(r"^(first|last|at|span)\((-?\d*)(?:,(-?\d+))?\)$", piece)
-        if not m:
+        if piece in ("g", "generated()"):
+            out.append(generated())
+            continue
+        m = re.match(r"^(first|last|at|span|recent)\((-?\d*)(?:,(-?\d+))?\)$", piece)
+        if not m or (m.group(1) in ("at", "recent") and not m.group(2)) or ((m.group(1) == "span") != bool(m.group(3))):
             raise ReftError(
-                f"cannot read positions {text!r}: part {piece!r} is not f<n>, l<n>, first(n), last(n), at(i) "
-                "or span(a,b); e.g. 'f7+l7' for the first 7 and last 7 prompt tokens"
+                f"cannot read positions {text!r}: part {piece!r} is not f<n>, l<n>, g, r<k>, first(n), last(n), "
+                "at(i), span(a,b), generated() or recent(k); e.g. 'f7+l7' for the first 7 and last 7 prompt "
+                "tokens, 'f1+l1+g' to also edit every generated token"
             )
         name, a, b = m.groups()
-        if name == "span":
+        if name == "recent":
+            out.append(recent(int(a)))
+        elif name == "span":
             out.append(span(int(a), int(b)))
         elif name == "at":
             out.append(at(int(a)))

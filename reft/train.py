@@ -13,6 +13,12 @@ with linear warm-up then linear decay, gradient clipping, a tqdm bar with the lo
 checkpoints every so many steps. The basis ``R`` never gets weight decay: decay pulls R toward zero,
 the orthogonal parametrisation's re-projection fights it, and the edit silently switches off.
 
+The frozen layers below the lowest intervened layer run once per example, not once per step
+(:mod:`reft.cache`, ``TrainConfig.cache_prefix``, on by default): their output is cached the first time an
+example is drawn and replayed after, so a step runs only the layers from there up. It holds about
+``examples x tokens x d_model x bytes per value`` (unpadded), e.g. 3.3 GB for 10,000 examples of 128 tokens on
+Gemma-3-270M in float32.
+
 Under ``torchrun --nproc_per_node N`` (:mod:`interp.distributed`) every rank draws the same global batches
 and takes ``batch[rank::N]``; DistributedDataParallel averages the gradients. The loss is made exact: each
 rank sums the cross-entropy over its shard's response tokens and divides by the global batch's token count
@@ -39,6 +45,7 @@ from torch import nn
 from interp import distributed as _dist
 
 from . import data as _data
+from .cache import StreamCache, replaying
 from .interventions import ReftError
 from .model import ReftModel, serve_logits
 
@@ -69,6 +76,7 @@ class TrainConfig:
     checkpoint_every: int = 0
     checkpoint_dir: str | None = None
     progress: bool = True
+    cache_prefix: bool = True  # replay the stream entering the lowest intervened layer (reft.cache); False: run all
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "grad_accum"):
@@ -146,8 +154,18 @@ def train_reft(
 
     rlm.train()
     try:
+        cache = StreamCache.for_model(rlm, train, vocab) if config.cache_prefix else None  # None: does not apply
         return fit(
-            lm, groups, rlm.logits, train, config, vocab=vocab, evaluate_fn=evaluate_fn, checkpoint_fn=save, module=rlm
+            lm,
+            groups,
+            rlm.logits,
+            train,
+            config,
+            vocab=vocab,
+            evaluate_fn=evaluate_fn,
+            checkpoint_fn=save,
+            module=rlm,
+            cache=cache,
         )
     finally:
         rlm.eval()
@@ -233,6 +251,7 @@ def fit(
     evaluate_fn=None,
     checkpoint_fn=None,
     module: nn.Module | None = None,
+    cache: StreamCache | None = None,
 ) -> History:
     """The loop shared by ReFT and the LoRA/DoRA baselines: same batches, steps, schedule and loss.
 
@@ -243,6 +262,8 @@ def fit(
         vocab: label-word token ids for classification (loss over those words only), else None.
         module: the module holding the trainable parameters, which DistributedDataParallel wraps under
             ``torchrun`` (default: the parameters of ``groups``, gathered in a ParameterList).
+        cache: a :class:`reft.cache.StreamCache` over ``rows``: each step replays the stream entering its layer
+            instead of running the layers below (``forward`` must run ``lm`` itself, unmodified below it).
     """
     if not rows:
         raise ReftError("no training examples after tokenization")
@@ -261,7 +282,7 @@ def fit(
         return max(0.0, (steps - step) / max(1, steps - warmup))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-    stream = _batches(rows, config.batch_size, rng)
+    stream = _batches(list(range(len(rows))), config.batch_size, rng)  # example ids: the cache is indexed by them
     hist = History()
     params = [p for g in groups for p in g["params"]]
 
@@ -284,20 +305,24 @@ def fit(
         opt.zero_grad(set_to_none=True)
         total = 0.0
         for k in range(config.grad_accum):
-            batch = next(stream)  # the same global batch on every rank
+            ids = next(stream)  # the same global batch on every rank
+            batch = [rows[j] for j in ids]
             if world == 1:
                 rb = _data.collate(lm, batch, vocab)
-                loss = model(rb, None) / config.grad_accum
+                with replaying(cache, ids, rb):  # layers below the cache's run once per example, not per step
+                    loss = model(rb, None) / config.grad_accum
                 loss.backward()
                 total += loss.item()
                 hist.response_tokens += int(rb.label_mask.sum())
                 continue
-            mine = _dist.shard(batch)  # batch[rank::world]
+            mine_ids = _dist.shard(ids)  # batch[rank::world]
+            mine = [rows[j] for j in mine_ids]
             rb = _data.collate(lm, mine, vocab) if mine else None
             (n_tokens,) = _dist.all_sum([int(rb.label_mask.sum()) if mine else 0])  # of the global batch
             sync = k + 1 == config.grad_accum  # DDP averages gradients once, after the last micro-batch
             with contextlib.nullcontext() if sync else model.no_sync():
-                loss = model(rb, world / n_tokens) / config.grad_accum  # averaged over ranks: the global mean
+                with replaying(cache, mine_ids, rb):  # each rank caches the examples its shards bring it
+                    loss = model(rb, world / n_tokens) / config.grad_accum  # averaged over ranks: the global mean
                 loss.backward()
             total += loss.item() / world
             hist.response_tokens += int(n_tokens)

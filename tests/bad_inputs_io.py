@@ -307,7 +307,8 @@ ROWS = [
     Bad("das weights missing", load_das(lambda p: (p / "weights.safetensors").unlink() or p), FileNotFoundError,
         r"weights\.safetensors is missing"),
     Bad("das unknown position kind", das_config(_pos({"kind": "middle"})), FormatError,
-        r"config\.json: site: unknown position kind 'middle'.*known: first, last, at, span, token, sum"),
+        r"config\.json: site: unknown position kind .middle.*known: first, last, at, span, token, generated, "
+        r"recent, sum"),
     Bad("das position field wrong type", das_config(_pos({"kind": "last", "n": "1"})), FormatError,
         r"last\.n is '1' \(a string\); expected an integer"),
     Bad("das position unknown field", das_config(_pos({"kind": "at", "i": 1, "j": 2})), FormatError,
