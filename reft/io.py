@@ -18,6 +18,10 @@ head's size if there is one. ``weights.safetensors`` holds the interventions' (`
 (``"head.<name>"``) weights, each orthonormal basis as its rank x d rows; a reload is bit-identical. A save
 refuses, before writing anything, what a load could not rebuild; folders of the previous layout
 (``reft-interventions/1``) still load.
+
+One intervention at several sites (``at_layers(..., share=True)``) is one entry of ``"interventions"`` that
+several placements name, so its weights are written once and a load puts the one rebuilt object at every site.
+A path ``"hf://owner/name"`` saves to / loads from the Hugging Face Hub (:mod:`reft.hub`), with a model card.
 """
 
 from __future__ import annotations
@@ -37,11 +41,19 @@ _KEYS = {"format": str, "kind": str, "model": dict, "tied": bool, "interventions
 _PLACEMENT = {"site": dict, "part": (int, type(None)), "intervention": int}
 
 
-def save(rlm: ReftModel, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+def save(rlm: ReftModel, path: str | os.PathLike, *, overwrite: bool = False, task: str | None = None) -> Path | str:
     """Write the folder ``path`` (``config.json``, ``weights.safetensors``) all at once: a failed save leaves
     the old result (``overwrite=True``) or nothing. Refuses, before writing, an intervention class, position
     or head that a load could not rebuild.
+
+    ``path="hf://owner/name"`` uploads the same folder plus a model card ``README.md`` to the Hugging Face Hub
+    (:func:`reft.hub.push`; ``task`` names the task there; a Hub save is a new commit, so ``overwrite`` does not
+    apply) and returns ``path``. A local folder gets no model card (:func:`reft.hub.model_card` writes one).
     """
+    from . import hub
+
+    if hub.is_hub(path):
+        return hub.push(rlm, path, task=task)
     _io.check_save_dir(path, overwrite=overwrite, what="ReFT folder")
     index = {id(iv): i for i, iv in enumerate(rlm.interventions)}
     ivs = [_describe(iv) for iv in rlm.interventions]
@@ -113,13 +125,18 @@ def load(path: str | os.PathLike, lm) -> ReftModel:
 
     Refuses a model of another architecture, size or parameter shapes, and warns
     (:class:`interp.io.WeightsChangedWarning`) when only its weights differ; refuses edited or damaged files,
-    naming the file and the key or tensor.
+    naming the file and the key or tensor. ``path="hf://owner/name"`` (``@revision`` optional) downloads the
+    folder from the Hugging Face Hub first (:func:`reft.hub.pull`).
     """
     if hasattr(path, "hf") and not hasattr(lm, "hf"):
         raise TypeError(
             f"reft.load(path, lm): the folder comes first, then the model (as in DASResult.load); got a model, then "
             f"{lm!r}: call reft.load({str(lm)!r}, lm)"
         )
+    from . import hub
+
+    if hub.is_hub(path):
+        path = hub.pull(path)
     path = Path(path)
     file = path / _io.CONFIG
     if not file.is_file():

@@ -30,7 +30,8 @@ from interp.distributed import is_main
 
 from ..interventions import KINDS, ReftError
 
-COMMANDS = ("train", "eval", "generate", "compare")  # modules of reft.cli, one per subcommand
+# modules of reft.cli, one per subcommand
+COMMANDS = ("train", "eval", "generate", "compare", "experiment", "memorise", "steer")
 BASELINES = ("lora", "dora")
 METHODS = (*KINDS, *BASELINES)
 
@@ -127,11 +128,18 @@ def add_method_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rank", type=int, default=None)
     p.add_argument("--untied", action="store_true", help="separate weights for prefix and suffix positions")
     p.add_argument(
+        "--share-weights", action="store_true", help="one intervention for all --layers: one set of weights, "
+        "trained and saved once (ReFT methods; with --untied: one per part of the positions)"
+    )  # fmt: skip
+    p.add_argument(
         "--head", action="store_true", help="classification with ReFT: train a linear head (started from the "
         "label words' unembedding rows) with the interventions instead of scoring the label words"
     )  # fmt: skip
     p.add_argument("--lora-rank", type=int, default=8)
-    p.add_argument("--out", default=None, help="save the trained interventions here (ReFT methods)")
+    p.add_argument(
+        "--out", default=None, help="save the trained interventions here (ReFT methods): a folder, or "
+        "hf://owner/name to upload them with a model card to the Hugging Face Hub"
+    )  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
 
 
@@ -163,9 +171,16 @@ def _print_human(result: dict) -> None:
     if "methods" in result:
         cols = ("accuracy", "trainable_params", "percent_of_base", "seconds_per_step", "peak_rss_mb")
         print(f"{result['task']} ({result['steps']} steps each)")
-        print(f"{'method':<8} " + " ".join(f"{c:>17}" for c in cols))
+        print(f"{'method':<16} " + " ".join(f"{c:>17}" for c in cols))
+        seeded = "seeds" in result  # reft compare --seeds: mean +- standard error over the seeds
         for m, r in result["methods"].items():
-            print(f"{m:<8} " + " ".join(f"{r.get(c, float('nan')):>17.4g}" for c in cols))
+            cells = []
+            for c in cols:
+                if seeded and f"{c}_mean" in r:
+                    cells.append(f"{r[f'{c}_mean']:.3g} +- {r[f'{c}_se']:.2g}".rjust(17))
+                else:
+                    cells.append(f"{r.get(c, float('nan')):>17.4g}")
+            print(f"{m:<16} " + " ".join(cells))
         return
     for key, value in result.items():
         if isinstance(value, list):
@@ -248,16 +263,22 @@ def check_method_options(args, method: str, defaults: dict) -> None:
     """
     from interp.io import check_save_dir
 
+    from .. import hub
     from ..positions import parse_layers, parse_positions
     from ..train import check_checkpoint_dir
 
-    if args.out:
+    if args.out and hub.is_hub(args.out):
+        hub.check(args.out, doing="save to")  # a malformed repo id, offline mode, no network
+    elif args.out:
         check_save_dir(args.out, overwrite=args.overwrite, what="--out folder")
     if getattr(args, "checkpoint_dir", None):
         check_checkpoint_dir(args.checkpoint_dir, what="--checkpoint-dir folder")
     check_positive(args, "rank", "lora_rank")
     if args.head and method in BASELINES:
         raise ReftError(f"--head trains a classifier head with a ReFT method; got --method {method}")
+    if getattr(args, "share_weights", False):
+        if method in BASELINES:
+            raise ReftError(f"--share-weights shares a ReFT intervention across layers; got --method {method}")
     shape = model_shape(args.model)  # a missing model is refused here
     if method in BASELINES:
         return
@@ -270,10 +291,14 @@ def check_method_options(args, method: str, defaults: dict) -> None:
 
 
 def check_load(args) -> None:
-    """``--load``, where given, must be a folder that ``reft train --out`` wrote."""
+    """``--load``, where given, must be a folder that ``reft train --out`` wrote (or ``hf://owner/name``)."""
     from pathlib import Path
 
-    if getattr(args, "load", None) and not Path(args.load).is_dir():
+    from .. import hub
+
+    if getattr(args, "load", None) and hub.is_hub(args.load):
+        hub.check(args.load, doing="load from")
+    elif getattr(args, "load", None) and not Path(args.load).is_dir():
         raise FileNotFoundError(f"--load {args.load!r} is not a folder; expected one written by reft train --out")
 
 

@@ -4,6 +4,7 @@ Example:
     reft train --task style --out runs/style
     reft train --data train.jsonl --eval-data test.jsonl --layers "3;9" --positions f7+l7 --rank 8 --out runs/x
     reft train --task sentiment --method lora --grad-accum 2 --weight-decay 0.01 --json
+    reft train --task style --layers all --share-weights --out hf://me/style-reft   # one LoReFT at every layer
     torchrun --nproc_per_node 2 -m reft train --task style --batch-size 10 --out runs/style   # data parallel
 
 Under ``torchrun`` (or ``accelerate launch``) each process trains on its share of every batch
@@ -123,41 +124,45 @@ def _run(args) -> dict:
             label_words=data.label_words,
         )
         n, hist, metrics = res.trainable_params, res.history, res.metrics
+        tuned = interp.LM(res.model.get_base_model(), lm.tokenizer)  # generates like any model (samples)
     else:
         layers = pick(args, "layers", defaults, str(lm.n_layers // 2))
         rank = pick(args, "rank", defaults, 4)
         head = ClassifierHead.from_label_words(lm, data.label_words) if args.head else None
         with torch.random.fork_rng():  # --seed sets the initialisation (the same on every rank under torchrun)
             torch.manual_seed(config.seed)
-            rlm = attach(lm, at_layers(lm, layers, pos=pos, kind=method, rank=rank), tied=not args.untied, head=head)
+            share = args.share_weights
+            sites = at_layers(lm, layers, pos=pos, kind=method, rank=rank, share=share)
+            rlm = attach(lm, sites, tied=not args.untied, head=head)
         out.update(layers=str(layers), positions=positions, rank=rank, tied=not args.untied, head=args.head)
+        out["share_weights"] = share
         periodic = data.test if config.eval_every and data.test else None  # evaluations during training
         hist = train_reft(rlm, data.train, config, eval_examples=periodic, label_words=data.label_words)
-        n = rlm.trainable_params
+        n, tuned = rlm.trainable_params, rlm
         if hist.evals:
             out["evals"] = [{"step": step, **m} for step, m in hist.evals]
             metrics = hist.evals[-1][1]  # the last one is after the last step
         else:
             metrics = evaluate(rlm, data.test, label_words=data.label_words, config=config) if data.test else {}
-        if data.eval_prompts and is_main():  # samples for rank 0's report only
-            decoding = {"max_new_tokens": 24}
-            if "repetition_penalty" in defaults:
-                decoding["repetition_penalty"] = defaults["repetition_penalty"]
-            out["decoding"] = decoding
-            out["samples"] = [
-                {"prompt": p, "reft": r, "base": b}
-                for p, r, b in zip(
-                    data.eval_prompts,
-                    generate(rlm, data.eval_prompts, **decoding),
-                    generate(lm, data.eval_prompts, **decoding),
-                )
-            ]
-            if args.task == "style":
-                style = _tasks.get("style")
-                out["style_rate"] = style.style_rate([s["reft"] for s in out["samples"]])
-                out["style_rate_base"] = style.style_rate([s["base"] for s in out["samples"]])
         if args.out and is_main():
-            out["saved"] = str(save(rlm, args.out, overwrite=args.overwrite))
+            out["saved"] = str(save(rlm, args.out, overwrite=args.overwrite, task=args.task))
+    if data.eval_prompts and is_main():  # samples for rank 0's report only
+        decoding = {"max_new_tokens": 24}
+        if "repetition_penalty" in defaults:
+            decoding["repetition_penalty"] = defaults["repetition_penalty"]
+        out["decoding"] = decoding
+        out["samples"] = [
+            {"prompt": p, "tuned": r, "base": b}
+            for p, r, b in zip(
+                data.eval_prompts,
+                generate(tuned, data.eval_prompts, **decoding),
+                generate(lm, data.eval_prompts, **decoding),
+            )
+        ]
+        if args.task == "style":
+            style = _tasks.get("style")
+            out["style_rate"] = style.style_rate([s["tuned"] for s in out["samples"]])
+            out["style_rate_base"] = style.style_rate([s["base"] for s in out["samples"]])
     if out["steps"] is None:  # trained by epochs
         out["steps"] = hist.steps
     out.update(
