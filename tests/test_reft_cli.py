@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import pytest
+
 from reft.cli import build_parser, main
+from reft.interventions import ReftError
 
 
 def test_parser_knows_all_commands():
@@ -192,7 +195,7 @@ def test_compare_hands_every_option_to_each_worker():
         worker = build_parser().parse_args(["train", *worker_argv(given, method)])
         assert worker.method == method
         for key, value in vars(given).items():
-            if key in ("command", "methods", "jobs", "json"):
+            if key in ("command", "methods", "jobs", "json", "seeds"):
                 continue  # compare's own
             if key in ("out", "checkpoint_dir"):
                 assert getattr(worker, key) == f"{value}/{method}"  # one folder per method
@@ -203,6 +206,68 @@ def test_compare_hands_every_option_to_each_worker():
         differ = {"checkpoint_dir", *(("lr",) if method == "lora" else ())}  # checked above
         config = {k: v for k, v in train_config(worker, {}, method).to_dict().items() if k not in differ}
         assert config == {k: v for k, v in train_config(given, {}, method).to_dict().items() if k not in differ}
+
+
+def test_compare_runs_a_method_at_its_own_positions_once_per_seed():
+    from reft.cli.compare import methods_of, seeds_of, worker_argv
+
+    given = build_parser().parse_args(
+        ["compare", "--task", "addition", "--methods", "loreft,loreft@f1+l3+g,lora", "--seeds", "0,2", "--out", "r"]
+    )
+    assert methods_of(given) == ["loreft", "loreft@f1+l3+g", "lora"] and seeds_of(given) == [0, 2]
+    worker = build_parser().parse_args(["train", *worker_argv(given, "loreft@f1+l3+g", seed=2)])
+    got = (worker.method, worker.positions, worker.seed, worker.out)
+    assert got == ("loreft", "f1+l3+g", 2, "r/loreft-at-f1_l3_g-seed2")
+    plain = build_parser().parse_args(["train", *worker_argv(given, "loreft", seed=0)])
+    assert (plain.positions, plain.seed, plain.out) == (None, 0, "r/loreft-seed0")  # the task's positions
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        (["--methods", "lora@f1"], "positions after '@' apply to ReFT methods"),
+        (["--methods", "loreft@f1+x"], "cannot read positions"),
+        (["--methods", "loreft,loreft"], "names a method twice"),
+        (["--seeds", "0,x"], "expected integers"),
+        (["--seeds", "1,1"], "distinct"),
+        (["--seeds", "0,1", "--seed", "3"], "not both"),
+    ],
+)
+def test_compare_refuses_bad_methods_and_seeds_before_work(extra, match):
+    from reft.cli.compare import check
+
+    with pytest.raises(ReftError, match=match):
+        check(build_parser().parse_args(["compare", "--task", "addition", *extra]))
+
+
+def test_over_seeds_reports_mean_standard_error_and_each_seed():
+    from reft.cli.compare import over_seeds
+
+    r = over_seeds([{"accuracy": 0.2, "style_rate": 1.0, "rank": 4}, {"accuracy": 0.4, "style_rate": 0.5, "rank": 4},
+                    {"accuracy": 0.9, "style_rate": 0.0, "rank": 4}])  # fmt: skip
+    assert r["accuracy_mean"] == pytest.approx(0.5) and r["accuracy_per_seed"] == [0.2, 0.4, 0.9]
+    assert r["accuracy_se"] == pytest.approx(0.2081666, abs=1e-6)  # stdev (n - 1) / sqrt(3)
+    assert r["style_rate_mean"] == pytest.approx(0.5) and r["rank"] == 4 and "accuracy" not in r
+
+
+def test_the_experiment_checks_tasks_and_its_output_file_before_work(tmp_path):
+    from reft.cli import experiment
+
+    (tmp_path / "old.json").write_text("{}")
+    for argv, match in [
+        (["--tasks", "style,nope"], "unknown"),
+        (["--out", str(tmp_path / "x.txt")], "expected a .json file"),
+        (["--out", str(tmp_path / "old.json")], "exists; pass --overwrite"),
+        (["--out", str(tmp_path / "no" / "x.json")], "does not exist"),
+        (["--steps", "0"], "positive"),
+    ]:
+        with pytest.raises(ReftError, match=match):
+            experiment.check(build_parser().parse_args(["experiment", *argv]))
+    args = build_parser().parse_args(["experiment", "--tasks", "addition,sentiment", "--seeds", "0,1"])
+    experiment.check(args)
+    assert experiment.compare_args(args, "addition").methods == "loreft,loreft@f1+l3+g,lora"  # the task's positions
+    assert experiment.compare_args(args, "sentiment").methods == "loreft,lora"
+    assert experiment.compare_args(args, "style").n_test == 30
 
 
 # ---- one task registry for both command lines -------------------------------------------------------------

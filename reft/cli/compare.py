@@ -3,6 +3,12 @@
 Example:
     reft compare --task sentiment --json                      # LoReFT, DiReFT, LoRA, DoRA
     reft compare --task addition --methods loreft,lora --grad-accum 2 --jobs 2
+    reft compare --task addition --methods loreft,loreft@f1+l1+g,lora --seeds 0,1,2 --json   # mean +- s.e.
+
+A method may carry its own positions after ``@`` (``loreft@f1+l1+g``: LoReFT on the first and last prompt
+tokens and on every generated token, :func:`interp.generated`); it overrides ``--positions`` for that method.
+``--seeds`` runs every method once per seed (``--seed`` of ``reft train``: the data draw, the shuffling and
+the initialisation) and reports each metric's mean and standard error over the seeds with the per-seed values.
 
 Every option given here reaches each method's ``reft train`` worker (:func:`worker_argv` writes the
 parsed options back out for ``reft train``'s parser), except ``--lr`` for LoRA/DoRA (they use the task's
@@ -42,6 +48,8 @@ KEEP = (  # what the table keeps of each worker's `reft train --json`
     "eval_loss",
     "train_loss_last",
     "response_tokens",
+    "style_rate",
+    "style_rate_base",
     "layers",
     "positions",
     "rank",
@@ -61,6 +69,7 @@ def add_parser(sub):
     add_train_config_options(p)
     p.add_argument("--methods", default=",".join(COMPARE), help=f"comma-separated, from {', '.join(METHODS)}")
     p.add_argument("--jobs", type=int, default=1, help="methods run at once (timings then share the CPU)")
+    p.add_argument("--seeds", default=None, help="e.g. '0,1,2': each method once per seed, then mean and s.e.")
     return p
 
 
@@ -69,7 +78,7 @@ def train_parser() -> argparse.ArgumentParser:
     return _train.add_arguments(argparse.ArgumentParser(prog="reft train"))
 
 
-def worker_argv(args, method: str) -> list[str]:
+def worker_argv(args, method: str, seed: int | None = None) -> list[str]:
     """The ``reft train`` options that run ``method`` with every option ``args`` (a parsed compare) sets.
 
     Example:
@@ -77,24 +86,57 @@ def worker_argv(args, method: str) -> list[str]:
         >>> args = build_parser().parse_args(["compare", "--task", "sentiment", "--grad-accum", "4"])
         >>> worker_argv(args, "lora")
         ['--task=sentiment', '--grad-accum=4', '--method=lora']
+        >>> worker_argv(args, "loreft@f1+l1+g", seed=2)
+        ['--task=sentiment', '--positions=f1+l1+g', '--grad-accum=4', '--seed=2', '--method=loreft']
     """
+    kind, _, positions = method.partition("@")
     worker = argparse.Namespace(**vars(args))
-    if method in BASELINES:
+    if positions:
+        worker.positions = positions
+    if seed is not None:
+        worker.seed = seed
+    if kind in BASELINES:
         worker.lr = None  # the task's lora_lr (a ReFT learning rate is far too small for LoRA)
         worker.head = False  # LoRA/DoRA score the label words through the tuned model
-    for name in ("out", "checkpoint_dir"):  # one folder per method, not all of them writing into one
+    for name in ("out", "checkpoint_dir"):  # one folder per method (and seed), not all of them writing into one
         if getattr(worker, name, None):
-            setattr(worker, name, str(Path(getattr(worker, name)) / method))
-    return [*to_argv(train_parser(), worker, skip=("method",)), f"--method={method}"]
+            sub = method.replace("@", "-at-").replace("+", "_") + ("" if seed is None else f"-seed{seed}")
+            setattr(worker, name, str(Path(getattr(worker, name)) / sub))
+    return [*to_argv(train_parser(), worker, skip=("method", "seeds")), f"--method={kind}"]
 
 
 def methods_of(args) -> list[str]:
-    """``--methods 'loreft,lora'`` as a list of known methods, lower-cased."""
+    """``--methods 'loreft,lora,loreft@f1+l1+g'`` as a list of known methods (with their positions), lower-cased."""
+    from ..positions import parse_positions
+
     methods = [m.strip().lower() for m in args.methods.split(",") if m.strip()]
-    bad = [m for m in methods if m not in METHODS]
+    bad = [m for m in methods if m.partition("@")[0] not in METHODS]
     if bad or not methods:
         raise ReftError(f"--methods {args.methods!r}: unknown {bad}; expected some of {', '.join(METHODS)}")
+    for m in methods:
+        kind, at, positions = m.partition("@")
+        if at and kind in BASELINES:
+            raise ReftError(f"--methods: {m!r}: positions after '@' apply to ReFT methods, not to {kind}")
+        if at:
+            parse_positions(positions)  # a clear error for 'loreft@f1+x'
+    if len(set(methods)) < len(methods):
+        raise ReftError(f"--methods {args.methods!r} names a method twice")
     return methods
+
+
+def seeds_of(args) -> list[int] | None:
+    """``--seeds '0,1,2'`` as a list of distinct integers (None when not given)."""
+    if getattr(args, "seeds", None) is None:
+        return None
+    try:
+        seeds = [int(x) for x in str(args.seeds).split(",") if x.strip()]
+    except ValueError:
+        raise ReftError(f"--seeds {args.seeds!r}: expected integers separated by commas, e.g. '0,1,2'") from None
+    if not seeds or len(set(seeds)) < len(seeds):
+        raise ReftError(f"--seeds {args.seeds!r}: expected distinct integers, e.g. '0,1,2'")
+    if getattr(args, "seed", None) is not None:
+        raise ReftError("give --seeds or --seed, not both")
+    return seeds
 
 
 def check(args) -> None:
@@ -102,33 +144,66 @@ def check(args) -> None:
     from interp.cli import check_positive
 
     check_positive(args, "jobs")
+    seeds = seeds_of(args)
     for m in methods_of(args):
-        _train.check(train_parser().parse_args(worker_argv(args, m)))
+        _train.check(train_parser().parse_args(worker_argv(args, m, None if seeds is None else seeds[0])))
 
 
 def run(args) -> dict:
-    """Each method in its own process (so peak memory is per method), same data, steps and evaluation."""
-    methods = methods_of(args)
+    """Each method (and seed) in its own process (so peak memory is per method), same data, steps and evaluation."""
+    methods, seeds = methods_of(args), seeds_of(args)
     defaults = task_defaults(args)
     steps = train_config(args, defaults).steps
     debug = ["--debug"] if getattr(args, "debug", False) else []
-    commands = {m: [sys.executable, "-m", "reft", "train", *worker_argv(args, m), "--json", *debug] for m in methods}
-    results, running, queue = {}, {}, list(methods)
-    while queue or running:  # at most --jobs methods at a time, each in its own process
+    runs = [(m, s) for m in methods for s in (seeds or [None])]
+    commands = {r: [sys.executable, "-m", "reft", "train", *worker_argv(args, *r), "--json", *debug] for r in runs}
+    results, running, queue = {}, {}, list(runs)
+    while queue or running:  # at most --jobs runs at a time, each in its own process
         while queue and len(running) < max(1, args.jobs):
-            m = queue.pop(0)
-            running[m] = subprocess.Popen(commands[m], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        m = next(iter(running))
-        out, err = running.pop(m).communicate()
+            r = queue.pop(0)
+            running[r] = subprocess.Popen(commands[r], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        r = next(iter(running))
+        out, err = running.pop(r).communicate()
+        name = r[0] if r[1] is None else f"{r[0]} (seed {r[1]})"
         if not out.strip():
             last = (err.strip().splitlines() or ["no output"])[-1]
-            raise ReftError(f"method {m} failed: {last} (its command: {' '.join(commands[m][1:])})")
-        r = json.loads(out.strip().splitlines()[-1])
-        results[m] = {k: r[k] for k in KEEP if k in r}
-        print(f"{m}: { {k: v for k, v in results[m].items() if k != 'config'} }", file=sys.stderr)
-        steps = steps if steps is not None else r.get("steps")
-    results = {m: results[m] for m in methods}
-    return {"task": args.task or args.data, "steps": steps, "methods": results, "frozen": _frozen(args, defaults)}
+            raise ReftError(f"method {name} failed: {last} (its command: {' '.join(commands[r][1:])})")
+        w = json.loads(out.strip().splitlines()[-1])
+        results[r] = {k: w[k] for k in KEEP if k in w}
+        print(f"{name}: { {k: v for k, v in results[r].items() if k != 'config'} }", file=sys.stderr)
+        steps = steps if steps is not None else w.get("steps")
+    if seeds is None:
+        table = {m: results[(m, None)] for m in methods}
+    else:
+        table = {m: over_seeds([results[(m, s)] for s in seeds]) for m in methods}
+    out = {"task": args.task or args.data, "steps": steps, "methods": table}
+    if seeds is not None:
+        out["seeds"] = seeds
+    return out | {"frozen": _frozen(args, defaults)}
+
+
+SPREAD = ("accuracy", "eval_loss", "style_rate", "train_loss_last", "seconds_per_step")  # mean and s.e. over seeds
+
+
+def over_seeds(runs: list[dict]) -> dict:
+    """One method's runs over seeds: ``<metric>_mean``, ``<metric>_se`` (standard error of the mean, n - 1)
+    and ``<metric>_per_seed`` for each metric in :data:`SPREAD`; the other fields from the first run.
+
+    Example:
+        >>> r = over_seeds([{"accuracy": 0.5, "rank": 4}, {"accuracy": 0.7, "rank": 4}])
+        >>> r["accuracy_mean"], round(r["accuracy_se"], 3), r["accuracy_per_seed"], r["rank"]
+        (0.6, 0.1, [0.5, 0.7], 4)
+    """
+    import statistics
+
+    out = {k: v for k, v in runs[0].items() if k not in SPREAD}
+    for k in SPREAD:
+        values = [r[k] for r in runs if r.get(k) is not None]
+        if not values:
+            continue
+        se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
+        out |= {f"{k}_mean": statistics.fmean(values), f"{k}_se": se, f"{k}_per_seed": values}
+    return out
 
 
 def _frozen(args, defaults) -> dict:

@@ -12,6 +12,7 @@ intervention learned the style, not the answers. ``style_rate`` counts answers t
 
 from __future__ import annotations
 
+from ..interventions import ReftError
 from . import TaskData
 
 TEMPLATE = "Question: {q}\nAnswer:"
@@ -46,6 +47,31 @@ UNSEEN = [
     "Who was Albert Einstein?",
     "What is the best way to learn a language?",
     "Why do we sleep?",
+    # more unseen questions for experiments that need a finer style rate (``--n-test 30``)
+    "How far away is the moon?",
+    "What is a volcano?",
+    "How do plants grow?",
+    "What is the tallest animal?",
+    "Why does ice float?",
+    "What language is spoken in Brazil?",
+    "How do I tie a knot?",
+    "What is the speed of light?",
+    "Who painted the Mona Lisa?",
+    "What makes thunder?",
+    "How many days are in a year?",
+    "What is a rainbow?",
+    "Where does chocolate come from?",
+    "What is the longest river?",
+    "How do fish breathe?",
+    "What is gravity?",
+    "Why do leaves change colour?",
+    "What is an atom?",
+    "How do I make bread?",
+    "What is the hottest planet?",
+    "Why do cats purr?",
+    "What is a glacier?",
+    "How do magnets work?",
+    "What should I name my dog?",
 ]
 
 # 20 steps leave the intervention short of fitting the answers (loss ~2.8), and greedy decoding then loops on
@@ -67,6 +93,11 @@ DEFAULTS = dict(
 
 def load(n_train: int = 20, n_test: int = 6, seed: int = 0) -> TaskData:
     """The 20 written examples (or the first ``n_train``) and unseen questions as the test set."""
+    if n_train > len(PAIRS) or n_test > len(UNSEEN):
+        raise ReftError(
+            f"the style task has {len(PAIRS)} training and {len(UNSEEN)} unseen questions; got n_train={n_train}, "
+            f"n_test={n_test}"
+        )
     train = [{"prompt": TEMPLATE.format(q=q), "response": " " + a} for q, a in PAIRS[:n_train]]
     test = [{"prompt": TEMPLATE.format(q=q), "response": " Squawk!"} for q in UNSEEN[:n_test]]
     return TaskData(train, test, None, [TEMPLATE.format(q=q) for q in UNSEEN[:n_test]])

@@ -1,0 +1,127 @@
+"""``reft experiment``: prompt-only vs decode-time LoReFT vs LoRA over seeds, on generation and sentiment.
+
+Example:
+    reft experiment --json --out results/reft_decode_experiment.json     # 3 seeds, three tasks (~40 min here)
+    reft experiment --tasks style --seeds 0,1 --steps 4                   # a quick look
+
+For each task it runs ``reft compare`` at the task's matched steps with ``--seeds``: on ``addition`` and
+``style`` (generation) LoReFT on the task's prompt positions, the same LoReFT also on every generated token
+(``<positions>+g``: teacher forcing edits the response tokens in training, decoding edits each new token) and
+LoRA; on ``sentiment`` (classification, nothing is generated) LoReFT and LoRA. Each metric is reported as
+mean and standard error over the seeds, with the per-seed values. ``--out`` gets one JSON file with every
+task's table; the printed table is Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from interp.io import write_file_atomic
+
+from ..interventions import ReftError
+from . import compare as _compare
+from . import task_defaults
+
+TASKS = {  # task -> the methods compared ("@+g": the task's positions and every generated token)
+    "addition": ("loreft", "loreft@+g", "lora"),
+    "style": ("loreft", "loreft@+g", "lora"),
+    "sentiment": ("loreft", "lora"),
+}
+N_TEST = {"style": 30}  # the style task's 30 unseen questions (its default 6 is for the demo)
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "experiment",
+        help="prompt-only vs decode-time LoReFT vs LoRA over seeds (addition, style, sentiment)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, from {', '.join(TASKS)}")
+    p.add_argument("--seeds", default="0,1,2", help="seeds of every run (data draw, shuffling, initialisation)")
+    p.add_argument("--steps", type=int, default=None, help="override every task's matched steps (for a quick look)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once (timings then share the CPU)")
+    p.add_argument("--out", default=None, help="write the JSON here (a .json file; refused if it exists)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    return p
+
+
+def tasks_of(args) -> list[str]:
+    tasks = [t.strip().lower() for t in args.tasks.split(",") if t.strip()]
+    bad = [t for t in tasks if t not in TASKS]
+    if bad or not tasks:
+        raise ReftError(f"--tasks {args.tasks!r}: unknown {bad}; expected some of {', '.join(TASKS)}")
+    return tasks
+
+
+def compare_args(args, task: str) -> argparse.Namespace:
+    """The parsed ``reft compare`` command this experiment runs for ``task``."""
+    from . import build_parser
+
+    defaults = task_defaults(argparse.Namespace(task=task, data=None))
+    methods = [m.replace("@+", f"@{defaults['positions']}+") for m in TASKS[task]]
+    argv = ["compare", "--task", task, "--methods", ",".join(methods), "--seeds", args.seeds]
+    argv += ["--jobs", str(args.jobs)]
+    if args.steps is not None:
+        argv += ["--steps", str(args.steps)]
+    if task in N_TEST:
+        argv += ["--n-test", str(N_TEST[task])]
+    if getattr(args, "debug", False):
+        argv += ["--debug"]
+    return build_parser().parse_args(argv)
+
+
+def check(args) -> None:
+    from interp.cli import check_positive
+
+    check_positive(args, "jobs")
+    if args.steps is not None and args.steps < 1:
+        raise ReftError(f"--steps {args.steps}: expected a positive number of steps")
+    if args.out is not None:
+        out = Path(args.out)
+        if out.suffix != ".json":
+            raise ReftError(f"--out {args.out!r}: expected a .json file")
+        if out.is_dir():
+            raise ReftError(f"--out {args.out!r} is a folder; expected a .json file")
+        if out.exists() and not args.overwrite:
+            raise ReftError(f"--out {args.out!r} exists; pass --overwrite to replace it")
+        if not out.parent.exists():
+            raise ReftError(f"--out {args.out!r}: the folder {str(out.parent)!r} does not exist")
+    for task in tasks_of(args):
+        _compare.check(compare_args(args, task))
+
+
+def run(args) -> dict:
+    results = {task: _compare.run(compare_args(args, task)) for task in tasks_of(args)}
+    out = {"seeds": _compare.seeds_of(compare_args(args, tasks_of(args)[0])), "tasks": results}
+    out["table"] = table(results)
+    if args.out is not None:
+        write_file_atomic(args.out, json.dumps(out, indent=1) + "\n", overwrite=args.overwrite)
+        out["saved"] = str(args.out)
+    print(out["table"])
+    return out
+
+
+SCORE = {"style": "style_rate"}  # the style task's score: answers in the parrot style (its CLI scorer)
+
+
+def table(results: dict) -> str:
+    """A Markdown table per task and method: trainable parameters, the score's mean +- s.e. and per-seed values
+    (exact-match accuracy, or the style rate on ``style``)."""
+    rows = ["| task | method | params | score | mean +- s.e. | per seed |", "|---|---|---|---|---|---|"]
+    for task, res in results.items():
+        key = SCORE.get(task, "accuracy")
+        for m, r in res["methods"].items():
+            seeds = ", ".join(f"{a:.2f}" for a in r.get(f"{key}_per_seed", []))
+            rows.append(
+                f"| {task} | {m} | {r.get('trainable_params', 0):,} | {key} | "
+                f"{r[f'{key}_mean']:.3f} +- {r[f'{key}_se']:.3f} | {seeds} |"
+            )
+        frozen = res.get("frozen", {}).get(key)
+        if key == "style_rate":  # the frozen model's answers to the same prompts, as scored in every run
+            frozen = next(iter(res["methods"].values())).get("style_rate_base")
+        if frozen is not None:
+            rows.append(f"| {task} | frozen model | 0 | {key} | {frozen:.3f} | |")
+    return "\n".join(rows)
