@@ -1,4 +1,4 @@
-"""Command line: ``reft train | eval | generate | compare`` (also ``python -m reft``); ``--json`` prints one object.
+"""Command line: ``reft train | eval | generate | compare | experiment | memorise | steer`` (also ``python -m reft``).
 
 Example:
     reft train --task style --out runs/style                 # rank-4 LoReFT at one layer, ~20 examples
@@ -7,6 +7,11 @@ Example:
     reft train --task sentiment --grad-accum 4 --weight-decay 0.01 --warmup-ratio 0.2 --no-progress
     reft eval --task sentiment --load runs/sent --json
     reft compare --task sentiment --json                      # LoReFT, DiReFT, LoRA, DoRA: one table
+    reft experiment --json --out results/reft_decode_experiment.json   # prompt-only vs decode-time vs LoRA, 3 seeds
+    reft memorise --lengths 32,64 --layer 9                   # a rank-1 LoReFT memorising a passage
+    reft steer --out results/reft_steer_style.json            # diff-in-means / CAA steering vs LoReFT (style)
+
+``--json`` prints one object.
 
 Methods are the ReFT kinds (loreft, direft, noreft, lobireft, consreft, lodireft) and the peft baselines
 (lora, dora). The training options are the fields of :class:`reft.train.TrainConfig` (``--grad-accum`` sets
@@ -124,7 +129,10 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
 def add_method_options(p: argparse.ArgumentParser) -> None:
     """Where to intervene and with what (the options of ``reft train`` besides data and TrainConfig)."""
     p.add_argument("--layers", default=None, help="'9', '3;9;15' or 'all'")
-    p.add_argument("--positions", default=None, help="prompt positions, e.g. 'f1+l1' or 'f7+l7'")
+    p.add_argument(
+        "--positions", default=None, help="positions, e.g. 'f1+l1', 'f7+l7', 'f1+l1+g' (g: every generated token) "
+        "or 'r4' (the last 4 prompt tokens and every generated one)"
+    )  # fmt: skip
     p.add_argument("--rank", type=int, default=None)
     p.add_argument("--untied", action="store_true", help="separate weights for prefix and suffix positions")
     p.add_argument(

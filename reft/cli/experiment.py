@@ -109,19 +109,22 @@ SCORE = {"style": "style_rate"}  # the style task's score: answers in the parrot
 
 def table(results: dict) -> str:
     """A Markdown table per task and method: trainable parameters, the score's mean +- s.e. and per-seed values
-    (exact-match accuracy, or the style rate on ``style``)."""
-    rows = ["| task | method | params | score | mean +- s.e. | per seed |", "|---|---|---|---|---|---|"]
+    (exact-match accuracy, or the style rate on ``style``), and the held-out loss (mean +- s.e.)."""
+    rows = ["| task | method | params | score | mean +- s.e. | per seed | held-out loss |", "|---" * 7 + "|"]
     for task, res in results.items():
         key = SCORE.get(task, "accuracy")
         for m, r in res["methods"].items():
             seeds = ", ".join(f"{a:.2f}" for a in r.get(f"{key}_per_seed", []))
             rows.append(
                 f"| {task} | {m} | {r.get('trainable_params', 0):,} | {key} | "
-                f"{r[f'{key}_mean']:.3f} +- {r[f'{key}_se']:.3f} | {seeds} |"
+                f"{r[f'{key}_mean']:.3f} +- {r[f'{key}_se']:.3f} | {seeds} | "
+                f"{r['eval_loss_mean']:.3f} +- {r['eval_loss_se']:.3f} |"
             )
         frozen = res.get("frozen", {}).get(key)
         if key == "style_rate":  # the frozen model's answers to the same prompts, as scored in every run
             frozen = next(iter(res["methods"].values())).get("style_rate_base")
         if frozen is not None:
-            rows.append(f"| {task} | frozen model | 0 | {key} | {frozen:.3f} | |")
+            loss = res.get("frozen", {}).get("eval_loss")
+            loss = "" if loss is None else f"{loss:.3f}"
+            rows.append(f"| {task} | frozen model | 0 | {key} | {frozen:.3f} | | {loss} |")
     return "\n".join(rows)
