@@ -166,6 +166,27 @@ def _unique(path: Path, tag: str) -> Path:
             return p
 
 
+def check_output_file(path, *, overwrite: bool, what: str) -> Path:
+    """Refuse, before any work, an output file that exists (unless ``overwrite``), is a folder, or cannot be
+    written (the nearest existing parent must be a writable folder); creates nothing.
+
+    Example:
+        >>> _ = (tmp / "r.json").write_text("{}")
+        >>> check_output_file(tmp / "r.json", overwrite=False, what="--out")
+        Traceback (most recent call last):
+        FileExistsError: --out '.../r.json' already exists; pass --overwrite or choose another path
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {str(path)!r} is a folder; expected a file path")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{what} {str(path)!r} already exists; pass --overwrite or choose another path")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise PermissionError(f"{what} {str(path)!r} is not writable; choose another path")
+    check_output_dir(path.parent, overwrite=True, what=f"folder of {what}")
+    return path
+
+
 def write_file_atomic(path: str | os.PathLike, text: str, *, overwrite: bool = False) -> Path:
     """Write one text file all at once: into a hidden file beside it, then renamed into place (``overwrite``:
     replacing an existing file; otherwise an existing one is refused and kept).

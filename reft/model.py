@@ -101,14 +101,7 @@ class ReftModel(nn.Module):
         the response tokens, the inputs at which generation would edit them); without a ``prompt_mask`` there
         are none, and only their prompt part applies.
         """
-        mask = batch.attention_mask if prompt_mask is None else prompt_mask
-        ids = batch.input_ids
-        gen = None
-        if prompt_mask is not None and self.decodes:
-            gen = batch.attention_mask.bool() & ~prompt_mask.bool()
-        if rows is not None:
-            mask, ids = mask[rows], ids[rows]
-            gen = None if gen is None else gen[rows]
+        mask, ids, gen = position_inputs(batch, prompt_mask, rows, decodes=self.decodes)
         located: dict = {}
         ops = []
         for pl in self.placements:
@@ -125,8 +118,7 @@ class ReftModel(nn.Module):
     def step_ops(self, n_rows: int, rows: torch.Tensor | None = None, device=None) -> list[Op]:
         """Ops for one cached decoding step (one new token per row, column 0): the interventions that edit
         generated tokens, on ``rows`` of a batch of ``n_rows`` (default: all); none for a prompt-only model."""
-        k = n_rows if rows is None else len(rows)
-        index = torch.zeros(k, 1, dtype=torch.long, device=device)
+        index = step_index(n_rows, rows, device)
         return [Op(pl.site, pl.target, index, fn=pl.intervention, rows=rows) for pl in self.placements if pl.decodes]
 
     def logits(self, rb) -> torch.Tensor:
@@ -135,6 +127,24 @@ class ReftModel(nn.Module):
         if self.head is not None and rb.vocab is None:
             raise ReftError("this ReftModel has a classifier head; give label_words= (one per class) to use it")
         return serve_logits(self.lm, rb, [self] * len(rb), head=self.head)
+
+
+def position_inputs(batch, prompt_mask=None, rows=None, *, decodes: bool = False):
+    """``(mask, ids, generated)`` that positions are located on: the prompt mask (default: the attention mask),
+    the input ids and, for decode-time positions under teacher forcing, the real tokens after the prompt (None
+    otherwise), each restricted to ``rows`` when given."""
+    mask = batch.attention_mask if prompt_mask is None else prompt_mask
+    ids = batch.input_ids
+    gen = batch.attention_mask.bool() & ~prompt_mask.bool() if prompt_mask is not None and decodes else None
+    if rows is not None:
+        mask, ids = mask[rows], ids[rows]
+        gen = None if gen is None else gen[rows]
+    return mask, ids, gen
+
+
+def step_index(n_rows: int, rows: torch.Tensor | None = None, device=None) -> torch.Tensor:
+    """The (k, 1) column index of a cached decoding step: the one new token of each edited row."""
+    return torch.zeros(n_rows if rows is None else len(rows), 1, dtype=torch.long, device=device)
 
 
 def attach(

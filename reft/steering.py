@@ -45,6 +45,7 @@ from interp.positions import Position
 from interp.sites import Site
 
 from .interventions import ReftError
+from .model import position_inputs, serve_logits, step_index
 
 
 @dataclass(frozen=True, repr=False)
@@ -195,14 +196,7 @@ class Steering:
 
     def edit_ops(self, batch, prompt_mask: torch.Tensor | None = None, rows: torch.Tensor | None = None) -> list[Op]:
         """Engine ops adding ``scale * vector`` at the positions of ``batch`` (the ReftModel protocol)."""
-        mask = batch.attention_mask if prompt_mask is None else prompt_mask
-        ids = batch.input_ids
-        gen = None
-        if prompt_mask is not None and self.decodes:
-            gen = batch.attention_mask.bool() & ~prompt_mask.bool()
-        if rows is not None:
-            mask, ids = mask[rows], ids[rows]
-            gen = None if gen is None else gen[rows]
+        mask, ids, gen = position_inputs(batch, prompt_mask, rows, decodes=self.decodes)
         loc = self.site.pos.locate(mask, ids, self.lm.tokenizer, generated=gen)
         if not loc.index.shape[1]:
             return []
@@ -212,14 +206,10 @@ class Steering:
         """Ops for one cached decoding step: each served row's new token, when the positions decode."""
         if not self.decodes:
             return []
-        k = n_rows if rows is None else len(rows)
-        index = torch.zeros(k, 1, dtype=torch.long, device=device)
-        return [Op(self.site, self.target, index, fn=self.steer, rows=rows)]
+        return [Op(self.site, self.target, step_index(n_rows, rows, device), fn=self.steer, rows=rows)]
 
     def logits(self, rb) -> torch.Tensor:
         """Logits (B, k, V) of a :class:`reft.data.ReftBatch` at its ``pred_at`` columns, steered (for evaluate)."""
-        from .model import serve_logits
-
         return serve_logits(self.lm, rb, [self] * len(rb))
 
 

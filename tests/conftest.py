@@ -65,3 +65,30 @@ def tiny(request) -> interp.LM:
 def gemma() -> interp.LM:
     """The embedded Gemma-3-270M, loaded once per test session."""
     return interp.load()
+
+
+def sharp_llama(layers: int = 2, *, width: int = 32, kv_heads: int = 2, init: float = 0.3) -> interp.LM:
+    """A tiny random Llama (4 heads, MLP twice ``width``) with a large init, so its predictions depend strongly
+    on the residual stream."""
+    torch.manual_seed(0)
+    cfg = tf.LlamaConfig(
+        vocab_size=97,
+        hidden_size=width,
+        num_attention_heads=4,
+        num_key_value_heads=kv_heads,
+        num_hidden_layers=layers,
+        intermediate_size=2 * width,
+        initializer_range=init,
+    )
+    return interp.LM(tf.LlamaForCausalLM(cfg).eval())
+
+
+def randomize(rlm, scale: float = 0.5, seed: int = 1, *, head: bool = False):
+    """Move a ReftModel's W, b (and unconstrained bases; with ``head=True`` its head too) away from init, so that
+    an edit is visible (a fresh LoReFT with W = R, b = 0 is the identity). Returns ``rlm``."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in (rlm if head else rlm.interventions).named_parameters():
+            if "original" not in name:
+                p.add_(scale * torch.randn(p.shape, generator=g))
+    return rlm

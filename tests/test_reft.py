@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-import transformers as tf
-from conftest import tiny_lm
+from conftest import randomize, sharp_llama, tiny_lm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,30 +15,6 @@ from interp.engine import Batch, execute
 from reft.model import serve_ops
 
 ORTHONORMAL = ("loreft", "lobireft", "consreft", "lodireft")
-
-
-def _sharp_llama(layers: int = 2) -> interp.LM:
-    """A tiny random Llama with a large init, so its predictions depend strongly on the residual stream."""
-    torch.manual_seed(0)
-    cfg = tf.LlamaConfig(
-        vocab_size=97,
-        hidden_size=32,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_hidden_layers=layers,
-        intermediate_size=64,
-        initializer_range=0.3,
-    )
-    return interp.LM(tf.LlamaForCausalLM(cfg).eval())
-
-
-def _randomize(rlm, scale=0.5, seed=1):
-    """Move W, b (and unconstrained bases) away from init so that an edit is visible."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in rlm.interventions.named_parameters():
-            if "original" not in name:
-                p.add_(scale * torch.randn(p.shape, generator=g))
 
 
 def _batch(rows: list[list[int]], side="left") -> tuple[Batch, list[int], list[int]]:
@@ -117,7 +92,7 @@ def test_edit_lies_in_row_space_of_basis(kind, d, rank, seed):
 
 
 def test_R_stays_orthonormal_and_undecayed_after_training():
-    lm = _sharp_llama()
+    lm = sharp_llama()
     rlm = reft.attach(lm, reft.at_layers(lm, [0], pos=first(1) + last(1), rank=4))
     ex = [{"prompt_ids": [1, 5, 6, 7], "response_ids": [9]}, {"prompt_ids": [1, 8, 3], "response_ids": [11]}]
     cfg = reft.TrainConfig(steps=50, lr=5e-2, batch_size=2, weight_decay=0.5, progress=False)
@@ -138,7 +113,7 @@ def test_user_defined_intervention_in_one_class_trains_and_reloads(tmp_path):
         def target(self, h):
             return self.s * self.W(h)
 
-    lm = _sharp_llama()
+    lm = sharp_llama()
     rlm = reft.attach(lm, {Site("resid_post", 0, last()): ScaledReFT(lm.d_model, 2)})
     reft.train_reft(rlm, [{"prompt_ids": [1, 4], "response_ids": [7]}], reft.TrainConfig(steps=3, progress=False))
     reft.save(rlm, tmp_path / "run")
@@ -169,10 +144,10 @@ def test_position_and_layer_strings():
 
 
 def test_no_positions_is_a_no_op():
-    lm = _sharp_llama()
+    lm = sharp_llama()
     # untied: the prefix copy gets no position on a 1-token prompt (p' = min(1, 1 // 2) = 0) ...
     rlm = reft.attach(lm, {Site("resid_post", 0, first(1) + last(1)): reft.LoReFT(lm.d_model, 4)}, tied=False)
-    _randomize(rlm)
+    randomize(rlm)
     prefix, suffix = (pl.intervention for pl in rlm.placements)
     with torch.no_grad():  # ... and the suffix copy is made the identity
         suffix.W.weight.copy_(suffix.R.weight)
@@ -182,7 +157,7 @@ def test_no_positions_is_a_no_op():
     with torch.no_grad():
         plain = forward_logits(lm, batch, at, [None, None], starts, lengths)
         edited = forward_logits(lm, batch, at, [rlm, rlm], starts, lengths)
-        _randomize(rlm, seed=2)  # the same site with a non-identity suffix: what a missing no-op would look like
+        randomize(rlm, seed=2)  # the same site with a non-identity suffix: what a missing no-op would look like
         moved = forward_logits(lm, batch, at, [rlm, rlm], starts, lengths)
     # W h + b vs R h round differently by ~1e-6 (addmm vs mm); a real edit moves logits by far more
     torch.testing.assert_close(plain, edited, atol=1e-4, rtol=0)
@@ -194,7 +169,7 @@ def test_hooks_match_the_nnsight_engine():
     iv = reft.LoReFT(lm.d_model, 4)
     site = Site("resid_post", 0, first(1) + last(1))
     rlm = reft.attach(lm, {site: iv})
-    _randomize(rlm)
+    randomize(rlm)
     batch, starts, lengths = _batch([[1, 5, 6, 7, 8], [1, 9, 3]])
     T = batch.input_ids.shape[1]
     with torch.no_grad():
@@ -209,11 +184,11 @@ def test_hooks_match_the_nnsight_engine():
 
 
 def test_per_example_interventions_in_one_batch_equal_each_alone():
-    lm = _sharp_llama(layers=3)
+    lm = sharp_llama(layers=3)
     a = reft.attach(lm, reft.at_layers(lm, [0], pos=first(1) + last(1), rank=4))
     b = reft.attach(lm, reft.at_layers(lm, [1, 2], pos=first(2) + last(2), kind="direft", rank=2), tied=False)
-    _randomize(a, seed=1)
-    _randomize(b, seed=2)
+    randomize(a, seed=1)
+    randomize(b, seed=2)
     rows = [[1, 5, 6, 7, 8, 9], [1, 4], [1, 8, 3, 2], [1, 2, 3]]
     choice = [a, None, b, a]
     batch, starts, lengths = _batch(rows)
@@ -232,7 +207,7 @@ def test_per_example_interventions_in_one_batch_equal_each_alone():
 
 
 def test_train_reft_overfits_four_examples():
-    lm = _sharp_llama()
+    lm = sharp_llama()
     rlm = reft.attach(lm, reft.at_layers(lm, [0], pos=first(1) + last(1), rank=4))
     ex = [
         {"prompt_ids": [1, 5, 6, 7], "response_ids": [9]},
@@ -255,9 +230,9 @@ def test_train_config_round_trips_and_rejects_unknown_keys():
 
 
 def test_generation_equals_manual_recomputation():
-    lm = _sharp_llama()
+    lm = sharp_llama()
     rlm = reft.attach(lm, reft.at_layers(lm, [0, 1], pos=first(1) + last(2), rank=4))
-    _randomize(rlm)
+    randomize(rlm)
     prompts = [[1, 5, 6, 7, 8], [1, 9, 3]]
     batch, starts, lengths = _batch(prompts)
     got = reft.generate_ids(
@@ -278,7 +253,7 @@ def test_generation_equals_manual_recomputation():
 
 
 def test_reload_is_bit_identical_and_small(tmp_path):
-    lm = _sharp_llama()
+    lm = sharp_llama()
     rlm = reft.attach(lm, reft.at_layers(lm, [0, 1], pos=first(1) + last(1), rank=4), tied=False)
     reft.train_reft(
         rlm, [{"prompt_ids": [1, 4, 5], "response_ids": [7]}], reft.TrainConfig(steps=5, lr=1e-2, progress=False)
@@ -333,7 +308,7 @@ def _untouched(rlm):
     ],
 )
 def test_bad_data_fails_before_training(data, match):
-    lm = _sharp_llama()
+    lm = sharp_llama()
     rlm = reft.attach(lm, reft.at_layers(lm, [0], rank=2))
     before = _untouched(rlm)
     with pytest.raises(reft.ReftError, match=match):
@@ -360,11 +335,11 @@ def test_gemma_learns_multi_token_responses_and_generates_them(gemma):
 
 
 def test_serving_several_in_one_generate_equals_each_alone():
-    lm = _sharp_llama()
+    lm = sharp_llama()
     a = reft.attach(lm, reft.at_layers(lm, [0], pos=first(1) + last(1), rank=4))
     b = reft.attach(lm, reft.at_layers(lm, [1], pos=last(2), kind="direft", rank=2))
-    _randomize(a, seed=3)
-    _randomize(b, seed=4)
+    randomize(a, seed=3)
+    randomize(b, seed=4)
     rows, choice = [[1, 5, 6, 7, 8], [1, 9, 3], [1, 4, 4, 2]], [a, None, b]
     batch, _, _ = _batch(rows)
     together = reft.generate_ids(
@@ -377,7 +352,7 @@ def test_serving_several_in_one_generate_equals_each_alone():
 def test_classifier_head_starts_as_label_words_learns_saves_and_reloads(tmp_path):
     from reft.data import collate, tokenize
 
-    lm = _sharp_llama()
+    lm = sharp_llama()
     words = {0: 5, 1: 6, 2: 7}  # class names as token ids (the tiny model has no tokenizer)
     g = torch.Generator().manual_seed(0)
     data = [{"prompt": tuple(torch.randint(10, 97, (6,), generator=g).tolist()), "label": i % 3} for i in range(12)]
@@ -403,11 +378,11 @@ def test_classifier_head_starts_as_label_words_learns_saves_and_reloads(tmp_path
 
 
 def test_interp_reads_and_runs_under_a_trained_reft():
-    lm = _sharp_llama()
+    lm = sharp_llama()
     site = Site("resid_post", 0, first(1) + last(1))
     iv = reft.LoReFT(lm.d_model, 4)
     rlm = reft.attach(lm, {site: iv})
-    _randomize(rlm)
+    randomize(rlm)
     x = torch.randint(3, 97, (2, 5), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         # at the edited site, collect reads the edited vectors: the intervention applied to the plain ones

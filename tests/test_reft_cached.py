@@ -11,8 +11,7 @@ import dataclasses
 
 import pytest
 import torch
-import transformers as tf
-from conftest import tiny_lm
+from conftest import randomize, sharp_llama, tiny_lm
 
 import interp
 import reft
@@ -23,29 +22,6 @@ from reft.data import ReftBatch, as_examples, collate, label_vocab, tokenize
 from reft.train import response_loss
 
 TOL = dict(atol=1e-5, rtol=1e-4)
-
-
-def _llama(layers: int = 4) -> interp.LM:
-    """A tiny random Llama with a large init (predictions depend strongly on the stream) and ``layers`` layers."""
-    torch.manual_seed(0)
-    cfg = tf.LlamaConfig(
-        vocab_size=97,
-        hidden_size=32,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_hidden_layers=layers,
-        intermediate_size=64,
-        initializer_range=0.3,
-    )
-    return interp.LM(tf.LlamaForCausalLM(cfg).eval())
-
-
-def _randomize(rlm, scale=0.5, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in rlm.named_parameters():
-            if "original" not in name:
-                p.add_(scale * torch.randn(p.shape, generator=g))
 
 
 def _examples(n=6, seed=1) -> list[dict]:
@@ -124,10 +100,10 @@ PLACEMENTS = {  # name: (interventions, the layer whose input is cached)
 @pytest.mark.parametrize("side", ["right", "left"])
 @pytest.mark.parametrize("name", sorted(PLACEMENTS))
 def test_cached_step_equals_full_step(name, side):
-    lm = _llama()
+    lm = sharp_llama(4)
     make, layer = PLACEMENTS[name]
     rlm = reft.attach(lm, make(lm), tied=name != "two layers, untied")
-    _randomize(rlm)
+    randomize(rlm, head=True)
     rows = tokenize(lm, as_examples(_examples()))
     cache = StreamCache.for_model(rlm, rows)
     assert cache is not None and cache.layer == lowest_layer(rlm) == layer
@@ -142,7 +118,7 @@ def test_cached_step_equals_full_step(name, side):
 def test_cached_step_equals_full_step_on_each_architecture(arch):
     lm = tiny_lm(arch)
     rlm = reft.attach(lm, {Site("resid_post", 1, first(1) + last(1)): reft.LoReFT(lm.d_model, 4)})
-    _randomize(rlm)
+    randomize(rlm, head=True)
     rows = tokenize(lm, as_examples(_examples()))
     cache = StreamCache.for_model(rlm, rows)  # filled on demand: each batch caches its new examples
     for idx in ([3, 1], [0, 5, 1], [2, 4]):
@@ -151,7 +127,7 @@ def test_cached_step_equals_full_step_on_each_architecture(arch):
 
 
 def test_cached_step_with_a_classifier_head():
-    lm = _llama(3)
+    lm = sharp_llama(3)
     words = {0: 5, 1: 6, 2: 7}
     g = torch.Generator().manual_seed(0)
     data = [
@@ -159,7 +135,7 @@ def test_cached_step_with_a_classifier_head():
     ]
     head = reft.ClassifierHead.from_label_words(lm, words)
     rlm = reft.attach(lm, {Site("resid_post", 2, last()): reft.LoReFT(32, 4)}, head=head)
-    _randomize(rlm)
+    randomize(rlm, head=True)
     rows = tokenize(lm, as_examples(data, label_words=words), label_words=words)
     vocab = label_vocab(lm, words)
     cache = StreamCache.for_model(rlm, rows, vocab)
@@ -169,7 +145,7 @@ def test_cached_step_with_a_classifier_head():
 
 
 def test_replay_skips_the_layers_below_and_restores_them():
-    lm = _llama()
+    lm = sharp_llama(4)
     rlm = reft.attach(lm, {Site("resid_post", 2, last()): reft.LoReFT(lm.d_model, 4)})
     rows = tokenize(lm, as_examples(_examples()))
     cache = StreamCache.for_model(rlm, rows)
@@ -204,7 +180,7 @@ def _train(lm, make, cache_prefix, **kw):
     [("resid_post", 2, True), ("resid_post", 0, True), ("resid_pre", 0, False)],  # resid_pre 0: nothing to skip
 )
 def test_training_gives_the_same_history_with_and_without_the_cache(component, layer, cached, monkeypatch):
-    lm = _llama()
+    lm = sharp_llama(4)
     replays = []
     real = StreamCache.replay
     monkeypatch.setattr(StreamCache, "replay", lambda self, idx, rb: replays.append(list(idx)) or real(self, idx, rb))
@@ -230,7 +206,7 @@ def test_training_gives_the_same_history_with_and_without_the_cache(component, l
 
 
 def test_no_cache_where_it_does_not_apply():
-    lm = _llama()
+    lm = sharp_llama(4)
     rows = tokenize(lm, as_examples(_examples()))
     at0 = reft.attach(lm, {Site("resid_pre", 0, last()): reft.LoReFT(lm.d_model, 2)})
     mixed = reft.attach(lm, reft.at_layers(lm, [0, 2], rank=2, component="mlp_out"))  # inside layer 0: no skip

@@ -254,15 +254,17 @@ def test_the_experiment_checks_tasks_and_its_output_file_before_work(tmp_path):
     from reft.cli import experiment
 
     (tmp_path / "old.json").write_text("{}")
-    for argv, match in [
-        (["--tasks", "style,nope"], "unknown"),
-        (["--out", str(tmp_path / "x.txt")], "expected a .json file"),
-        (["--out", str(tmp_path / "old.json")], "exists; pass --overwrite"),
-        (["--out", str(tmp_path / "no" / "x.json")], "does not exist"),
-        (["--steps", "0"], "positive"),
+    (tmp_path / "a-file").write_text("")
+    for argv, error, match in [
+        (["--tasks", "style,nope"], ReftError, "unknown"),
+        (["--out", str(tmp_path / "x.txt")], ReftError, "expected a .json file"),
+        (["--out", str(tmp_path / "old.json")], FileExistsError, "already exists; pass --overwrite"),
+        (["--out", str(tmp_path / "a-file" / "x.json")], NotADirectoryError, "is a file"),
+        (["--steps", "0"], ReftError, "positive"),
     ]:
-        with pytest.raises(ReftError, match=match):
+        with pytest.raises(error, match=match):
             experiment.check(build_parser().parse_args(["experiment", *argv]))
+    experiment.check(build_parser().parse_args(["experiment", "--out", str(tmp_path / "new" / "x.json")]))
     args = build_parser().parse_args(["experiment", "--tasks", "addition,sentiment", "--seeds", "0,1"])
     experiment.check(args)
     assert experiment.compare_args(args, "addition").methods == "loreft,loreft@f1+l3+g,lora"  # the task's positions

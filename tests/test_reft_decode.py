@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import ARCHS, tiny_lm
+from conftest import ARCHS, randomize, tiny_lm
 
 import interp
 import reft
@@ -24,18 +24,9 @@ POSITIONS = {
 }
 
 
-def _randomize(rlm, scale=0.5, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in rlm.interventions.named_parameters():
-            if "original" not in name:
-                p.add_(scale * torch.randn(p.shape, generator=g))
-    return rlm
-
-
 def _model(lm, name, layer, *, kind="loreft", tied=True, seed=1):
     pos = POSITIONS[name][0]
-    return _randomize(reft.attach(lm, reft.at_layers(lm, [layer], pos=pos, kind=kind, rank=4), tied=tied), seed=seed)
+    return randomize(reft.attach(lm, reft.at_layers(lm, [layer], pos=pos, kind=kind, rank=4), tied=tied), seed=seed)
 
 
 def _edit_columns(rlm, name, start, n, gen_cols):

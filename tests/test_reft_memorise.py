@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-import transformers as tf
-from conftest import tiny_lm
+from conftest import sharp_llama, tiny_lm
 
 import interp
 from reft import data as D
@@ -49,22 +48,8 @@ def test_memorise_recovers_a_short_text_and_stops_early():
     assert res.to_dict()["recovered"] == 8 and "losses" not in res.to_dict()
 
 
-def _sharp_llama(layers: int = 4) -> interp.LM:
-    torch.manual_seed(0)
-    cfg = tf.LlamaConfig(
-        vocab_size=97,
-        hidden_size=64,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        num_hidden_layers=layers,
-        intermediate_size=128,
-        initializer_range=0.1,
-    )
-    return interp.LM(tf.LlamaForCausalLM(cfg).eval())
-
-
 def test_recovered_prefix_is_the_teacher_forced_argmax_prefix_and_greedy_agrees():
-    lm = _sharp_llama()
+    lm = sharp_llama(4, width=64, kv_heads=4, init=0.1)
     text = torch.randint(3, 97, (8,), generator=torch.Generator().manual_seed(0)).tolist()
     res = memorise(lm, text, layer=0, rank=1, steps=40, lr=1e-1, prompt=PROMPT, verify=True)
     rb = D.collate(lm, D.tokenize(lm, [D.Example(tuple(PROMPT), tuple(text))]))

@@ -10,7 +10,7 @@ from pathlib import Path
 import huggingface_hub
 import pytest
 import torch
-import transformers as tf
+from conftest import randomize, sharp_llama
 from huggingface_hub.errors import LocalEntryNotFoundError
 from safetensors import safe_open
 
@@ -29,30 +29,6 @@ EXAMPLES = [
     {"prompt_ids": [1, 3, 4, 20, 21], "response_ids": [30]},
     {"prompt_ids": [1, 2, 6], "response_ids": [40]},
 ]
-
-
-def _sharp_llama(layers: int = 3) -> interp.LM:
-    """A tiny random Llama with a large init, so its predictions depend strongly on the residual stream."""
-    torch.manual_seed(0)
-    cfg = tf.LlamaConfig(
-        vocab_size=97,
-        hidden_size=32,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_hidden_layers=layers,
-        intermediate_size=64,
-        initializer_range=0.3,
-    )
-    return interp.LM(tf.LlamaForCausalLM(cfg).eval())
-
-
-def _randomize(rlm, scale=0.5, seed=1):
-    """Move W, b away from init so that an edit is visible (a fresh LoReFT with W = R, b = 0 is the identity)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in rlm.interventions.named_parameters():
-            if "original" not in name:
-                p.add_(scale * torch.randn(p.shape, generator=g))
 
 
 def _logits(rlm_or_lm) -> torch.Tensor:
@@ -78,7 +54,7 @@ def _shared(lm, layers=(0, 1, 2), **kw):
 
 
 def test_a_shared_intervention_is_one_parameter_set_at_every_layer():
-    lm = _sharp_llama()
+    lm = sharp_llama(3)
     sites = reft.at_layers(lm, [0, 1, 2], pos=POS, rank=4, share=True)
     assert [s.layer for s in sites] == [0, 1, 2] and len({id(iv) for iv in sites.values()}) == 1
     rlm = reft.attach(lm, sites)
@@ -92,7 +68,7 @@ def test_a_shared_intervention_is_one_parameter_set_at_every_layer():
 
 
 def test_a_shared_intervention_trains_once_and_stays_shared():
-    lm = _sharp_llama()
+    lm = sharp_llama(3)
     rlm = _shared(lm)
     before = [p.detach().clone() for p in rlm.trainable_parameters()]
     hist = reft.train_reft(rlm, EXAMPLES, reft.TrainConfig(steps=40, lr=2e-2, batch_size=4, progress=False))
@@ -104,9 +80,9 @@ def test_a_shared_intervention_trains_once_and_stays_shared():
 
 
 def test_a_shared_intervention_edits_every_layer():
-    lm = _sharp_llama()
+    lm = sharp_llama(3)
     rlm = _shared(lm)
-    _randomize(rlm)
+    randomize(rlm)
     iv = rlm.interventions[0]
     shared = _logits(rlm)
     only_first = _logits(reft.attach(lm, {Site("resid_post", 0, POS): iv}))
@@ -125,9 +101,9 @@ def _copy(iv):
 
 
 def test_a_shared_intervention_saves_once_and_loads_shared(tmp_path):
-    lm = _sharp_llama()
+    lm = sharp_llama(3)
     rlm = _shared(lm)
-    _randomize(rlm)
+    randomize(rlm)
     path = reft.save(rlm, tmp_path / "run")
     cfg = json.loads((path / "config.json").read_text())
     assert len(cfg["interventions"]) == 1
@@ -156,7 +132,7 @@ def test_a_shared_intervention_saves_once_and_loads_shared(tmp_path):
 def test_sharing_with_untied_parts_shares_each_part_across_layers(tmp_path):
     """``attach(tied=False)`` with one intervention at three layers: one copy per part (prefix, suffix), each
     shared by every layer; it saves and loads with that sharing, and ``reft train`` accepts the combination."""
-    lm = _sharp_llama()
+    lm = sharp_llama(3)
     rlm = _shared(lm, tied=False)
     assert len(rlm.interventions) == 2  # one for the prefix at every layer, one for the suffix at every layer
     for part in (0, 1):
@@ -257,9 +233,9 @@ def fake_hub(tmp_path, monkeypatch):
 
 
 def test_hub_round_trip_keeps_the_weights_and_the_sharing(fake_hub):
-    lm = _sharp_llama()
+    lm = sharp_llama(3)
     rlm = _shared(lm)
-    _randomize(rlm)
+    randomize(rlm)
     assert reft.save(rlm, "hf://me/shared", task="style") == "hf://me/shared"
     assert [c[0] for c in fake_hub.calls] == ["create_repo", "upload_folder"]
     assert fake_hub.calls[0][1] == "me/shared" and fake_hub.calls[1][1] == "me/shared"
@@ -275,7 +251,7 @@ def test_hub_round_trip_keeps_the_weights_and_the_sharing(fake_hub):
     assert fake_hub.calls[-1][:3] == ("snapshot_download", "me/shared", "v1")
     # a load is as strict as a local one: the model is checked against the saved fingerprint
     with pytest.raises(ValueError, match="architecture|n_layers|model"):
-        reft.load("hf://me/shared", _sharp_llama(layers=2))
+        reft.load("hf://me/shared", sharp_llama(layers=2))
     with pytest.raises(Exception, match="me/missing"):
         reft.load("hf://me/missing", lm)
     (fake_hub.store / "me" / "card-only").mkdir()
@@ -286,7 +262,7 @@ def test_hub_round_trip_keeps_the_weights_and_the_sharing(fake_hub):
 
 @pytest.mark.parametrize("bad", ["hf://nope", "hf://a/b/c", "hf://me/x@", "hf://../x"])
 def test_a_malformed_repo_id_is_refused_before_any_work(bad, fake_hub):
-    lm = _sharp_llama(layers=1)
+    lm = sharp_llama(layers=1)
     rlm = reft.attach(lm, reft.at_layers(lm, [0], rank=2))
     with pytest.raises(ValueError, match="not a Hub repo: expected hf://owner/name"):
         reft.save(rlm, bad)
@@ -304,7 +280,7 @@ def test_offline_fails_naming_the_repo_and_the_setting_before_any_work(monkeypat
     monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", never)
     monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", never)
     monkeypatch.setattr(hub, "model_card", never)  # the check comes first
-    lm = _sharp_llama(layers=1)
+    lm = sharp_llama(layers=1)
     rlm = reft.attach(lm, reft.at_layers(lm, [0], rank=2))
     with pytest.raises(ConnectionError, match=r"save to the Hugging Face Hub repo 'me/offline-x': HF_HUB_OFFLINE=1"):
         reft.save(rlm, "hf://me/offline-x")
@@ -326,7 +302,7 @@ def test_an_unreachable_hub_fails_naming_the_repo(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(hub, "hub_reachable", lambda: False)
-    lm = _sharp_llama(layers=1)
+    lm = sharp_llama(layers=1)
     rlm = reft.attach(lm, reft.at_layers(lm, [0], rank=2))
     with pytest.raises(ConnectionError, match=r"'me/x': the Hub cannot be reached .*HF_HUB_OFFLINE is not set"):
         reft.save(rlm, "hf://me/x")
@@ -338,7 +314,7 @@ def test_an_unreachable_hub_fails_naming_the_repo(monkeypatch):
 
 
 def test_the_model_card_says_what_is_where_and_how_to_load_it():
-    lm = _sharp_llama()
+    lm = sharp_llama(3)
     lm.hf.config._name_or_path = "someone/tiny-llama"  # as if loaded from the Hub
     rlm = _shared(lm, layers=(0, 2))
     card = hub.model_card(rlm, task="style", repo="me/style")

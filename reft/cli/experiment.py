@@ -18,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from interp.io import write_file_atomic
+from interp.io import check_output_file, write_file_atomic
 
 from ..interventions import ReftError
 from . import compare as _compare
@@ -80,15 +80,9 @@ def check(args) -> None:
     if args.steps is not None and args.steps < 1:
         raise ReftError(f"--steps {args.steps}: expected a positive number of steps")
     if args.out is not None:
-        out = Path(args.out)
-        if out.suffix != ".json":
+        if Path(args.out).suffix != ".json":
             raise ReftError(f"--out {args.out!r}: expected a .json file")
-        if out.is_dir():
-            raise ReftError(f"--out {args.out!r} is a folder; expected a .json file")
-        if out.exists() and not args.overwrite:
-            raise ReftError(f"--out {args.out!r} exists; pass --overwrite to replace it")
-        if not out.parent.exists():
-            raise ReftError(f"--out {args.out!r}: the folder {str(out.parent)!r} does not exist")
+        check_output_file(args.out, overwrite=args.overwrite, what="--out")
     for task in tasks_of(args):
         _compare.check(compare_args(args, task))
 
@@ -98,6 +92,7 @@ def run(args) -> dict:
     out = {"seeds": _compare.seeds_of(compare_args(args, tasks_of(args)[0])), "tasks": results}
     out["table"] = table(results)
     if args.out is not None:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         write_file_atomic(args.out, json.dumps(out, indent=1) + "\n", overwrite=args.overwrite)
         out["saved"] = str(args.out)
     print(out["table"])

@@ -14,10 +14,11 @@ equal to greedy decoding up to its first error; ``--verify`` also decodes greedi
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
+
+from interp.io import check_output_file
 
 from ..interventions import ReftError
 
@@ -48,29 +49,6 @@ def add_parser(sub):
     p.add_argument("--plot", default=PLOT, help="the PNG plot")
     p.add_argument("--overwrite", action="store_true", help="replace earlier --out / --plot files")
     return p
-
-
-def check_output_file(path, *, overwrite: bool, what: str) -> Path:
-    """Refuse, before any work, an output file that exists (unless ``overwrite``), is a folder, or cannot be
-    written (the nearest existing parent must be a writable folder); creates nothing.
-
-    Example:
-        >>> _ = (tmp / "r.json").write_text("{}")
-        >>> check_output_file(tmp / "r.json", overwrite=False, what="--out")
-        Traceback (most recent call last):
-        FileExistsError: --out '.../r.json' already exists; pass --overwrite or choose another path
-    """
-    from interp.io import check_output_dir
-
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{what} {str(path)!r} is a folder; expected a file path")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{what} {str(path)!r} already exists; pass --overwrite or choose another path")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise PermissionError(f"{what} {str(path)!r} is not writable; choose another path")
-    check_output_dir(path.parent, overwrite=True, what=f"folder of {what}")
-    return path
 
 
 def int_list(text: str, option: str, low: int = 1, high: int | None = None) -> list[int]:
@@ -131,7 +109,7 @@ def format_table(rows: list[dict]) -> list[str]:
 
 def run(args) -> dict:
     import interp
-    from interp.io import write_json
+    from interp.io import dumps, write_file_atomic
     from interp.viz import save
 
     from ..memorise import PROMPT, memorise_table, plot_table
@@ -178,7 +156,7 @@ def run(args) -> dict:
     }
     out, plot = Path(args.out), Path(args.plot)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(out, result)
+    write_file_atomic(out, dumps(result), overwrite=args.overwrite)  # all at once; never a file made meanwhile
     save(plot_table(rows, layer=args.layer, layers_at=args.layers_at), plot)
     if args.json:
         return {**result, "json": str(out), "plot": str(plot)}

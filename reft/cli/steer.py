@@ -26,10 +26,12 @@ import argparse
 import re
 import sys
 import time
+from pathlib import Path
+
+from interp.io import check_output_file
 
 from ..interventions import ReftError
 from . import add_train_config_options
-from .memorise import check_output_file
 
 OUT = "results/reft_steer_style.json"
 METHODS = ("diffmean", "caa")
@@ -125,7 +127,7 @@ def run(args) -> dict:
     import torch
 
     import interp
-    from interp.io import write_json
+    from interp.io import dumps, write_file_atomic
     from interp.positions import last
     from interp.sites import Site
 
@@ -140,7 +142,8 @@ def run(args) -> dict:
     methods, positions, strengths = lists(args)
     targs = train_parser().parse_args(train_argv(args))
     t0 = time.perf_counter()
-    loreft = train_run(targs)  # `reft train --task style`: training, evaluation, samples, style rate
+    lm = interp.load(args.model)
+    loreft = train_run(targs, lm=lm)  # `reft train --task style`: training, evaluation, samples, style rate
     print(f"loreft: style_rate {loreft['style_rate']}, accuracy {loreft['accuracy']}", file=sys.stderr, flush=True)
     defaults = task_defaults(targs)
     data = load_data(targs)
@@ -148,7 +151,6 @@ def run(args) -> dict:
     decoding = loreft["decoding"]  # and the decoding of its samples
     style = _tasks.get(args.task)
     layer = args.layer if args.layer is not None else int(str(defaults["layers"]).split(";")[0])
-    lm = interp.load(args.model)
 
     train = data.train
     pos_texts = [ex["prompt"] + ex["response"] for ex in train]
@@ -205,9 +207,9 @@ def run(args) -> dict:
         "contrast_example": {"positive": pos_texts[0], "negative": neg_texts[0]},
         "seconds_total": time.perf_counter() - t0,
     }
-    out = check_output_file(args.out, overwrite=True, what="--out")
+    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(out, result)
+    write_file_atomic(out, dumps(result), overwrite=args.overwrite)  # all at once; never a file made meanwhile
     if args.json:
         return {**result, "json": args.out}
     lo = result["loreft"]

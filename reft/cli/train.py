@@ -80,13 +80,14 @@ def check(args) -> None:
     check_world(config, launched_world_size(), what="--batch-size")  # torchrun: equal shares of each batch
 
 
-def run(args) -> dict:
-    """Train under the process group a launcher (torchrun) asked for, if any; rank 0 saves and prints."""
+def run(args, lm=None) -> dict:
+    """Train under the process group a launcher (torchrun) asked for, if any; rank 0 saves and prints.
+    ``lm``: the model already loaded from ``--model`` (``reft steer`` trains its LoReFT on its own model)."""
     with launched():
-        return _run(args)
+        return _run(args, lm)
 
 
-def _run(args) -> dict:
+def _run(args, lm=None) -> dict:
     import torch
 
     import interp
@@ -107,7 +108,7 @@ def _run(args) -> dict:
         raise ReftError("--head trains a classifier head: it needs label words (use --label-words or --task sentiment)")
     positions = pick(args, "positions", defaults, "f1+l1")
     pos = None if method in BASELINES else parse_positions(positions)
-    lm = interp.load(args.model)
+    lm = interp.load(args.model) if lm is None else lm
     base_params = sum(p.numel() for p in lm.hf.parameters())
     out = {"task": args.task or args.data, "method": method, "steps": config.steps, "config": config.to_dict()}
     t0 = time.perf_counter()
