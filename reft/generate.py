@@ -39,7 +39,7 @@ from interp.engine import Op, hooked
 from interp.inputs import encode
 
 from .interventions import ReftError
-from .model import ReftModel, serve_ops
+from .model import ReftModel, serve_ops, served_rows
 
 
 @dataclass
@@ -101,15 +101,8 @@ def serve_step_ops(serve: Sequence[ReftModel | None], *, device=None) -> list[Op
         >>> serve_step_ops([rlm, None])                           # first(1)+last(1): prompt-only, nothing per step
         []
     """
-    groups: dict[int, tuple[ReftModel, list[int]]] = {}
-    for b, a in enumerate(serve):
-        if a is not None and a.decodes:
-            groups.setdefault(id(a), (a, []))[1].append(b)
-    ops = []
-    for rlm, rows in groups.values():
-        every = len(rows) == len(serve)
-        ops += rlm.step_ops(len(serve), None if every else torch.tensor(rows, device=device), device=device)
-    return ops
+    groups = served_rows([a if a is not None and a.decodes else None for a in serve], device=device)
+    return [op for rlm, rows in groups for op in rlm.step_ops(len(serve), rows, device=device)]
 
 
 @contextlib.contextmanager

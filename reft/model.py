@@ -278,22 +278,24 @@ def at_layers(
 # ---- serving: a different ReftModel (or none) per row ---------------------------------------------------
 
 
-def serve_ops(assignment: Sequence[ReftModel | None], batch, prompt_mask: torch.Tensor | None = None) -> list[Op]:
-    """Ops that give row ``b`` of ``batch`` the interventions of ``assignment[b]`` (None: untouched)."""
-    if len(assignment) != len(batch):
-        raise ReftError(f"got {len(assignment)} intervention choices for a batch of {len(batch)}; give one per row")
+def served_rows(assignment: Sequence[ReftModel | None], *, device=None) -> list[tuple[ReftModel, torch.Tensor | None]]:
+    """Each distinct model of ``assignment`` with the rows it serves (None: every row), in order of first use."""
     groups: dict[int, tuple[ReftModel, list[int]]] = {}
     for b, a in enumerate(assignment):
         if a is not None:
             groups.setdefault(id(a), (a, []))[1].append(b)
-    models = [a for a, _ in groups.values()]
-    if any(a.lm is not models[0].lm for a in models):
+    every = len(assignment)
+    return [(a, None if len(rows) == every else torch.tensor(rows, device=device)) for a, rows in groups.values()]
+
+
+def serve_ops(assignment: Sequence[ReftModel | None], batch, prompt_mask: torch.Tensor | None = None) -> list[Op]:
+    """Ops that give row ``b`` of ``batch`` the interventions of ``assignment[b]`` (None: untouched)."""
+    if len(assignment) != len(batch):
+        raise ReftError(f"got {len(assignment)} intervention choices for a batch of {len(batch)}; give one per row")
+    groups = served_rows(assignment, device=batch.input_ids.device)
+    if any(a.lm is not groups[0][0].lm for a, _ in groups):
         raise ReftError("all interventions served in one batch must be attached to the same model")
-    ops = []
-    for rlm, rows in groups.values():
-        every = len(rows) == len(batch)
-        ops += rlm.edit_ops(batch, prompt_mask, None if every else torch.tensor(rows, device=batch.input_ids.device))
-    return ops
+    return [op for rlm, rows in groups for op in rlm.edit_ops(batch, prompt_mask, rows)]
 
 
 def serve_logits(lm, rb, assignment: Sequence[ReftModel | None], *, head=None) -> torch.Tensor:
