@@ -12,7 +12,7 @@ Example:
     torch.Size([40, 1, 32])
     >>> check_positions(lm, pairs, Site("resid_post", 1, at(3)))          # PositionError names the bad side
     Traceback (most recent call last):
-    interp.positions.PositionError: Site('resid_post', 1, at(3)) on the base inputs: position at(3) asks for token 3
+    interp.errors.PositionError: Site('resid_post', 1, at(3)) on the base inputs: position at(3) asks for token 3
     but prompt 0 has only 3 tokens; ...
 """
 
@@ -25,13 +25,10 @@ import torch
 from .causal import Pairs
 from .dii import collect
 from .engine import Batch
+from .errors import DASError  # noqa: F401  (defined in interp.errors, re-exported here)
 from .inputs import InputError, encode
 from .positions import PositionError
 from .sites import Site
-
-
-class DASError(ValueError):
-    """A DAS run that cannot start as asked (bad data, rank, site or saved file)."""
 
 
 def rows(lm, items: Sequence) -> Batch:

@@ -32,9 +32,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-
-class CausalModelError(ValueError):
-    """A causal model, input or variable that does not fit."""
+from .errors import CausalModelError  # noqa: F401  (defined in interp.errors, re-exported here)
 
 
 class CausalModel:

@@ -227,14 +227,14 @@ class DASResult:
         """Load a saved result into ``lm``, with its basis restored bit for bit.
 
         Refuses a model of another architecture, size or parameter shapes, and warns
-        (:class:`interp.io.WeightsChangedWarning`) when only the weights differ; refuses edited or damaged
+        (:class:`interp.errors.WeightsChangedWarning`) when only the weights differ; refuses edited or damaged
         files, naming the file and the key. Folders of the previous layout (``das.json``) load too.
 
         Example:
             >>> path = das.save(tmp / "gender-l3"); das2 = DASResult.load(path, lm)
             >>> DASResult.load(path, interp.LM(tiny_model))
             Traceback (most recent call last):
-            interp.io.FormatError: the DAS result in '.../gender-l3' was saved from a different model: architecture
+            interp.errors.FormatError: the DAS result in '.../gender-l3' was saved from a different model: architecture
             saved 'LlamaForCausalLM', this model 'GPT2LMHeadModel'; load it into the model it was trained on
         """
         return _load_result(path, lm)

@@ -13,7 +13,7 @@ Example:
     tensor([5, 6])
     >>> encode(lm, ["Hi"])
     Traceback (most recent call last):
-    interp.inputs.InputError: this model has no tokenizer; pass input_ids (a tensor or a dict) instead of strings
+    interp.errors.InputError: this model has no tokenizer; pass input_ids (a tensor or a dict) instead of strings
 """
 
 from __future__ import annotations
@@ -25,14 +25,7 @@ import numpy as np
 import torch
 
 from .engine import Batch
-
-
-class InputError(ValueError):
-    """Inputs that cannot be run as asked."""
-
-
-class PaddingWarning(UserWarning):
-    """Token ids that look padded (they start or end with the tokenizer's pad id) but came without a mask."""
+from .errors import InputError, PaddingWarning  # noqa: F401  (defined in interp.errors, re-exported here)
 
 
 def encode(lm, inputs, *, padding_side: str = "left") -> Batch:

@@ -39,6 +39,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from . import positions as _p
+from .errors import FormatError, WeightsChangedWarning  # noqa: F401  (defined in interp.errors, re-exported here)
 from .positions import Position
 from .sites import Site
 
@@ -46,16 +47,6 @@ FORMAT = "interp/2"
 LEGACY = {"das": "interp-das/1", "reft": "reft-interventions/1"}  # the layouts before FORMAT, still read
 CONFIG, WEIGHTS = "config.json", "weights.safetensors"
 SAVED_FILES = {CONFIG, WEIGHTS, "das.json", "basis.safetensors"}  # what a save (of any version) writes
-
-
-class FormatError(ValueError):
-    """A saved result that cannot be written or read back as asked (an edited or damaged file, another model,
-    or something a file could not restore)."""
-
-
-class WeightsChangedWarning(UserWarning):
-    """A saved result is loaded into a model of the same shapes whose weights differ from the one it was saved
-    from (another checkpoint, or an edited model): it loads, but its numbers may no longer mean the same."""
 
 
 # ------------------------------------------------------------------------------------------- output folders
@@ -309,7 +300,7 @@ class Config:
         >>> _ = (tmp / "c.json").write_text('{"rank": "4"}')
         >>> Config(tmp / "c.json").section(None, {"rank": int})
         Traceback (most recent call last):
-        interp.io.FormatError: .../c.json: rank is '4' (a string); expected an integer
+        interp.errors.FormatError: .../c.json: rank is '4' (a string); expected an integer
     """
 
     def __init__(self, file: str | os.PathLike, data: dict | None = None):

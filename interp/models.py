@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from .errors import LoadError  # noqa: F401  (defined in interp.errors, re-exported here)
+
 DEFAULT_MODEL = "gemma-3-270m"
 CACHE_ENV = "INTERP_CACHE"
 
@@ -235,12 +237,6 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-class LoadError(FileNotFoundError, ValueError):
-    """A model that cannot be loaded as asked: a missing folder, a Hub id offline or not in the cache, a model
-    that is not a causal LM, a bad dtype or device. The message names the input and what to try (a
-    FileNotFoundError and a ValueError, so callers that catch either keep working)."""
-
-
 LOCAL_HINT = (
     "a local folder saved with save_pretrained (config.json, weights, tokenizer), a Hugging Face id such as "
     "'google/gemma-3-270m', or no argument for the embedded Gemma-3-270M"
@@ -260,7 +256,7 @@ def load(
     Example:
         >>> load("no-such-org/no-such-model")           # HF_HUB_OFFLINE=1 here (as in the doctests)
         Traceback (most recent call last):
-        interp.models.LoadError: could not load model 'no-such-org/no-such-model': HF_HUB_OFFLINE=1 is set ...
+        interp.errors.LoadError: could not load model 'no-such-org/no-such-model': HF_HUB_OFFLINE=1 is set ...
         >>> lm = load()                 # Gemma-3-270M from the embedded GGUF (cached after first use)  # doctest: +SKIP
         >>> lm = load("./my-gpt2")      # a local directory saved with save_pretrained  # doctest: +SKIP
         >>> lm = load("google/gemma-3-270m", dtype=torch.bfloat16, device="cuda")       # doctest: +SKIP

@@ -54,10 +54,7 @@ from dataclasses import dataclass
 import torch
 
 from .checks import as_int
-
-
-class PositionError(ValueError):
-    """A position that does not exist in some prompt of the batch."""
+from .errors import PositionError  # noqa: F401  (defined in interp.errors, re-exported here)
 
 
 @dataclass

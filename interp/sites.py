@@ -21,7 +21,7 @@ Example:
     torch.Size([4, 1, 6])
     >>> resolve(lm, Site("attn_out", 2))
     Traceback (most recent call last):
-    interp.sites.SiteError: layer 2 is out of range for LlamaForCausalLM with 2 layers; expected 0..1
+    interp.errors.SiteError: layer 2 is out of range for LlamaForCausalLM with 2 layers; expected 0..1
     >>> with lm.model.trace(base):                     # the raw nnsight envoy behind a site
     ...     out = envoy(lm, Site("mlp_out", 1)).output.save()
     >>> out.shape                                      # (B, T, d_model)
@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .checks import as_int
+from .errors import SiteError  # noqa: F401  (defined in interp.errors, re-exported here)
 from .positions import Position, last
 
 COMPONENTS = ("resid_pre", "attn_out", "head", "resid_mid", "mlp_out", "resid_post")
@@ -63,10 +64,6 @@ INNER_COMPONENTS = ("q", "k", "v", "attn_pattern", "mlp_hidden")  # inside atten
 HEADED = ("head", "q", "k", "v", "attn_pattern")  # the components that take head=
 PATTERN = "attn_pattern"  # name of the point added to each attention module: its output is the probabilities
 PATTERN_ATTENTION = "interp_eager"  # the attention implementation that calls it (registered with transformers)
-
-
-class SiteError(ValueError):
-    """A site that does not exist in the model."""
 
 
 @dataclass(frozen=True)

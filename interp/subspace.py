@@ -27,10 +27,7 @@ from torch import nn
 from torch.nn.utils import parametrizations
 
 from .checks import as_float, as_int, finite, is_int
-
-
-class BasisError(ValueError):
-    """A basis that does not fit the vectors it is asked to edit."""
+from .errors import BasisError  # noqa: F401  (defined in interp.errors, re-exported here)
 
 
 def edit(h: torch.Tensor, R: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None):

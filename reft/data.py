@@ -102,7 +102,7 @@ def read_jsonl(path: str | os.PathLike) -> list:
         >>> _ = (tmp / "bad.jsonl").write_text('{"prompt": "a", "response": "b"}\\n{"prompt": "c",\\n')
         >>> read_jsonl(tmp / "bad.jsonl")
         Traceback (most recent call last):
-        reft.interventions.ReftError: .../bad.jsonl:2: not valid JSON (Expecting property name enclosed in double
+        interp.errors.ReftError: .../bad.jsonl:2: not valid JSON (Expecting property name enclosed in double
         quotes at column 16); expected one example per line, a JSON object such as {"prompt": "...", "response": "..."}
     """
     path = Path(path)

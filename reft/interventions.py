@@ -25,14 +25,11 @@ import torch
 from torch import nn
 
 from interp.checks import as_int
+from interp.errors import ReftError  # noqa: F401  (defined in interp.errors, re-exported here)
 from interp.interventions import Intervention
 from interp.subspace import BasisError, LowRankRotation, edit
 
 REGISTRY: dict[str, type[ReftIntervention]] = {}
-
-
-class ReftError(ValueError):
-    """A ReFT set-up, dataset or file that cannot be used as asked."""
 
 
 class ReftIntervention(nn.Module, Intervention):

@@ -124,7 +124,7 @@ def load(path: str | os.PathLike, lm) -> ReftModel:
     """Rebuild a saved :class:`ReftModel` on ``lm``.
 
     Refuses a model of another architecture, size or parameter shapes, and warns
-    (:class:`interp.io.WeightsChangedWarning`) when only its weights differ; refuses edited or damaged files,
+    (:class:`interp.errors.WeightsChangedWarning`) when only its weights differ; refuses edited or damaged files,
     naming the file and the key or tensor. ``path="hf://owner/name"`` (``@revision`` optional) downloads the
     folder from the Hugging Face Hub first (:func:`reft.hub.pull`).
     """

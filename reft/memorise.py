@@ -132,7 +132,7 @@ def passage_ids(lm, length: int | None = None, text: str = PASSAGE) -> list[int]
     Example:
         >>> passage_ids(lm, 4)                  # the tiny test model has no tokenizer
         Traceback (most recent call last):
-        reft.interventions.ReftError: this model has no tokenizer to read the passage with; give the text as token ids
+        interp.errors.ReftError: this model has no tokenizer to read the passage with; give the text as token ids
     """
     if lm.tokenizer is None:
         raise ReftError("this model has no tokenizer to read the passage with; give the text as token ids")

@@ -124,7 +124,7 @@ def from_pyreft(path: str | os.PathLike, lm, *, positions: Position | None = Non
     Weights are read with ``torch.load(..., weights_only=True)`` only: a file holding anything but tensors (a
     pickled object that would run code) is refused, and nothing in it runs. Loads are strict: an unknown
     intervention class, component or key, a missing or stray file or tensor, or a shape that does not fit ``lm``
-    is a :class:`interp.io.FormatError` naming the file. The edit is computed in ``lm``'s dtype (pyreft's own load
+    is a :class:`interp.errors.FormatError` naming the file. The edit is computed in ``lm``'s dtype (pyreft's own load
     builds ``learned_source`` in bfloat16). ``reft.save`` writes the result in this package's format.
     """
     if positions is not None and not isinstance(positions, Position):

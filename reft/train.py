@@ -177,7 +177,7 @@ def check_world(config: TrainConfig, world: int | None = None, what: str = "Trai
     Example:
         >>> check_world(TrainConfig(batch_size=3), world=2)
         Traceback (most recent call last):
-        reft.interventions.ReftError: TrainConfig.batch_size=3 is the global batch, split over 2 processes, so it
+        interp.errors.ReftError: TrainConfig.batch_size=3 is the global batch, split over 2 processes, so it
         must be a multiple of 2; try TrainConfig.batch_size=4 (or 2), or launch a number of processes that divides 3
     """
     _dist.check_divisible(config.batch_size, what, world=world, error=ReftError)

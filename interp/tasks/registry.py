@@ -6,7 +6,7 @@ Example:
     ('hierarchical-equality', 'ioi', 'gender', 'capitals')
     >>> registry.get("genderr", "das")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    interp.tasks.registry.UnknownTaskError: unknown das task 'genderr'; known: hierarchical-equality, ioi, ...
+    interp.errors.UnknownTaskError: unknown das task 'genderr'; known: hierarchical-equality, ioi, ...
 
 A task is a kind, a name and a loader, given as ``"package.module:attribute"`` (or ``"package.module"``) and
 imported on first use, so listing tasks imports nothing heavy. Kinds: ``"patch"`` (``loader(n, *, seed) ->
@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import importlib
 
+from ..errors import UnknownTaskError  # noqa: F401  (defined in interp.errors, re-exported here)
+
 _TASKS: dict[str, dict[str, str]] = {"patch": {}, "das": {}, "reft": {}}  # kind -> name -> loader
-
-
-class UnknownTaskError(ValueError):
-    """A task name (or kind) that the registry does not hold."""
 
 
 def _kind(kind: str) -> dict[str, str]:
