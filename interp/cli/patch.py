@@ -37,13 +37,6 @@ def add_parser(sub):
     return p
 
 
-def ioi_task(n: int, *, seed: int):
-    """The ``ioi`` patching task (see :mod:`interp.tasks.registry`): ``n`` pairs and the positions to patch."""
-    from interp.tasks import IOI_POSITIONS, ioi_pairs
-
-    return ioi_pairs(n, seed=seed), IOI_POSITIONS
-
-
 def parse_layers(text: str, n_layers: int) -> list[int]:
     """'all' or '3;9;18' (also commas) -> a list of layer indices, checked against the model."""
     if text == "all":

@@ -20,7 +20,9 @@ import json
 import time
 from pathlib import Path
 
-from .das import OWN_MODEL, add_common, check_common, check_position, config_from, setup, threads
+from interp.tasks.setups import OWN_MODEL, setup, threads
+
+from .das import add_common, check_common, check_position, config_from
 from .patch import parse_layers
 
 

@@ -13,6 +13,7 @@ imported on first use, so listing tasks imports nothing heavy. Kinds: ``"patch"`
 (PatchingPairs, positions)``, for ``interp patch``), ``"das"`` (``loader(*, n, seed, model) -> TaskSetup``, for
 ``interp das`` and ``interp sweep``) and ``"reft"`` (a task module with ``load`` and ``DEFAULTS``, for the
 ``reft`` commands). reft's tasks register themselves when ``reft.tasks`` is imported (interp never imports reft).
+interp's own loaders live in :mod:`interp.tasks.setups`: the library never imports its command line.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ def get(name: str, kind: str):
     return getattr(obj, attr) if attr else obj
 
 
-register("ioi", "patch", "interp.cli.patch:ioi_task")
-register("hierarchical-equality", "das", "interp.cli.das:hierarchical_equality_setup")
-register("ioi", "das", "interp.cli.das:ioi_setup")
-register("gender", "das", "interp.cli.das:gender_setup")
-register("capitals", "das", "interp.cli.das:capitals_setup")
+register("ioi", "patch", "interp.tasks.setups:ioi_patch_task")
+register("hierarchical-equality", "das", "interp.tasks.setups:hierarchical_equality_setup")
+register("ioi", "das", "interp.tasks.setups:ioi_setup")
+register("gender", "das", "interp.tasks.setups:gender_setup")
+register("capitals", "das", "interp.tasks.setups:capitals_setup")
