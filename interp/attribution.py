@@ -374,31 +374,4 @@ def _overlap(atp: Grid, exact: Grid, k: int) -> int:
     return len(top(atp) & top(exact))
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Print AtP vs exact patching on IOI with the embedded model.
-
-    Run it as ``python -c "from interp.attribution import main; main()" --n 16``.
-    """
-    import argparse
-
-    from .models import load
-    from .tasks import IOI_POSITIONS, ioi_pairs
-
-    p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("--n", type=int, default=16, help="IOI pairs (default 16, as `interp patch`)")
-    p.add_argument("--components", default="resid_pre,resid_post,attn_out,mlp_out")
-    p.add_argument("--k", type=int, default=10)
-    args = p.parse_args(argv)
-    lm = load()
-    comps = compare_with_patching(
-        lm, ioi_pairs(args.n), components=args.components.split(","), positions=IOI_POSITIONS, k=args.k, progress=True
-    )
-    print(report(comps))
-    for c in comps:
-        print(
-            f"{c.component}: largest misses",
-            [(w["layer"], w["position"], round(w["exact"], 2), round(w["atp"], 2)) for w in c.worst(5)],
-        )
-
-
 __all__ = ["attribution_patch", "compare_with_patching", "Comparison", "report"]

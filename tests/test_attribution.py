@@ -233,7 +233,7 @@ def test_ioi_atp_tracks_exact_patching_except_at_name_swaps(gemma):
     (the last layer at the last token). Where a patch swaps a name in the early residual stream, AtP fails:
     at S2 it has the wrong sign (the patch changes which name is repeated, which a first-order estimate through
     the attention pattern cannot see), and at IO it misses most of the effect. ``compare_with_patching`` on the
-    whole 18 x 15 grid prints the same picture (see ``interp.attribution.main``).
+    whole 18 x 15 grid prints the same picture (see ``experiments/atp_vs_exact.py``).
     """
     from interp.tasks import IOI_POSITIONS, ioi_pairs
 
