@@ -181,7 +181,7 @@ def test_every_train_config_field_is_an_option_that_reaches_the_config():
 
 def test_compare_hands_every_option_to_each_worker():
     from reft.cli import train_config, train_config_fields
-    from reft.cli.compare import worker_argv
+    from reft.cli.compare import worker_args
 
     argv = ["compare", "--data", "t.jsonl", "--eval-data", "e.jsonl", "--label-words", "no,yes", "--model", "m"]
     argv += ["--n-train", "5", "--layers", "0;1", "--positions", "f2+l2", "--rank", "2", "--untied", "--head"]
@@ -191,9 +191,10 @@ def test_compare_hands_every_option_to_each_worker():
         flag = "--" + name.replace("_", "-")
         argv += [flag if value else "--no-" + flag[2:]] if kind is bool else [flag, str(value)]
     given = build_parser().parse_args(argv)
+    train_options = vars(build_parser().parse_args(["train"])).keys()  # what `reft train` reads, no more, no less
     for method in ("loreft", "lora"):
-        worker = build_parser().parse_args(["train", *worker_argv(given, method)])
-        assert worker.method == method
+        worker = worker_args(given, method)
+        assert worker.method == method and vars(worker).keys() == train_options
         for key, value in vars(given).items():
             if key in ("command", "methods", "jobs", "json", "seeds"):
                 continue  # compare's own
@@ -209,16 +210,16 @@ def test_compare_hands_every_option_to_each_worker():
 
 
 def test_compare_runs_a_method_at_its_own_positions_once_per_seed():
-    from reft.cli.compare import methods_of, seeds_of, worker_argv
+    from reft.cli.compare import methods_of, seeds_of, worker_args
 
     given = build_parser().parse_args(
         ["compare", "--task", "addition", "--methods", "loreft,loreft@f1+l3+g,lora", "--seeds", "0,2", "--out", "r"]
     )
     assert methods_of(given) == ["loreft", "loreft@f1+l3+g", "lora"] and seeds_of(given) == [0, 2]
-    worker = build_parser().parse_args(["train", *worker_argv(given, "loreft@f1+l3+g", seed=2)])
+    worker = worker_args(given, "loreft@f1+l3+g", seed=2)
     got = (worker.method, worker.positions, worker.seed, worker.out)
     assert got == ("loreft", "f1+l3+g", 2, "r/loreft-at-f1_l3_g-seed2")
-    plain = build_parser().parse_args(["train", *worker_argv(given, "loreft", seed=0)])
+    plain = worker_args(given, "loreft", seed=0)
     assert (plain.positions, plain.seed, plain.out) == (None, 0, "r/loreft-seed0")  # the task's positions
 
 
@@ -300,13 +301,9 @@ def test_one_task_registry_serves_both_command_lines():
 
     with pytest.raises(registry.UnknownTaskError, match="unknown reft task 'nope'; known: style, sentiment, addition"):
         registry.get("nope", "reft")
-    with pytest.raises(
-        ReftError, match=r"unknown reft task 'nope'; known: style, sentiment, addition \(or pass"
-    ):
+    with pytest.raises(ReftError, match=r"unknown reft task 'nope'; known: style, sentiment, addition \(or pass"):
         reft.tasks.get("nope")
-    with pytest.raises(
-        ValueError, match="unknown das task 'nope'; known: hierarchical-equality, ioi, gender"
-    ):
+    with pytest.raises(ValueError, match="unknown das task 'nope'; known: hierarchical-equality, ioi, gender"):
         das.setup("nope", n=None, seed=0, model=None)
     with pytest.raises(registry.UnknownTaskError, match="unknown kind of task 'nope'; known: patch, das, reft"):
         registry.names("nope")

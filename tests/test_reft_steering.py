@@ -138,8 +138,10 @@ def test_cli_refuses_bad_options_before_loading(tmp_path, monkeypatch, capsys):
 
 def test_cli_passes_training_options_to_the_loreft():
     from reft.cli import build_parser
-    from reft.cli.steer import plain, train_argv
+    from reft.cli.steer import plain, train_options
 
     args = build_parser().parse_args(["steer", "--steps", "5", "--lr", "0.02", "--positions", "l1"])
-    assert train_argv(args) == ["--task=style", "--steps=5", "--lr=0.02", "--method=loreft"]
+    train, plain_train = vars(train_options(args)), vars(build_parser().parse_args(["train"]))  # `reft train`'s
+    assert train.keys() == plain_train.keys() and train["method"] == "loreft"
+    assert {k: v for k, v in train.items() if v != plain_train[k]} == {"task": "style", "steps": 5, "lr": 0.02}
     assert plain(" Squawk! The sun is a star, matey. Squawk!") == " The sun is a star."

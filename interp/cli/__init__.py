@@ -94,8 +94,26 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="on an error, show the full traceback (for a bug report)")
 
 
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line (its subcommands' parsers too), not the whole usage.
+
+    Example:
+        >>> import contextlib, io
+        >>> p, err = Parser(prog="demo"), io.StringIO()
+        >>> _ = p.add_argument("--lr", type=float)
+        >>> with contextlib.redirect_stderr(err):
+        ...     code = parse(p, ["--lr", "x"])
+        >>> code, err.getvalue()
+        (2, "demo: error: argument --lr: invalid float value: 'x' (see demo --help)\\n")
+    """
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(str(message).split())} (see {self.prog} --help)\n")
+
+
 def parse(parser: argparse.ArgumentParser, argv) -> argparse.Namespace | int:
-    """``parser.parse_args(argv)``, or the exit code where argparse refused the options (it printed why)."""
+    """``parser.parse_args(argv)``, or the exit code where argparse refused the options (it printed why, in one
+    line when ``parser`` is a :class:`Parser`)."""
     try:
         return parser.parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2)
@@ -131,7 +149,7 @@ def execute(prog: str, module, args) -> dict | int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="interp", description=__doc__.splitlines()[0])
+    parser = Parser(prog="interp", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     modules = {}
     for name in COMMANDS:

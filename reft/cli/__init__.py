@@ -30,7 +30,7 @@ import json
 import resource
 import typing
 
-from interp.cli import add_common_flags, check_positive, execute, model_shape, parse
+from interp.cli import Parser, add_common_flags, check_positive, execute, model_shape, parse
 from interp.distributed import is_main
 
 from ..interventions import KINDS, ReftError
@@ -152,7 +152,7 @@ def add_method_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reft", description=__doc__.splitlines()[0])
+    parser = Parser(prog="reft", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         add_common_flags(importlib.import_module(f"reft.cli.{name}").add_parser(sub))
@@ -196,36 +196,6 @@ def _print_human(result: dict) -> None:
                 print(f"{key}: {v}")
         else:
             print(f"{key}: {value}")
-
-
-def to_argv(parser: argparse.ArgumentParser, args: argparse.Namespace, *, skip=()) -> list[str]:
-    """The options of ``parser`` that ``args`` sets away from their defaults, as a command line for ``parser``.
-
-    ``parser.parse_args(to_argv(parser, args))`` gives ``args`` back (for the options it has): this is how
-    ``reft compare`` hands every option the user gave to its workers.
-
-    Example:
-        >>> p = argparse.ArgumentParser(); _ = p.add_argument("--grad-accum", type=int)
-        >>> to_argv(p, argparse.Namespace(grad_accum=4))
-        ['--grad-accum=4']
-    """
-    argv = []
-    for action in parser._actions:
-        if not action.option_strings or action.dest in (*skip, "help") or not hasattr(args, action.dest):
-            continue
-        value = getattr(args, action.dest)
-        if value == action.default:
-            continue
-        flag = max(action.option_strings, key=len)
-        if isinstance(action, argparse.BooleanOptionalAction):  # option_strings: --x, --no-x
-            argv.append(action.option_strings[0 if value else 1])
-        elif action.nargs == 0 and value == action.const:  # store_true / store_const
-            argv.append(flag)
-        elif action.nargs is None and not isinstance(action, argparse._AppendAction):
-            argv.append(f"{flag}={value}")
-        else:
-            raise ReftError(f"cannot pass {flag}={value!r} on to another command line (nargs={action.nargs!r})")
-    return argv
 
 
 # ---- shared by the commands ------------------------------------------------------------------------------

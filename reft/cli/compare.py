@@ -10,19 +10,37 @@ tokens and on every generated token, :func:`interp.generated`); it overrides ``-
 ``--seeds`` runs every method once per seed (``--seed`` of ``reft train``: the data draw, the shuffling and
 the initialisation) and reports each metric's mean and standard error over the seeds with the per-seed values.
 
-Every option given here reaches each method's ``reft train`` worker (:func:`worker_argv` writes the
-parsed options back out for ``reft train``'s parser), except ``--lr`` for LoRA/DoRA (they use the task's
-``lora_lr``) and ``--head`` for LoRA/DoRA (they score the label words through the tuned model); ``--out``
-and ``--checkpoint-dir`` get one subfolder per method.
+Every option given here reaches each method's ``reft train`` worker as a value (:func:`worker_args`: the options
+parsed once, handed on as JSON, never written back to a command line), except ``--lr`` for LoRA/DoRA (they use
+the task's ``lora_lr``) and ``--head`` for LoRA/DoRA (they score the label words through the tuned model);
+``--out`` and ``--checkpoint-dir`` get one subfolder per method.
+
+Workers never outlive the command: when one fails, the others are stopped (SIGTERM, then SIGKILL after
+:data:`STOP_WAIT_S` seconds) and the error names the method, its exit code and the last line of its stderr that
+is not a progress bar; SIGINT or SIGTERM to ``reft compare`` stops them all the same way (exit 130); on Linux a
+worker also ends when ``reft compare`` is killed outright.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import functools
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
+
+from interp.cli import Parser, add_common_flags, execute
 
 from ..interventions import ReftError
 from . import (
@@ -33,13 +51,12 @@ from . import (
     add_train_config_options,
     load_data,
     task_defaults,
-    to_argv,
     train_config,
 )
 from . import train as _train
 
 COMPARE = ("loreft", "direft", "lora", "dora")
-KEEP = (  # what the table keeps of each worker's `reft train --json`
+KEEP = (  # what the table keeps of each worker's `reft train` result
     "accuracy",
     "trainable_params",
     "percent_of_base",
@@ -55,6 +72,10 @@ KEEP = (  # what the table keeps of each worker's `reft train --json`
     "rank",
     "config",
 )
+# A worker: `reft train` on the options it reads from stdin (:func:`worker`); tests put a stand-in here.
+WORKER = (sys.executable, "-c", "from reft.cli.compare import worker; raise SystemExit(worker())")
+STOP_WAIT_S = 5.0  # a stopped worker gets this long after SIGTERM before SIGKILL
+PROGRESS = re.compile(r"\d+%\||\|\s*\d+/\d+|\d+/\d+ \[|[\d.?]+(it/s|s/it)")  # a progress bar's fragment
 
 
 def add_parser(sub):
@@ -73,36 +94,60 @@ def add_parser(sub):
     return p
 
 
-def train_parser() -> argparse.ArgumentParser:
-    """``reft train``'s parser on its own: what :func:`worker_argv` writes command lines for."""
-    return _train.add_arguments(argparse.ArgumentParser(prog="reft train"))
+@functools.cache
+def _train_defaults() -> tuple[tuple[str, object], ...]:
+    p = _train.add_arguments(Parser(prog="reft train"))
+    add_common_flags(p)
+    return tuple(vars(p.parse_args([])).items())
 
 
-def worker_argv(args, method: str, seed: int | None = None) -> list[str]:
-    """The ``reft train`` options that run ``method`` with every option ``args`` (a parsed compare) sets.
+def train_args(args: argparse.Namespace, *, fresh: tuple[str, ...] = (), **changes) -> argparse.Namespace:
+    """The parsed ``reft train`` options that another command's parsed ``args`` give: each option of ``reft train``
+    takes its value from ``args`` where ``args`` has it (options in ``fresh`` keep ``reft train``'s default),
+    then ``changes``. Values are handed on as they are: nothing is written back to a command line and re-read.
 
     Example:
         >>> from reft.cli import build_parser
         >>> args = build_parser().parse_args(["compare", "--task", "sentiment", "--grad-accum", "4"])
-        >>> worker_argv(args, "lora")
-        ['--task=sentiment', '--grad-accum=4', '--method=lora']
-        >>> worker_argv(args, "loreft@f1+l1+g", seed=2)
-        ['--task=sentiment', '--positions=f1+l1+g', '--grad-accum=4', '--seed=2', '--method=loreft']
+        >>> w = train_args(args, method="lora")
+        >>> w.command, w.task, w.grad_accum, w.method, hasattr(w, "jobs")
+        ('train', 'sentiment', 4, 'lora', False)
+    """
+    defaults = dict(_train_defaults())
+    unknown = sorted(set(changes) - set(defaults))
+    if unknown:
+        raise ReftError(f"reft train has no options {unknown}; expected some of {sorted(defaults)}")
+    given = {k: getattr(args, k) for k in defaults if hasattr(args, k) and k not in fresh}
+    return argparse.Namespace(**{**defaults, **given, **changes, "command": "train"})
+
+
+def worker_args(args, method: str, seed: int | None = None) -> argparse.Namespace:
+    """The ``reft train`` options that run ``method`` with every option ``args`` (a parsed compare) sets.
+
+    Example:
+        >>> from reft.cli import build_parser
+        >>> args = build_parser().parse_args(["compare", "--task", "sentiment", "--grad-accum", "4", "--out", "c"])
+        >>> w = worker_args(args, "loreft@f1+l1+g", seed=2)
+        >>> w.method, w.positions, w.seed, w.grad_accum, w.out
+        ('loreft', 'f1+l1+g', 2, 4, 'c/loreft-at-f1_l1_g-seed2')
+        >>> w = worker_args(args, "lora")
+        >>> w.method, w.positions, w.seed, w.lr, w.out
+        ('lora', None, None, None, 'c/lora')
     """
     kind, _, positions = method.partition("@")
-    worker = argparse.Namespace(**vars(args))
+    changes: dict = {"method": kind}
     if positions:
-        worker.positions = positions
+        changes["positions"] = positions
     if seed is not None:
-        worker.seed = seed
+        changes["seed"] = seed
     if kind in BASELINES:
-        worker.lr = None  # the task's lora_lr (a ReFT learning rate is far too small for LoRA)
-        worker.head = False  # LoRA/DoRA score the label words through the tuned model
+        changes["lr"] = None  # the task's lora_lr (a ReFT learning rate is far too small for LoRA)
+        changes["head"] = False  # LoRA/DoRA score the label words through the tuned model
     for name in ("out", "checkpoint_dir"):  # one folder per method (and seed), not all of them writing into one
-        if getattr(worker, name, None):
+        if getattr(args, name, None):
             sub = method.replace("@", "-at-").replace("+", "_") + ("" if seed is None else f"-seed{seed}")
-            setattr(worker, name, str(Path(getattr(worker, name)) / sub))
-    return [*to_argv(train_parser(), worker, skip=("method", "seeds")), f"--method={kind}"]
+            changes[name] = str(Path(getattr(args, name)) / sub)
+    return train_args(args, **changes)
 
 
 def methods_of(args) -> list[str]:
@@ -146,7 +191,7 @@ def check(args) -> None:
     check_positive(args, "jobs")
     seeds = seeds_of(args)
     for m in methods_of(args):
-        _train.check(train_parser().parse_args(worker_argv(args, m, None if seeds is None else seeds[0])))
+        _train.check(worker_args(args, m, None if seeds is None else seeds[0]))
 
 
 def run(args) -> dict:
@@ -154,24 +199,12 @@ def run(args) -> dict:
     methods, seeds = methods_of(args), seeds_of(args)
     defaults = task_defaults(args)
     steps = train_config(args, defaults).steps
-    debug = ["--debug"] if getattr(args, "debug", False) else []
-    runs = [(m, s) for m in methods for s in (seeds or [None])]
-    commands = {r: [sys.executable, "-m", "reft", "train", *worker_argv(args, *r), "--json", *debug] for r in runs}
-    results, running, queue = {}, {}, list(runs)
-    while queue or running:  # at most --jobs runs at a time, each in its own process
-        while queue and len(running) < max(1, args.jobs):
-            r = queue.pop(0)
-            running[r] = subprocess.Popen(commands[r], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        r = next(iter(running))
-        out, err = running.pop(r).communicate()
-        name = r[0] if r[1] is None else f"{r[0]} (seed {r[1]})"
-        if not out.strip():
-            last = (err.strip().splitlines() or ["no output"])[-1]
-            raise ReftError(f"method {name} failed: {last} (its command: {' '.join(commands[r][1:])})")
-        w = json.loads(out.strip().splitlines()[-1])
-        results[r] = {k: w[k] for k in KEEP if k in w}
-        print(f"{name}: { {k: v for k, v in results[r].items() if k != 'config'} }", file=sys.stderr)
-        steps = steps if steps is not None else w.get("steps")
+    runs = {(m, s): m if s is None else f"{m} (seed {s})" for m in methods for s in (seeds or [None])}
+    work = {name: worker_args(args, *r) for r, name in runs.items()}
+    done = run_workers(work, jobs=args.jobs, debug=getattr(args, "debug", False))
+    results = {r: {k: done[name][k] for k in KEEP if k in done[name]} for r, name in runs.items()}
+    if steps is None:  # trained by epochs: the steps the workers took
+        steps = next(iter(done.values())).get("steps")
     if seeds is None:
         table = {m: results[(m, None)] for m in methods}
     else:
@@ -181,6 +214,189 @@ def run(args) -> dict:
         out["seeds"] = seeds
     return out | {"frozen": _frozen(args, defaults)}
 
+
+# ---- the workers: started, watched, stopped -----------------------------------------------------------------
+
+
+@dataclass
+class _Worker:
+    proc: subprocess.Popen
+    out: IO[bytes]
+    err: IO[bytes]
+
+
+def run_workers(work: dict[str, argparse.Namespace], *, jobs: int = 1, debug: bool = False) -> dict[str, dict]:
+    """``reft train`` on each Namespace of ``work`` in its own process (:data:`WORKER`), at most ``jobs`` at once;
+    each one's result by its name, in the order they finish.
+
+    A worker that fails stops every other one (SIGTERM, SIGKILL after :data:`STOP_WAIT_S` seconds) and raises a
+    ReftError naming it, how it ended (exit code or signal) and the last line of its stderr that is not a
+    progress bar (with ``debug``, the end of its stderr). SIGINT or SIGTERM to this process stops them the same
+    way and raises KeyboardInterrupt.
+    """
+    queue, running, results = list(work), {}, {}
+    with contextlib.ExitStack() as files, _interrupt_on_sigterm():
+        try:
+            while queue or running:
+                while queue and len(running) < max(1, jobs):
+                    name = queue.pop(0)
+                    running[name] = _start(work[name], files)
+                name = _wait_any(running)
+                w = running.pop(name)
+                results[name] = _result(name, w, others=list(running), debug=debug)
+                shown = {k: v for k, v in results[name].items() if k in KEEP and k != "config"}
+                print(f"{name}: {shown}", file=sys.stderr, flush=True)
+        finally:
+            _stop(running.values())
+    return results
+
+
+def _start(args: argparse.Namespace, files: contextlib.ExitStack) -> _Worker:
+    out = files.enter_context(tempfile.TemporaryFile())  # files, not pipes: a chatty worker never blocks
+    err = files.enter_context(tempfile.TemporaryFile())
+    proc = subprocess.Popen(WORKER, stdin=subprocess.PIPE, stdout=out, stderr=err, start_new_session=True)
+    with contextlib.suppress(BrokenPipeError):  # a worker that died at once says why on its stderr
+        proc.stdin.write(json.dumps({"parent": os.getpid(), "args": vars(args)}).encode())
+    with contextlib.suppress(BrokenPipeError):
+        proc.stdin.close()
+    return _Worker(proc, out, err)
+
+
+def _wait_any(running: dict[str, _Worker]) -> str:
+    """The name of a worker that has ended (the first in ``running``'s order among those that have)."""
+    while True:
+        for name, w in running.items():
+            if w.proc.poll() is not None:
+                return name
+        time.sleep(0.05)
+
+
+def _result(name: str, w: _Worker, *, others: list[str], debug: bool) -> dict:
+    """The worker's result (the last line of its stdout, JSON), or a ReftError saying how and why it ended."""
+    code = w.proc.returncode
+    lines = _read(w.out).strip().splitlines()
+    if code == 0 and lines:
+        with contextlib.suppress(json.JSONDecodeError):
+            return json.loads(lines[-1])
+    err = _read(w.err)
+    how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+    why = last_line(err)
+    if code == 0:
+        why = f"no result on its stdout; {why}"
+    stopped = f"; stopped the others ({', '.join(others)})" if others else ""
+    tail = "\n" + "\n".join(err.strip().splitlines()[-40:]) if debug and err.strip() else ""
+    hint = "" if debug else " (run again with --debug to see its stderr)"
+    raise ReftError(f"method {name} failed ({how}): {why}{stopped}{hint}{tail}")
+
+
+def _read(f: IO[bytes]) -> str:
+    f.seek(0)
+    return f.read().decode(errors="replace")
+
+
+def last_line(text: str) -> str:
+    """What a worker's stderr last said: its one-line error where it printed one, else its last line that is not
+    a progress bar.
+
+    Example:
+        >>> last_line("a warning\\n 40%|####  | 4/10 [00:01<00:02, 3.1it/s]\\rreft train: error: no data\\n 50%|#####")
+        'no data'
+        >>> last_line("Traceback (most recent call last):\\n  ...\\nMemoryError: out of memory\\n 10%|#")
+        'MemoryError: out of memory'
+    """
+    lines = [line.strip() for line in re.split(r"[\r\n]+", text) if line.strip()]
+    errors = [line for line in lines if re.match(r"reft \w+: error: ", line)]
+    if errors:
+        return errors[-1].split(": error: ", 1)[1]
+    said = [line for line in lines if not PROGRESS.search(line)]
+    return said[-1] if said else "nothing on its stderr"
+
+
+def _stop(workers) -> None:
+    """SIGTERM to each running worker's process group, SIGKILL to those still there after STOP_WAIT_S; reaped."""
+    workers = [w for w in workers if w.proc.poll() is None]
+    if not workers:
+        return
+    with _signals_ignored():  # a second Ctrl-C must not leave workers behind half-stopped
+        for w in workers:
+            _signal_group(w.proc, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_WAIT_S
+        for w in workers:
+            try:
+                w.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(w.proc, signal.SIGKILL)
+                w.proc.wait()
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """``sig`` to the worker and whatever it started (its own session: ``start_new_session=True``)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def _interrupt_on_sigterm():
+    """While the workers run, SIGTERM raises KeyboardInterrupt (as SIGINT does), so that they are stopped first."""
+    if not _main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@contextlib.contextmanager
+def _signals_ignored():
+    if not _main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def worker() -> int:
+    """A ``reft compare`` worker: ``reft train`` on the options read from stdin (JSON: ``{"parent": pid, "args":
+    {...}}``), its result printed as one JSON line; an error is one line on stderr, as ``reft train``'s."""
+    payload = json.loads(sys.stdin.read())
+    die_with_parent(payload["parent"])
+    result = execute("reft", _train, argparse.Namespace(**payload["args"]))
+    if isinstance(result, int):
+        return result
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+def die_with_parent(parent: int) -> None:
+    """On Linux, SIGTERM to this process when its parent dies, however it dies (SIGKILL included)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+# ---- the table -------------------------------------------------------------------------------------------------
 
 SPREAD = ("accuracy", "eval_loss", "style_rate", "train_loss_last", "seconds_per_step")  # mean and s.e. over seeds
 

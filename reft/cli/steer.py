@@ -90,34 +90,29 @@ def lists(args):
     return methods, positions, strengths
 
 
-def train_argv(args) -> list[str]:
+def train_options(args) -> argparse.Namespace:
     """The ``reft train`` options of the LoReFT: the task, the model, and every TrainConfig option given here.
 
     Example:
         >>> from reft.cli import build_parser
-        >>> train_argv(build_parser().parse_args(["steer", "--steps", "30"]))
-        ['--task=style', '--steps=30', '--method=loreft']
+        >>> t = train_options(build_parser().parse_args(["steer", "--steps", "30"]))
+        >>> t.task, t.steps, t.method, t.positions, t.out
+        ('style', 30, 'loreft', None, None)
     """
-    from . import to_argv
-    from .compare import train_parser
+    from .compare import train_args
 
-    worker = argparse.Namespace(**vars(args))
-    return [
-        *to_argv(train_parser(), worker, skip=("method", "layers", "positions", "out", "overwrite")),
-        "--method=loreft",
-    ]
+    return train_args(args, fresh=("positions", "out", "overwrite"), method="loreft")
 
 
 def check(args) -> None:
     """Everything ``reft steer`` can refuse before loading the model (the LoReFT's ``reft train`` checks too)."""
     from interp.cli import model_shape
 
-    from .compare import train_parser
     from .train import check as train_check
 
     check_output_file(args.out, overwrite=args.overwrite, what="--out")
     lists(args)
-    train_check(train_parser().parse_args(train_argv(args)))
+    train_check(train_options(args))
     shape = model_shape(args.model)
     if args.layer is not None and shape and not 0 <= args.layer < shape[0]:
         raise ReftError(f"--layer {args.layer}: the model has layers 0..{shape[0] - 1}")
@@ -136,11 +131,10 @@ def run(args) -> dict:
     from ..steering import activations, caa, diff_in_means, parse_steer_positions, steer
     from ..train import evaluate
     from . import load_data, task_defaults, train_config
-    from .compare import train_parser
     from .train import run as train_run
 
     methods, positions, strengths = lists(args)
-    targs = train_parser().parse_args(train_argv(args))
+    targs = train_options(args)
     t0 = time.perf_counter()
     lm = interp.load(args.model)
     loreft = train_run(targs, lm=lm)  # `reft train --task style`: training, evaluation, samples, style rate
