@@ -34,12 +34,14 @@ from pathlib import Path
 import torch
 
 from . import distributed as _dist
+from . import io as _io
 from . import sites as _sites
 from .batches import DASError, _check_pairs, check_positions, collect_sources, rows
 from .causal import Pairs
 from .checks import as_float, as_int, is_int
 from .inputs import InputError
 from .interventions import Intervention
+from .io.das import load_das, save_das
 from .metrics import _replaying, das_loss, iia, label_ids
 from .replay import PrefixCache
 from .sites import Site
@@ -220,7 +222,7 @@ class DASResult:
             >>> sorted(f.name for f in path.iterdir())
             ['config.json', 'weights.safetensors']
         """
-        return _save_result(self, path, overwrite)
+        return save_das(self, path, overwrite=overwrite)
 
     @classmethod
     def load(cls, path, lm) -> DASResult:
@@ -237,7 +239,7 @@ class DASResult:
             interp.errors.FormatError: the DAS result in '.../gender-l3' was saved from a different model: architecture
             saved 'LlamaForCausalLM', this model 'GPT2LMHeadModel'; load it into the model it was trained on
         """
-        return _load_result(path, lm)
+        return cls(**load_das(path, lm, make_config=DASConfig.from_dict, make_alignment=Alignment))
 
 
 def _make_basis(lm, site: Site, via, rank, n_vars: int) -> Basis:
@@ -429,7 +431,7 @@ def fit_das(
         splits=tuple(splits),
         history=history,
         config=cfg,
-        fingerprint=_fingerprint(lm),
+        fingerprint=_io.fingerprint(lm),
         lm=lm,
     )
     result.iia_train = iia(lm, pairs, at=at, via=iv, sources=src, prefix=prefix, batch_size=cfg.eval_batch_size)
@@ -450,194 +452,6 @@ def neuron_aligned(width: int, splits: Sequence[int]) -> Alignment:
     if sum(splits) > width:
         raise BasisError(f"splits {tuple(splits)} need {sum(splits)} neurons but the site has {width}")
     return Alignment(Coordinate(width, range(sum(splits))), tuple(splits))
-
-
-# ------------------------------------------------------------------------------------------------- files
-# A DAS result folder (interp.io's format, "kind": "das"): config.json holds the site, the basis kind and shape,
-# the variables and their row blocks, the config, the history (one list per field) and the IIA; weights.safetensors
-# holds the basis rows R (rank x d) and, for Boundless, its boundary.
-
-_NUMBER = (float, type(None))
-_DAS_KEYS = {"format": str, "kind": str, "model": dict, "site": dict, "basis": dict, "variables": list, "splits": list,
-             "iia_train": _NUMBER, "iia_test": _NUMBER, "config": dict, "history": dict}  # fmt: skip
-_BASIS_EXTRA = {"Boundless": {"temperature": float}, "Coordinate": {"dims": list}}  # keys beyond kind, d_model, rank
-
-
-def _fingerprint(lm) -> dict:
-    from .io import fingerprint
-
-    return fingerprint(lm)
-
-
-def _bases() -> dict[str, type]:
-    from .subspace import Rotation
-
-    return {"LowRankRotation": LowRankRotation, "Rotation": Rotation, "Boundless": Boundless, "Coordinate": Coordinate}
-
-
-def _save_result(result: DASResult, path, overwrite: bool) -> Path:
-    import json
-
-    from . import io as _io
-
-    b, kinds = result.basis, _bases()
-    kind = type(b).__name__
-    if kinds.get(kind) is not type(b):
-        raise _io.FormatError(
-            f"cannot save a DAS result with a {type(b).__qualname__} basis: a saved result restores only "
-            f"{', '.join(kinds)}; fit with one of those"
-        )
-    basis = {"kind": kind, "d_model": b.d_model, "rank": b.rank}
-    tensors = {"R": b.weight}  # (rank, d)
-    if isinstance(b, Boundless):
-        basis["temperature"], tensors["boundary"] = b.temperature, b.boundary
-    if isinstance(b, Coordinate):
-        basis["dims"] = b.weight.argmax(-1).tolist()
-    model = result.fingerprint
-    if result.lm is not None and "weights" not in model:
-        model = _io.fingerprint(result.lm)
-    if not set(_io.MODEL) <= set(model):
-        raise _io.FormatError(
-            "cannot save a DAS result with no model fingerprint (no lm attached); load or fit it with a model"
-        )
-    config = {
-        "format": _io.FORMAT,
-        "kind": "das",
-        "model": model,
-        "site": _io.site_to_json(result.site),
-        "basis": basis,
-        "variables": list(result.variables),
-        "splits": list(result.splits),
-        "iia_train": result.iia_train,
-        "iia_test": result.iia_test,
-        "config": result.config.to_dict(),
-        "history": _columns(result.history),
-    }
-    try:
-        json.dumps(config)  # what JSON cannot hold fails here, before anything is written
-    except (TypeError, ValueError) as e:
-        raise _io.FormatError(f"cannot save this DAS result: {e} (in its config or history)") from None
-    with _io.atomic_folder(path, overwrite=overwrite, what="DAS result folder") as tmp:
-        _io.write_json(tmp / _io.CONFIG, config)
-        _io.write_tensors(tmp / _io.WEIGHTS, tensors)
-    return Path(path)
-
-
-def _load_result(path, lm) -> DASResult:
-    from . import io as _io
-
-    if hasattr(path, "hf") and not hasattr(lm, "hf"):
-        raise TypeError(f"DASResult.load(path, lm): the folder comes first, then the model; got a model, then {lm!r}")
-    path = Path(path)
-    file = path / _io.CONFIG
-    if not file.is_file():
-        if (path / "das.json").is_file():
-            return _load_legacy(path, lm)
-        raise FileNotFoundError(
-            f"no saved DAS result at {str(path)!r} (expected config.json and weights.safetensors); "
-            "save one with DASResult.save(path)"
-        )
-    cfg = _io.Config(file)
-    _io.check_format(cfg, "das")
-    d = cfg.section(None, _DAS_KEYS)
-    return _restore(cfg, d, lm, lambda shapes: _io.read_tensors(path / _io.WEIGHTS, shapes))
-
-
-def _restore(cfg, d: dict, lm, read) -> DASResult:
-    from . import io as _io
-
-    _io.check_model(cfg, d["model"], lm, what="the DAS result")
-    site = cfg.site("site", d["site"])
-    kinds = _bases()
-    kind = d["basis"].get("kind")
-    if kind not in kinds:
-        raise cfg.error("basis.kind", f"unknown basis kind {kind!r}; known: {', '.join(kinds)}")
-    b = cfg.section("basis", {"kind": str, "d_model": int, "rank": int, **_BASIS_EXTRA.get(kind, {})}, d["basis"])
-    shapes = {"R": (b["rank"], b["d_model"])} | ({"boundary": ()} if kind == "Boundless" else {})
-    tensors = read(shapes)
-    R = tensors["R"]
-    with _io.same_rng():  # building a basis draws random numbers; the caller's stream stays as it was
-        basis = _build(cfg, b, R.dtype)
-        if basis.rank != b["rank"]:
-            raise cfg.error("basis", f"a {kind} of d_model {b['d_model']} has rank {basis.rank}, not {b['rank']}")
-        if kind == "Coordinate":
-            if not torch.equal(R, basis.weight):
-                raise cfg.error("basis.dims", f"dims {b['dims']} do not match the saved rows R")
-        else:
-            state = {"proj.weight": R} | ({"boundary": tensors["boundary"]} if kind == "Boundless" else {})
-            _io.load_compact(basis, state)
-    target = cfg.build("site", _sites.resolve, lm, site)
-    cfg.build("basis", basis.check_width, target.width, f"vectors at {site!r}")
-    for key, t in (("variables", str), ("splits", int)):
-        for x in d[key]:
-            cfg.check(key, x, t)
-    if len(d["variables"]) != len(d["splits"]):
-        raise cfg.error("splits", f"{len(d['splits'])} row blocks for {len(d['variables'])} variables {d['variables']}")
-    cfg.build("splits", Alignment, basis, tuple(d["splits"]))
-    config = cfg.build("config", DASConfig.from_dict, d["config"])
-    columns = d["history"]
-    if any(not isinstance(v, list) for v in columns.values()) or len({len(v) for v in columns.values()}) > 1:
-        raise cfg.error("history", "expected one list per field, all of the same length")
-    n = len(next(iter(columns.values()), []))
-    history = [{k: v[i] for k, v in columns.items() if v[i] is not None} for i in range(n)]
-    basis.to(lm.device)
-    return DASResult(
-        site=site,
-        basis=basis,
-        variables=tuple(d["variables"]),
-        splits=tuple(d["splits"]),
-        history=history,
-        iia_train=d["iia_train"],
-        iia_test=d["iia_test"],
-        config=config,
-        fingerprint=d["model"],
-        lm=lm,
-    )
-
-
-def _load_legacy(path: Path, lm) -> DASResult:
-    """A folder of the previous layout (``das.json``, ``interp-das/1``; ``basis.safetensors`` with the basis's
-    whole state dict); saving the loaded result again writes the current layout."""
-    from . import io as _io
-
-    cfg = _io.Config(path / "das.json")
-    _io.check_format(cfg, "das")
-    old = {k: v for k, v in _DAS_KEYS.items() if k not in ("kind", "model")} | {"history": list, "fingerprint": dict}
-    d = cfg.section(None, old)
-    site = cfg.section("site", {**_io.SITE, "pos": str}, d["site"])
-    for h in d["history"]:
-        cfg.check("history", h, dict)
-
-    def read(shapes):  # the basis dict is checked by then
-        with _io.same_rng():
-            fresh = _build(cfg, d["basis"], torch.float32)
-        want = {k: tuple(v.shape) for k, v in fresh.state_dict().items()} | {"weight": shapes["R"]}
-        t = _io.read_tensors(path / "basis.safetensors", want, by="das.json")
-        return {"R": t["weight"]} | ({"boundary": t["boundary"]} if "boundary" in shapes else {})
-
-    new = {
-        **{k: d[k] for k in ("basis", "variables", "splits", "iia_train", "iia_test", "config")},
-        "model": d["fingerprint"],
-        "site": {**site, "pos": _io.position_to_json(_io.legacy_position(site["pos"]))},
-        "history": _columns(d["history"]),
-    }
-    return _restore(cfg, new, lm, read)
-
-
-def _columns(history: list[dict]) -> dict[str, list]:
-    """History records -> one list per field (None where a record lacks it): a third of the size in JSON."""
-    return {k: [h.get(k) for h in history] for k in dict.fromkeys(k for h in history for k in h)}
-
-
-def _build(cfg, b: dict, dtype) -> Basis:
-    kind = b["kind"]
-    if kind == "Coordinate":
-        return cfg.build("basis", Coordinate, b["d_model"], b["dims"])
-    if kind == "LowRankRotation":
-        return cfg.build("basis", LowRankRotation, b["d_model"], b["rank"], dtype=dtype)
-    if kind == "Rotation":
-        return cfg.build("basis", _bases()[kind], b["d_model"], dtype=dtype)
-    return cfg.build("basis", Boundless, b["d_model"], temperature=b["temperature"], dtype=dtype)
 
 
 __all__ = ["DASConfig", "DASError", "DASResult", "Alignment", "fit_das", "neuron_aligned"]

@@ -27,6 +27,14 @@ import re
 import tempfile
 from pathlib import Path
 
+import huggingface_hub
+from huggingface_hub.errors import LocalEntryNotFoundError
+
+from interp.models import CONNECT_TIMEOUT, hub_offline
+from interp.models import hub_reachable as _reachable
+
+from .folder import write
+
 PREFIX = "hf://"
 _REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 CARD = "README.md"
@@ -70,8 +78,6 @@ def repo_id(path: str) -> str:
 
 def _refuse_offline(repo: str, doing: str, *, cache_ok: bool = False) -> None:
     """Refuse, naming the repo and the setting, when offline mode is asked for or the Hub cannot be reached."""
-    from interp.models import CONNECT_TIMEOUT, hub_offline
-
     alt = ", or pass a local folder" + (" (the repo is not in the local Hugging Face cache)" if cache_ok else "")
     if hub_offline():
         raise ConnectionError(
@@ -92,9 +98,7 @@ def hub_reachable() -> bool:
         >>> hub_reachable()            # no network here  # doctest: +SKIP
         False
     """
-    from interp.models import hub_reachable as reachable
-
-    return reachable()
+    return _reachable()
 
 
 def check(path: str, *, doing: str = "save to") -> str:
@@ -115,11 +119,8 @@ def check(path: str, *, doing: str = "save to") -> str:
 
 def _cached(repo: str, revision: str | None) -> str | None:
     """The local snapshot folder of ``repo`` in the Hugging Face cache, or None."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
     try:
-        return snapshot_download(repo, revision=revision, allow_patterns=_FILES, local_files_only=True)
+        return huggingface_hub.snapshot_download(repo, revision=revision, allow_patterns=_FILES, local_files_only=True)
     except (LocalEntryNotFoundError, OSError, ValueError):
         return None
 
@@ -132,17 +133,13 @@ def push(rlm, path: str, *, task: str | None = None, private: bool | None = None
         Traceback (most recent call last):
         ConnectionError: cannot save to the Hugging Face Hub repo 'me/style': HF_HUB_OFFLINE=1 ... is set; ...
     """
-    from huggingface_hub import HfApi
-
-    from .io import save
-
     repo, revision = parse(path)
     _refuse_offline(repo, "save to")
     card = model_card(rlm, task=task, repo=repo)  # refuses nothing: before the folder, so a bad rlm fails in save
     with tempfile.TemporaryDirectory(prefix="reft-hub-") as tmp:
-        folder = save(rlm, Path(tmp) / "reft")  # every check of a local save, before anything is uploaded
+        folder = write(rlm, Path(tmp) / "reft")  # every check of a local save, before anything is uploaded
         (folder / CARD).write_text(card, encoding="utf-8")
-        api = HfApi()
+        api = huggingface_hub.HfApi()  # through the module: tests stand in for it
         try:
             api.create_repo(repo, private=private, exist_ok=True)
             api.upload_folder(
@@ -167,15 +164,12 @@ def pull(path: str) -> Path:
         Traceback (most recent call last):
         ConnectionError: cannot load from the Hugging Face Hub repo 'me/style': HF_HUB_OFFLINE=1 ... is set; ...
     """
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
     repo, revision = parse(path)
     local = _cached(repo, revision) if _offline_or_unreachable() else None
     if local is None:
         _refuse_offline(repo, "load from", cache_ok=True)
         try:
-            local = snapshot_download(repo, revision=revision, allow_patterns=_FILES)
+            local = huggingface_hub.snapshot_download(repo, revision=revision, allow_patterns=_FILES)
         except LocalEntryNotFoundError as e:
             raise ConnectionError(f"could not download the Hugging Face Hub repo {repo!r}: {e}") from None
     folder = Path(local)
@@ -188,8 +182,6 @@ def pull(path: str) -> Path:
 
 
 def _offline_or_unreachable() -> bool:
-    from interp.models import hub_offline
-
     return hub_offline() or not hub_reachable()
 
 

@@ -33,6 +33,7 @@ The other pyreft classes map as follows (their ``rotate_layer`` always transpose
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import re
@@ -137,7 +138,7 @@ def from_pyreft(path: str | os.PathLike, lm, *, positions: Position | None = Non
         )
     folder = Path(path)
     file = folder / _io.CONFIG
-    if not folder.is_dir() or not file.is_file():
+    if not folder.is_dir() or not os.path.lexists(file):
         raise FileNotFoundError(
             f"no pyreft checkpoint at {str(folder)!r}: expected a folder with config.json and one intkey_<key>.bin "
             "per intervention (what pyreft's ReftModel.save / pyvene's IntervenableModel.save write)"
@@ -380,6 +381,8 @@ def _check_files(cfg: _io.Config, folder: Path, reps: list[_Rep]) -> None:
     want = {f"intkey_{r.key}.bin" for r in reps}
     have = {p.name for p in folder.glob("intkey_*.bin")}
     missing, stray = sorted(want - have), sorted(have - want)
+    for name in sorted(want & have):  # a named pipe would block the read forever: refused before any is opened
+        _io.check_regular(folder / name)
     if missing:
         raise FileNotFoundError(
             f"{folder / missing[0]} is missing: {cfg.file} names {len(want)} intervention(s) "
@@ -400,9 +403,11 @@ def _check_files(cfg: _io.Config, folder: Path, reps: list[_Rep]) -> None:
 
 
 def _read(file: Path) -> dict[str, torch.Tensor]:
-    """A state dict of tensors, read with ``weights_only=True``: never unpickle anything else."""
+    """A state dict of tensors, read with ``weights_only=True``: never unpickle anything else. The file's bytes
+    are read once from a regular file (a named pipe or a device is refused, naming it)."""
+    raw = _io.read_regular(file)
     try:
-        data = torch.load(file, map_location="cpu", weights_only=True)
+        data = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:  # torch's own message advises weights_only=False: never repeat that
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         code = next((ln for ln in lines if "GLOBAL" in ln), None)
@@ -454,6 +459,7 @@ def _intervention(file: Path, rep: _Rep, lm) -> tuple[ReftIntervention, dict]:
                 f"{file}: {name} is {state[name].tolist()}, but {rep.site!r} of this model has width "
                 f"{width}; the checkpoint was trained on another model"
             )
+    _io.check_finite(state, file)  # NaN or inf in any tensor: refused, naming it
     rank = _rank(file, rep, state, width)
     shapes = _shapes(width, rank)
     for k, want in shapes.items():
@@ -469,7 +475,10 @@ def _intervention(file: Path, rep: _Rep, lm) -> tuple[ReftIntervention, dict]:
     ours = _convert(file, rep.kind, raw, tol)
     with _io.same_rng():  # building draws random numbers; the caller's stream stays as it was
         iv = kind.ours(width, rank)
-        _io.load_compact(iv, ours)
+        try:
+            _io.load_compact(iv, ours, tol=tol)
+        except FormatError as e:
+            raise FormatError(f"{file}: {e}") from None
     return iv, raw
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
+import shutil
 
 import torch
 import transformers as tf
@@ -68,11 +72,64 @@ def _text(path, text, name="config.json"):
 
 
 def _tensors(path, edit):
+    """``path/weights.safetensors`` changed by ``edit(tensors)``, and config.json's record of its SHA-256 with it (an
+    edit made on purpose: the checks of the values, not the binding, must refuse it)."""
     file = path / "weights.safetensors"
     tensors = load_file(str(file))
     edit(tensors)
     save_file(tensors, str(file))
-    return path
+    return _rehash(path)
+
+
+def _rehash(path):
+    digest = hashlib.sha256((path / "weights.safetensors").read_bytes()).hexdigest()
+    return _config(path, _set("weights_sha256", value=digest))
+
+
+def _mixed(save, load):
+    """Load a folder whose weights.safetensors was copied from another save of the same shapes (other values)."""
+
+    def call(env):
+        path, other = save(env, "mine"), save(env, "other")
+        shutil.copy(other / "weights.safetensors", path / "weights.safetensors")
+        return load(path, env.lm)
+
+    return call
+
+
+def _header_claims(n):
+    """A weights file whose header length field claims ``n`` bytes."""
+
+    def spoil(path):
+        file = path / "weights.safetensors"
+        file.write_bytes(n.to_bytes(8, "little") + file.read_bytes()[8:])
+        return path
+
+    return spoil
+
+
+def _wide_das(width):
+    """A DAS folder edited consistently to a basis of ``width``: config, weights and their hash agree."""
+
+    def spoil(path):
+        _config(path, _set("basis", "d_model", value=width))
+        return _tensors(path, lambda t: t.update(R=torch.linalg.qr(torch.randn(width, 2)).Q.T.contiguous()))
+
+    return spoil
+
+
+def _digits(key, n=5000):
+    """config.json with the value of ``key`` replaced by an integer of ``n`` digits (json.dumps cannot write it)."""
+
+    def spoil(path):
+        text = (path / "config.json").read_text()
+        return _text(path, re.sub(rf'"{key}": [^,\n]+', f'"{key}": {"9" * n}', text, count=1))
+
+    return spoil
+
+
+def _nested(depth):
+    return lambda p: _text(p, "[" * depth + "]" * depth)
 
 
 def load_das(spoil):
@@ -308,7 +365,7 @@ ROWS = [
         r"weights\.safetensors is missing"),
     Bad("das unknown position kind", das_config(_pos({"kind": "middle"})), FormatError,
         r"config\.json: site: unknown position kind .middle.*known: first, last, at, span, token, generated, "
-        r"recent, sum"),
+        r"recent, (all_tokens, )?sum"),
     Bad("das position field wrong type", das_config(_pos({"kind": "last", "n": "1"})), FormatError,
         r"last\.n is '1' \(a string\); expected an integer"),
     Bad("das position unknown field", das_config(_pos({"kind": "at", "i": 1, "j": 2})), FormatError,
@@ -341,6 +398,40 @@ ROWS = [
         r"same shapes but other weights \(weights hash saved [0-9a-f]{16}, this model [0-9a-f]{16}\)"),
     Bad("das load arguments swapped", lambda env: DASResult.load(env.lm, _das(env)), TypeError,
         r"DASResult\.load\(path, lm\): the folder comes first"),
+    # ---- DAS results: values, sizes and the binding of config and weights (issue 22)
+    Bad("das weights from another save", _mixed(_das, DASResult.load),
+        FormatError, r"mine/weights\.safetensors does not match config\.json: its SHA-256 is [0-9a-f]{16}\.\.\., the "
+        r"config records [0-9a-f]{16}\.\.\.: the weights file comes from another save"),
+    Bad("das hash not hex", das_config(_set("weights_sha256", value="abc")), FormatError,
+        r"config\.json: weights_sha256: 'abc' \(a string\); expected the 64 hex digits of a SHA-256"),
+    Bad("das NaN in R", load_das(lambda p: _tensors(p, lambda t: t["R"].__setitem__((0, 0), float("nan")))),
+        FormatError, r"weights\.safetensors: tensor 'R' holds 1 non-finite value\(s\) \(NaN or inf\) of 64"),
+    Bad("das inf in R", load_das(lambda p: _tensors(p, lambda t: t["R"].__setitem__((1, 3), float("inf")))),
+        FormatError, r"tensor 'R' holds 1 non-finite value"),
+    Bad("das all-zero R", load_das(lambda p: _tensors(p, lambda t: t["R"].zero_())), FormatError,
+        r"weights\.safetensors: tensor 'R': the rows are not orthonormal \(all zero\) "
+        r"\(max \|R R\^T - I\| = 1 > 0\.001\)"),
+    Bad("das R far from orthonormal", load_das(lambda p: _tensors(p, lambda t: t["R"].mul_(1000))), FormatError,
+        r"tensor 'R': the rows are not orthonormal \(max \|R R\^T - I\| = 1e\+06 > 0\.001\)"),
+    Bad("das R slightly off", load_das(lambda p: _tensors(p, lambda t: t["R"].mul_(1.01))), FormatError,
+        r"tensor 'R': the rows are not orthonormal \(max \|R R\^T - I\| = 0\.0201 > 0\.001\)"),
+    Bad("das R stored as int", load_das(lambda p: _tensors(p, lambda t: t.update(R=t["R"].long()))), FormatError,
+        r"tensor 'R' is torch\.int64 of shape \(2, 32\); expected a float tensor"),
+    Bad("das width 12000", load_das(_wide_das(12000)), FormatError,
+        r"config\.json: basis\.d_model: 12000, but Site\('resid_post', 1, last\(\)\) of this model has width 32"),
+    Bad("das rank beyond width", das_config(_set("basis", "rank", value=10**6)), FormatError,
+        r"config\.json: basis\.rank is 1000000; expected 1\.\.32"),
+    Bad("das header length hostile", load_das(_header_claims(2**40)), FormatError,
+        r"weights\.safetensors: its header claims 1099511627776 bytes \(the file has \d+; at most 16777216\)"),
+    Bad("das config nested deeply", load_das(_nested(100_000)), FormatError,
+        r"config\.json nests JSON lists or objects deeper than Python's recursion limit"),
+    Bad("das config 5000-digit integer", load_das(_digits("iia_train")), FormatError,
+        r"config\.json holds a value JSON cannot be read into \(Exceeds the limit \(4300 digits\)"),
+    Bad("das config is a pipe", load_das(lambda p: ((p / "config.json").unlink(), os.mkfifo(p / "config.json"), p)[2]),
+        FormatError, r"config\.json is a named pipe \(FIFO\), not a regular file"),
+    Bad("das weights are a folder", load_das(lambda p: ((p / "weights.safetensors").unlink(),
+                                                        (p / "weights.safetensors").mkdir(), p)[2]),
+        FormatError, r"weights\.safetensors is a folder, not a regular file"),
     Bad("das old layout unreadable position", _old_das, FormatError, r"cannot read position 'middle\(\)'"),
     # ---- DAS results: saves refused before anything is written
     Bad("das save over a result", lambda env: _das_result(env).save(_das(env)), FileExistsError,
@@ -377,7 +468,7 @@ ROWS = [
     Bad("reft intervention rank wrong type", reft_config(_set("interventions", 0, "config", "rank", value="4")),
         FormatError, r"interventions\[0\]\.config\.rank is '4' \(a string\)"),
     Bad("reft intervention rank edited", reft_config(_set("interventions", 0, "config", "rank", value=99)),
-        FormatError, r"interventions\[0\]: .*rank.*99"),
+        FormatError, r"interventions\[0\]\.config\.rank is 99; expected 1\.\.32"),
     Bad("reft placement intervention missing", reft_config(_set("placements", 0, "intervention", value=5)),
         FormatError, r"placements\[0\]: intervention 5 does not exist \(the file has 1\)"),
     Bad("reft placement part missing", reft_config(_set("placements", 0, "part", value=7)), FormatError,
@@ -402,6 +493,25 @@ ROWS = [
         r"the ReFT in '.*run' was saved from a model with the same shapes but other weights"),
     Bad("reft load old argument order", lambda env: reft.load(env.lm, _reft(env)), TypeError,
         r"reft\.load\(path, lm\): the folder comes first, then the model .*call reft\.load\('.*run', lm\)"),
+    # ---- ReFTs: values, sizes and the binding of config and weights (issue 22)
+    Bad("reft weights from another save", _mixed(_reft, reft.load),
+        FormatError, r"mine/weights\.safetensors does not match config\.json: its SHA-256 .*another save"),
+    Bad("reft NaN W", load_reft(lambda p: _tensors(p, lambda t: t["0.W.weight"].__setitem__((0, 0), float("nan")))),
+        FormatError, r"weights\.safetensors: tensor '0\.W\.weight' holds 1 non-finite value"),
+    Bad("reft all-zero R", load_reft(lambda p: _tensors(p, lambda t: t["0.R.proj.weight"].zero_())), FormatError,
+        r"weights\.safetensors: intervention 0: R\.proj\.weight: the rows are not orthonormal \(all zero\)"),
+    Bad("reft R far from orthonormal", load_reft(lambda p: _tensors(p, lambda t: t["0.R.proj.weight"].mul_(1000))),
+        FormatError, r"intervention 0: R\.proj\.weight: the rows are not orthonormal \(max \|R R\^T - I\| = 1e\+06"),
+    Bad("reft width 24576", reft_config(_set("interventions", 0, "config", "d_model", value=24576)), FormatError,
+        r"interventions\[0\]\.config\.d_model: 24576, but the intervention is placed at Site\('resid_post', 1, "
+        r"first\(1\)\+last\(\)\), of width 32 in this model"),
+    Bad("reft head of a billion labels", reft_config(_set("head", value={"d_model": 32, "n_labels": 10**9})),
+        FormatError, r"config\.json: head\.n_labels is 1000000000; expected 2\.\.97"),
+    Bad("reft intervention placed nowhere",
+        reft_config(lambda c: c["interventions"].append(c["interventions"][0])), FormatError,
+        r"config\.json: interventions\[1\]: is placed at no site; the file was edited"),
+    Bad("reft config 5000-digit integer", load_reft(_digits("rank")),
+        FormatError, r"config\.json holds a value JSON cannot be read into"),
     Bad("reft old layout unreadable position", _old_reft, FormatError, r"cannot read position 'middle\(\)'"),
     # ---- ReFTs: saves refused before anything is written
     Bad("reft save over a result", lambda env: reft.save(_rlm(env), _reft(env)), FileExistsError,
@@ -465,6 +575,16 @@ ROWS = [
         r"intkey_layer_1_.*: missing \['bias'\] for a LoreftIntervention"),
     Bad("pyreft not orthonormal", from_pyreft(_rotate(torch.ones(32, 4))), FormatError,
         r"rotate_layer columns are not orthonormal"),
+    Bad("pyreft all-zero rotation", from_pyreft(_rotate(torch.zeros(32, 4))), FormatError,
+        r"rotate_layer columns are not orthonormal \(max \|Rw\^T Rw - I\| = 1\)"),
+    Bad("pyreft rotation far from orthonormal", from_pyreft(_rotate(1000 * torch.linalg.qr(torch.randn(32, 4)).Q)),
+        FormatError, r"rotate_layer columns are not orthonormal \(max \|Rw\^T Rw - I\| = 1e\+06\)"),
+    Bad("pyreft NaN weight", from_pyreft(_bin(lambda s: s["weight"].__setitem__((0, 0), float("nan")))), FormatError,
+        r"intkey_layer_1_.*\.bin: tensor 'weight' holds 1 non-finite value\(s\) \(NaN or inf\)"),
+    Bad("pyreft inf rotation", from_pyreft(_bin(lambda s: s["rotate_layer"].__setitem__((0, 0), float("inf")))),
+        FormatError, r"intkey_layer_1_.*\.bin: tensor 'rotate_layer' holds 1 non-finite value"),
+    Bad("pyreft bin is a pipe", from_pyreft(lambda p: ((p / _BIN).unlink(), os.mkfifo(p / _BIN), p)[2]), FormatError,
+        r"intkey_layer_1_comp_block_output_unit_pos_nunit_1#0\.bin is a named pipe \(FIFO\), not a regular file"),
     Bad("pyreft missing file", from_pyreft(lambda p: (p / _BIN).unlink() or p), FileNotFoundError,
         r"intkey_layer_1_comp_block_output_unit_pos_nunit_1#0\.bin is missing"),
     Bad("pyreft stray file", from_pyreft(lambda p: _text(p, "x", _BIN.replace("layer_1", "layer_0"))), FormatError,

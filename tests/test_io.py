@@ -77,11 +77,12 @@ def snapshot(folder) -> dict[str, bytes]:
 
 
 class Faults:
-    """Counts the steps a save takes (each file written, each rename) and makes step ``fail_at`` raise."""
+    """Counts the steps a save takes (each file written, the commit) and makes step ``fail_at`` raise."""
 
     def __init__(self, monkeypatch, fail_at: int):
         self.steps, self.fail_at, self.hit = 0, fail_at, False
-        for owner, name in ((interp.io, "_write_text"), (interp.io, "save_file"), (os, "rename")):
+        steps = ((interp.io.files, "write_bytes"), (interp.io.snapshot, "write_bytes"), (interp.io.commit, "renameat2"))
+        for owner, name in steps:
             monkeypatch.setattr(owner, name, self.step(getattr(owner, name)))
 
     def step(self, fn):
@@ -141,7 +142,7 @@ def test_a_failed_save_leaves_the_old_result_or_nothing(kind, overwrite, tmp_pat
         assert sorted(os.listdir(root)) == sorted([*SIBLINGS, *(["exp"] if target.exists() else [])])
         assert {n: snapshot(root / n) for n in SIBLINGS} == siblings
         if not faults.hit:  # every step has failed once; now the save went through
-            assert k - 1 == (4 if overwrite else 3)  # config.json, weights.safetensors, [move old aside], rename in
+            assert k - 1 == 3  # config.json, weights.safetensors, the commit (one renameat2)
             assert torch.equal(_weights(kind, _load(kind, target, lm)).cpu(), _weights(kind, new).detach().cpu())
             break
         if overwrite:
@@ -240,7 +241,7 @@ def test_every_position_class_of_interp_positions_can_be_saved():
     kinds = [c for c in vars(_positions).values() if isinstance(c, type) and issubclass(c, _positions.Position)]
     for cls in kinds:
         if cls is not _positions.Position:
-            assert cls is _positions.Concat or cls in interp.io._KIND_OF, f"{cls.__name__} cannot be saved"
+            assert cls is _positions.Concat or cls in interp.io.positions.KIND_OF, f"{cls.__name__} cannot be saved"
 
 
 class Middle(_positions.Position):
