@@ -27,8 +27,9 @@ from bench_dii import peak_mb, timed
 from torch.nn import functional as F
 
 import interp
-from interp import LowRankRotation, Site, collect, encode, interchange, last, token_ids
+from interp import LowRankRotation, Site, collect, encode, interchange, last
 from interp.das import Alignment
+from interp.inputs import token_ids
 from interp.metrics import das_loss
 from interp.replay import PrefixCache
 from interp.tasks import ioi_pairs

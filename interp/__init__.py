@@ -7,6 +7,24 @@ Example:
     >>> out = interchange(lm, base, source, at=Site("resid_post", 1, last()))   # activation patching
     >>> out.logits.shape                                     # (B, vocab) at the last token
     torch.Size([4, 97])
+    >>> out                                                  # a summary, never the whole tensor  # doctest: +ELLIPSIS
+    DIIResult((4, 97) logits at the last token; top-1 of 4 prompts: ...)
+
+What a notebook calls, in four groups (``interp.__all__``; everything else lives in its module):
+
+- **verbs**: ``load``, ``encode``; ``run``, ``interchange``, ``intervene``, ``collect``, ``cache``, ``logit_lens``;
+  ``patch_grid``, ``attribution_patch``; ``fit_das``, ``sweep_das``, ``iia``, ``task_accuracy``, ``neuron_aligned``.
+- **addresses**: ``LM``, ``Site``, and the typed positions ``Position``, ``first``, ``last``, ``at``, ``span``,
+  ``token``, ``generated``, ``recent``.
+- **subspaces and interventions**: ``Coordinate``, ``Rotation``, ``LowRankRotation``, ``Boundless``;
+  ``Interchange``, ``Zero``, ``Mean``, ``Steer``.
+- **data and results**: ``CausalModel``, ``Pairs``, ``DASConfig``, ``DASResult``, ``Grid``, ``DIIResult``,
+  ``LogitLens``; and the errors ``InterpError`` (a ValueError) and ``InterpWarning`` with the specific classes a
+  caller meets most (every other one is in :mod:`interp.errors`).
+
+Plots are in :mod:`interp.viz`, built-in tasks in :mod:`interp.tasks`. Names that used to be here and are
+internals (``rows``, ``collect_rows``, ``das_loss``, ...) still resolve for one release with a DeprecationWarning
+that says where they live now.
 
 The examples in interp's and reft's docstrings run as doctests (``tests/test_doctests.py``) on a tiny random
 Llama ``lm`` (2 layers, d_model 32, 4 heads, vocabulary 97) that has no tokenizer, so they feed token ids:
@@ -15,81 +33,122 @@ counterfactual pairs of token-id prompts, ``das`` is a DAS fit on them and ``rlm
 the real model the same calls take prompts (strings) and answer words.
 """
 
+import importlib
+import warnings
+
 from .attribution import attribution_patch
-from .batches import DASError, check_positions, collect_rows, collect_sources, rows
 from .causal import CausalModel, Pairs
-from .das import Alignment, DASConfig, DASResult, fit_das, neuron_aligned
+from .das import DASConfig, DASResult, fit_das, neuron_aligned
 from .dii import DIIResult, collect, interchange, intervene, run
+from .errors import (
+    BasisError,
+    DASError,
+    FormatError,
+    InputError,
+    InterpError,
+    InterpWarning,
+    PaddingWarning,
+    PositionError,
+    SiteError,
+    WeightsChangedWarning,
+)
 from .grid import Grid
-from .inputs import InputError, PaddingWarning, encode, token_ids
-from .interventions import Interchange, Intervention, Mean, Steer, Zero
-from .io import FormatError, WeightsChangedWarning
+from .inputs import encode
+from .interventions import Interchange, Mean, Steer, Zero
 from .lens import LogitLens, cache, logit_lens
-from .metrics import das_logits, das_loss, iia, label_ids, task_accuracy
-from .models import LM, ModelSpec, load
-from .positions import Position, PositionError, at, first, generated, last, recent, span, token
-from .sites import Site, SiteError
-from .subspace import Basis, BasisError, Boundless, Coordinate, LowRankRotation, Rotation
+from .metrics import iia, task_accuracy
+from .models import LM, load
+from .patching import patch_grid
+from .positions import Position, at, first, generated, last, recent, span, token
+from .sites import Site
+from .subspace import Boundless, Coordinate, LowRankRotation, Rotation
 from .sweep import sweep_das
 
 __all__ = [
-    "LM",
-    "ModelSpec",
+    # verbs
     "load",
+    "encode",
+    "run",
+    "interchange",
+    "intervene",
+    "collect",
+    "cache",
+    "logit_lens",
+    "patch_grid",
+    "attribution_patch",
+    "fit_das",
+    "sweep_das",
+    "iia",
+    "task_accuracy",
+    "neuron_aligned",
+    # addresses
+    "LM",
     "Site",
-    "SiteError",
     "Position",
-    "PositionError",
-    "at",
     "first",
     "last",
+    "at",
     "span",
     "token",
     "generated",
     "recent",
-    "Basis",
-    "BasisError",
+    # subspaces and interventions
     "Coordinate",
-    "LowRankRotation",
     "Rotation",
+    "LowRankRotation",
     "Boundless",
-    "Intervention",
     "Interchange",
     "Zero",
     "Mean",
     "Steer",
-    "interchange",
-    "intervene",
-    "run",
-    "collect",
-    "DIIResult",
-    "encode",
-    "token_ids",
-    "InputError",
-    "PaddingWarning",
-    "FormatError",
-    "WeightsChangedWarning",
+    # data and results
     "CausalModel",
     "Pairs",
     "DASConfig",
     "DASResult",
-    "DASError",
-    "Alignment",
-    "fit_das",
-    "neuron_aligned",
-    "iia",
-    "task_accuracy",
-    "label_ids",
-    "das_logits",
-    "das_loss",
-    "sweep_das",
     "Grid",
-    "rows",
-    "collect_rows",
-    "collect_sources",
-    "check_positions",
-    "attribution_patch",
-    "cache",
-    "logit_lens",
+    "DIIResult",
     "LogitLens",
+    # errors and warnings
+    "InterpError",
+    "InterpWarning",
+    "InputError",
+    "SiteError",
+    "PositionError",
+    "BasisError",
+    "DASError",
+    "FormatError",
+    "PaddingWarning",
+    "WeightsChangedWarning",
 ]
+
+# Names this package exported before, which are internals or types a notebook does not call: where each lives now.
+# They resolve for one release with a DeprecationWarning, then leave.
+MOVED = {
+    "rows": "interp.batches",
+    "collect_rows": "interp.batches",
+    "collect_sources": "interp.batches",
+    "check_positions": "interp.batches",
+    "das_logits": "interp.metrics",
+    "das_loss": "interp.metrics",
+    "label_ids": "interp.metrics",
+    "token_ids": "interp.inputs",
+    "ModelSpec": "interp.models",
+    "Alignment": "interp.das",
+    "Basis": "interp.subspace",
+    "Intervention": "interp.interventions",
+}
+
+
+def __getattr__(name: str):
+    """``interp.rows`` and the other names of :data:`MOVED`: the object, with a DeprecationWarning naming its home."""
+    if name in MOVED:
+        home = MOVED[name]
+        warnings.warn(
+            f"interp.{name} is not a public name of interp any more and goes in the next release; "
+            f"import it from its module: `from {home} import {name}`",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(home), name)
+    raise AttributeError(f"module 'interp' has no attribute {name!r}")

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from . import display
 from . import distributed as _dist
 from . import io as _io
 from . import sites as _sites
@@ -193,6 +194,9 @@ class DASResult:
     config: DASConfig = field(default_factory=DASConfig)
     fingerprint: dict = field(default_factory=dict)
     lm: object = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        return display.das_repr(self)
 
     @property
     def intervention(self) -> Alignment:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import display
 from . import sites as _sites
 from .engine import Batch, Op, execute
 from .inputs import InputError, encode, token_ids
@@ -47,6 +48,12 @@ class DIIResult:
 
     logits: torch.Tensor
     lm: object = None
+
+    def __repr__(self) -> str:
+        return display.dii_repr(self)
+
+    def _repr_html_(self) -> str:
+        return display.dii_html(self)
 
     def _last(self):
         return self.logits if self.logits.dim() == 2 else self.logits[:, -1]

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import display
+
 
 @dataclass
 class Grid:
@@ -45,6 +47,12 @@ class Grid:
         for key, t in {self.name: self.values, **self.extra}.items():
             if tuple(t.shape) != shape:
                 raise ValueError(f"Grid {key!r} has shape {tuple(t.shape)}; the axes {list(self.axes)} give {shape}")
+
+    def __repr__(self) -> str:
+        return display.grid_repr(self)
+
+    def _repr_html_(self) -> str:
+        return display.grid_html(self)
 
     def __getattr__(self, key: str):
         d = self.__dict__

@@ -53,6 +53,7 @@ def das_loss(lm, base, sources: torch.Tensor, labels: torch.Tensor, *, at: Site,
     """Cross-entropy of the counterfactual labels under the interchange; differentiable in ``via``'s weights.
 
     Example:
+        >>> from interp.das import Alignment
         >>> (src_cache,) = collect_sources(lm, train, [site])          # (N, k, w): source vectors, once
         >>> labels, idx = label_ids(lm, train.labels), [0, 1, 2, 3]
         >>> batch, R = rows(lm, [train.base[i] for i in idx]), LowRankRotation(lm.d_model, 1)

@@ -1,6 +1,8 @@
 """Skip the frozen layers below a site: replay the residual stream they produced instead of recomputing it.
 
 Example:
+    >>> from interp.batches import collect_sources, rows
+    >>> from interp.metrics import das_loss, label_ids
     >>> cache = PrefixCache.collect(lm, train.base, layer=1)    # what enters layer 1, per prompt, no grad
     >>> idx, site = [0, 1, 2, 3], Site("resid_post", 1, last())
     >>> batch = rows(lm, [train.base[i] for i in idx])

@@ -17,9 +17,17 @@ Example:
 
 A LoReFT edits hidden vectors at a few prompt positions: ``h + R^T (W h + b - R h)``, the subspace edit of
 ``interp.subspace.edit`` with target ``W h + b``; the model stays frozen.
+
+``reft`` re-exports :class:`interp.Site` and every typed position (``first``, ``last``, ``at``, ``span``,
+``token``, ``generated``, ``recent``), so a ReFT script needs ``interp`` only to load the model:
+``reft.attach(lm, {reft.Site("resid_post", 6, reft.first(1) + reft.last(1)): reft.LoReFT(lm.d_model, rank=4)})``.
 """
 
-from interp.positions import first, generated, last, recent
+import importlib
+import warnings
+
+from interp.positions import at, first, generated, last, recent, span, token
+from interp.sites import Site
 
 from .bridge import as_basis, init_basis, principal_angles
 from .data import Example, as_examples
@@ -38,7 +46,7 @@ from .interventions import (
     make,
 )
 from .io import load, save
-from .model import ReftModel, at_layers, attach, serve_ops
+from .model import ReftModel, at_layers, attach
 from .positions import parse_layers, parse_positions
 from .pyreft import from_pyreft
 from .train import History, TrainConfig, evaluate, train_reft
@@ -58,9 +66,12 @@ __all__ = [
     "ClassifierHead",
     "attach",
     "at_layers",
-    "serve_ops",
+    "Site",
     "first",
     "last",
+    "at",
+    "span",
+    "token",
     "generated",
     "recent",
     "parse_positions",
@@ -81,3 +92,21 @@ __all__ = [
     "init_basis",
     "principal_angles",
 ]
+
+# Names this package exported before that are internals, and where each lives now: they resolve for one release
+# with a DeprecationWarning, then leave.
+MOVED = {"serve_ops": "reft.model"}
+
+
+def __getattr__(name: str):
+    """``reft.serve_ops``: the object, with a DeprecationWarning naming its module."""
+    if name in MOVED:
+        home = MOVED[name]
+        warnings.warn(
+            f"reft.{name} is not a public name of reft any more and goes in the next release; "
+            f"import it from its module: `from {home} import {name}`",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(home), name)
+    raise AttributeError(f"module 'reft' has no attribute {name!r}")
