@@ -1,8 +1,7 @@
 """Attribution patching (AtP): every patching effect of a grid, to first order, from two forwards and a backward.
 
 Example:
-    >>> from interp.tasks import PatchingPairs
-    >>> pp = PatchingPairs(base, source, base_answer=[5] * 4, source_answer=[6] * 4)   # token ids and answer ids
+    >>> pp = Pairs.of(base, source, base_answer=[5] * 4, source_answer=[6] * 4)   # token ids and answer ids
     >>> grid = attribution_patch(lm, pp, layers=range(2), positions={"first": at(0), "last": last()})
     >>> grid.effect.shape                  # (n_layers, n_positions), the same Grid that patch_grid returns
     torch.Size([2, 2])
@@ -40,6 +39,7 @@ from dataclasses import dataclass
 import torch
 
 from . import sites as _sites
+from .causal import Pairs
 from .engine import Op, execute
 from .grid import Grid
 from .inputs import InputError, encode, token_ids
@@ -63,14 +63,14 @@ def attribution_patch(
     """First-order estimate of :func:`interp.patching.patch_grid`'s effects, from two forwards and one backward.
 
     Example:
-        >>> from interp.tasks import PatchingPairs
-        >>> atp = attribution_patch(lm, PatchingPairs(base, source, [5] * 4, [6] * 4), positions={"last": last()})
+        >>> pp = Pairs.of(base, source, base_answer=[5] * 4, source_answer=[6] * 4)
+        >>> atp = attribution_patch(lm, pp, positions={"last": last()})
         >>> atp.effect.shape, atp.method                                # (n_layers, n_positions)
         (torch.Size([2, 1]), 'atp')
 
     Args:
-        base: pairs with ``base``, ``source``, ``base_answer`` and ``source_answer`` (e.g.
-            :func:`interp.tasks.ioi_pairs`; then leave ``source`` out), or base prompts / token ids.
+        base: :class:`interp.causal.Pairs` (e.g. :func:`interp.tasks.ioi_pairs`, or ``Pairs.of(base, source,
+            base_answer=..., source_answer=...)``; then leave ``source`` out), or base prompts / token ids.
         source: source prompts, one per base prompt (when ``base`` is not pairs).
         layers: layers to score (default: all).
         positions: names -> positions (default: ``{"last": last()}``); each resolves on base and source alike.
@@ -225,17 +225,15 @@ class _logit_diff:
 
 
 def _split_pairs(base, source):
-    """``(base inputs, source inputs, (base answers, source answers) or None)`` from pairs or from two inputs."""
+    """``(base inputs, source inputs, (base answers, source answers) or None)`` from Pairs or from two inputs."""
     if source is None:
-        if not (hasattr(base, "base") and hasattr(base, "source")):
+        if not isinstance(base, Pairs):
             raise InputError(
-                f"got base of type {type(base).__name__} and no source; pass pairs (with .base and .source, e.g. "
-                "ioi_pairs(16)) or base and source prompts: attribution_patch(lm, base, source, metric=...)"
+                f"got base of type {type(base).__name__} and no source; pass interp.Pairs (e.g. ioi_pairs(16), or "
+                "Pairs.of(base, source, base_answer=..., source_answer=...)) or base and source prompts: "
+                "attribution_patch(lm, base, source, metric=...)"
             )
-        answers = None
-        if getattr(base, "base_answer", None) is not None and getattr(base, "source_answer", None) is not None:
-            answers = (base.base_answer, base.source_answer)
-        return base.base, base.source, answers
+        return base.base, base.source, (base.base_answer, base.source_answer)
     return base, source, None
 
 
@@ -320,8 +318,8 @@ def compare_with_patching(
     """AtP next to exact :func:`interp.patching.patch_grid`, per component: correlation and top-``k`` overlap.
 
     Example:
-        >>> from interp.tasks import PatchingPairs
-        >>> (c,) = compare_with_patching(lm, PatchingPairs(base, source, [5] * 4, [6] * 4), components=["mlp_out"],
+        >>> pp = Pairs.of(base, source, base_answer=[5] * 4, source_answer=[6] * 4)
+        >>> (c,) = compare_with_patching(lm, pp, components=["mlp_out"],
         ...                              positions={"first": at(0), "last": last()}, k=2)
         >>> c.exact.effect.shape == c.atp.effect.shape, -1 <= c.pearson <= 1, c.overlap <= 2
         (True, True, True)

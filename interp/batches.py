@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -32,23 +33,17 @@ from .sites import Site
 
 
 def rows(lm, items: Sequence) -> Batch:
-    """A left-padded :class:`Batch` from prompts (str) or token-id sequences (ints, lists or tensors)."""
-    items = list(items)
-    if items and isinstance(items[0], str):
-        return encode(lm, items)
+    """A left-padded :class:`Batch` from prompts (str) or token-id sequences (ints, lists or tensors): the one
+    padding rule of :func:`interp.inputs.pad` (the tokenizer's pad id, else 0, with the attention mask)."""
+    items = _prompts(items)
     if not items:
         raise InputError("no inputs; expected at least one prompt or token-id sequence")
-    if isinstance(items[0], (list, tuple)) and len({len(x) for x in items}) == 1:  # equal lengths: no padding
-        ids = torch.tensor(items, dtype=torch.long)
-        return Batch(ids.to(lm.device), torch.ones_like(ids).to(lm.device))
-    seqs = [torch.as_tensor(x, dtype=torch.long).reshape(-1) for x in items]
-    T = max(len(s) for s in seqs)
-    ids = torch.zeros(len(seqs), T, dtype=torch.long)
-    mask = torch.zeros(len(seqs), T, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, T - len(s) :] = s
-        mask[i, T - len(s) :] = 1
-    return Batch(ids.to(lm.device), mask.to(lm.device))
+    return encode(lm, items)
+
+
+def _prompts(items: Sequence) -> list:
+    """``items`` as a list with one prompt each (a bare token id is a one-token prompt)."""
+    return [[x] if isinstance(x, numbers.Integral) else x for x in items]
 
 
 def _check_pairs(pairs) -> Pairs:
@@ -72,11 +67,7 @@ def collect_rows(lm, inputs: Sequence, sites: Sequence[Site], *, batch_size: int
         >>> h0.shape, h1.shape
         (torch.Size([8, 1, 32]), torch.Size([8, 1, 32]))
     """
-    per_site: list[list[torch.Tensor]] = [[] for _ in sites]
-    for sl in _chunks(len(inputs), batch_size):
-        for i, h in enumerate(collect(lm, rows(lm, inputs[sl]), at=list(sites))):
-            per_site[i].append(h)
-    return [torch.cat(p) for p in per_site]
+    return collect(lm, _prompts(inputs), at=list(sites), batch_size=batch_size)
 
 
 def collect_sources(lm, pairs: Pairs, sites: Sequence[Site], *, batch_size: int = 128) -> list[torch.Tensor]:

@@ -269,6 +269,9 @@ class CounterfactualDataset:
 class Pairs:
     """A counterfactual dataset rendered for a model: prompts or token ids, and answer words or token ids.
 
+    The one pair type: DAS (``fit_das``), exact patching grids (``patch_grid``) and attribution patching
+    (``attribution_patch``) all take it.
+
     Example:
         >>> train, test = pairs.split(0.8, seed=0)
         >>> len(train), len(test)
@@ -276,6 +279,9 @@ class Pairs:
         >>> das = fit_das(lm, train, at=Site("resid_post", 1, last()), rank=1, steps=2)
         >>> das.variables, das.rotation.shape
         (('G',), torch.Size([1, 32]))
+        >>> pp = Pairs.of(base, source, base_answer=[5] * 4, source_answer=[6] * 4)   # patching: whole inputs
+        >>> pp.source is pp.sources[0], pp.source_answer == pp.labels
+        (True, True)
 
     Attributes:
         variables: interchanged variables; ``sources[j]`` feeds variable ``j``.
@@ -325,6 +331,31 @@ class Pairs:
                         "the argmax over the candidates, so it could never score: add it to candidates, or pass "
                         "candidates=None to score over the whole vocabulary"
                     )
+
+    @classmethod
+    def of(cls, base, source, *, base_answer, source_answer, variable: str = "input") -> Pairs:
+        """Pairs whose source replaces the whole input (activation patching): ``source_answer`` is the label."""
+        return cls((variable,), base, [source], source_answer, base_answer)
+
+    @property
+    def source(self):
+        """The one source per example (``sources[0]``), as patching grids read it."""
+        if len(self.sources) != 1:
+            raise CausalModelError(
+                f"these pairs interchange {len(self.variables)} variables {self.variables}, so each example has "
+                "one source per variable; patching takes one source per example: select one, e.g. pairs.sources[0]"
+            )
+        return self.sources[0]
+
+    @property
+    def base_answer(self) -> list:
+        """The answer on the base alone (``base_labels``)."""
+        return self.base_labels
+
+    @property
+    def source_answer(self) -> list:
+        """The answer under the interchange (``labels``): for a whole-input patch, the source's own answer."""
+        return self.labels
 
     def __len__(self) -> int:
         return len(self.base)

@@ -31,10 +31,11 @@ import torch
 
 from . import display
 from . import sites as _sites
+from .checks import as_int
 from .engine import Batch, Op, execute
 from .inputs import InputError, encode, token_ids
 from .interventions import Intervention, as_intervention
-from .positions import Position, last
+from .positions import Position, PositionError, last
 from .sites import Site
 
 
@@ -128,21 +129,75 @@ def plan(lm, batch: Batch, sites: Sequence[Site]) -> list[tuple[Site, _sites.Tar
 
 
 def collect(
-    model, inputs, *, at: Site | Sequence[Site], backend: str = "nnsight", full: bool = False
+    model,
+    inputs,
+    *,
+    at: Site | Sequence[Site],
+    batch_size: int | None = None,
+    mean: bool = False,
+    backend: str = "nnsight",
+    full: bool = False,
 ) -> torch.Tensor | list[torch.Tensor]:
-    """Vectors at one site (B, k, w) or a list of them for several sites; the run stops after the last.
+    """Vectors at one site (B, k, w) or a list of them for several sites; each run stops after the last site.
 
-    ``full=True`` (every call here takes it) is the unoptimised reference: nothing stops early and logits are
-    computed at every position, as a plain implementation pays (tests and benches compare against it).
+    The one activation collector: :func:`interp.cache` keys its reads by site, DAS caches its sources with it,
+    and ReFT's steering directions average them (``mean=True``). No gradient flows.
+
+    Example:
+        >>> collect(lm, prompts, at=Site("resid_post", 0, last()), batch_size=3).shape   # 3 prompts a run
+        torch.Size([8, 1, 32])
+        >>> every = Site("resid_post", 0, interp.positions.all_tokens())     # 3 tokens, then 2
+        >>> collect(lm, [[5, 6, 7], [8, 9]], at=every, mean=True).shape     # each prompt's own mean
+        torch.Size([2, 32])
+
+    Args:
+        batch_size: run ``inputs`` (prompts, token-id lists, a (N, T) tensor or a Batch) so many at a time and
+            concatenate the reads (default: all in one run).
+        mean: each input's vectors averaged over its positions, (B, w) in float32; the positions may then give
+            each prompt a different number of tokens (``all_tokens()`` on prompts of different lengths).
+        full: the unoptimised reference (every call here takes it): nothing stops early and logits are computed
+            at every position, as a plain implementation pays (tests and benches compare against it).
     """
+    sites = _as_list(at)
+    if batch_size is not None:
+        batch_size = as_int(batch_size, "collect(batch_size=)", low=1, error=InputError)
+    per_site: list[list[torch.Tensor]] = [[] for _ in sites]
+    for part in _parts(inputs, batch_size):
+        for i, h in enumerate(_read(model, part, sites, mean=mean, backend=backend, full=full)):
+            per_site[i].append(h)
+    reads = [p[0] if len(p) == 1 else torch.cat(p) for p in per_site]
+    return reads if isinstance(at, (list, tuple)) else reads[0]
+
+
+def _parts(inputs, size: int | None) -> list:
+    """``inputs`` in runs of ``size`` (all of it when None, or when it is one string or a dict of tensors)."""
+    if size is None or isinstance(inputs, (str, dict)):
+        return [inputs]
+    if isinstance(inputs, Batch):
+        n = len(inputs)
+        return [Batch(inputs.input_ids[a : a + size], inputs.attention_mask[a : a + size]) for a in range(0, n, size)]
+    return [inputs[a : a + size] for a in range(0, len(inputs), size)] or [inputs]  # empty: encode says so
+
+
+def _read(model, inputs, sites: list[Site], *, mean: bool, backend: str, full: bool) -> list[torch.Tensor]:
+    """One run's reads at ``sites``: (B, k, w) each, or (B, w) averaged over each row's valid positions."""
     lm, edited = _unwrap(model)
     batch = encode(lm, inputs)
-    sites = _as_list(at)
-    ops = [Op(s, t, p, read=True) for s, t, p in plan(lm, batch, sites)]
+    if mean:
+        for site in sites:
+            if site.pos.decodes:
+                raise PositionError(f"{site!r}: collect reads fixed inputs, which have no generated tokens")
+        locs = [s.pos.locate(batch.attention_mask, batch.input_ids, lm.tokenizer) for s in sites]
+        ops = [Op(s, _sites.resolve(lm, s), loc.index, read=True) for s, loc in zip(sites, locs)]
+    else:
+        ops = [Op(s, t, p, read=True) for s, t, p in plan(lm, batch, sites)]
     own = _own_ops(edited, batch)
     with torch.no_grad():
         reads = execute(lm, batch, own + ops, backend=backend, full=full).reads[len(own) :]
-    return reads if isinstance(at, (list, tuple)) else reads[0]
+    if not mean:
+        return reads
+    weights = [loc.valid.to(h.device, torch.float32)[..., None] for h, loc in zip(reads, locs)]
+    return [(h.float() * w).sum(1) / w.sum(1).clamp(min=1) for h, w in zip(reads, weights)]
 
 
 def run(model, inputs, *, logits_at: Position | None = None, backend: str = "nnsight", full: bool = False) -> DIIResult:

@@ -75,6 +75,11 @@ class ReftError(InterpError):
     """A ReFT set-up, dataset or file that cannot be used as asked."""
 
 
+class PositionParseError(PositionError, ReftError):
+    """Text that does not read as a position (``interp.position_text.parse_positions``: ``f1+l1+g``, ``all``,
+    ``first(1)+last()``); a PositionError and a ReftError, as both packages' command lines read positions."""
+
+
 class ConfigError(InterpError):
     """A training or run option outside its range (checked before any model is loaded)."""
 

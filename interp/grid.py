@@ -2,8 +2,8 @@
 
 Example:
     >>> from interp.patching import patch_grid
-    >>> from interp.tasks import PatchingPairs
-    >>> grid = patch_grid(lm, PatchingPairs(base, source, [5] * 4, [6] * 4), positions={"a": at(1), "last": last()})
+    >>> pp = Pairs.of(base, source, base_answer=[5] * 4, source_answer=[6] * 4)
+    >>> grid = patch_grid(lm, pp, positions={"a": at(1), "last": last()})
     >>> grid.effect.shape, grid.best()        # (n_layers, n_positions), the cell with the largest effect
     (torch.Size([2, 2]), {'layer': 1, 'position': 'last', 'effect': 1.0})
     >>> sw = sweep_das(lm, train, test, layers=[0, 1], positions={"last": last()}, ranks=[1, 4], steps=1)

@@ -72,7 +72,7 @@ def encode(lm, inputs, *, padding_side: str = "left") -> Batch:
         inputs = [inputs]
     if not all(isinstance(p, str) for p in inputs):
         if not any(isinstance(p, str) for p in inputs):
-            return _pad_ids(lm, inputs, padding_side)
+            return pad(lm, inputs, padding_side=padding_side)
         raise InputError(
             f"expected prompts as strings or token-id lists, not a mix; got {[type(p).__name__ for p in inputs][:5]}"
         )
@@ -99,8 +99,19 @@ def _id_tensor(x, what: str) -> torch.Tensor:
     return t.long()
 
 
-def _pad_ids(lm, seqs: list, padding_side: str) -> Batch:
-    """Token-id sequences of any lengths, padded on ``padding_side`` (with the pad id, or 0), with a mask."""
+def pad(lm, seqs: list, *, padding_side: str = "left") -> Batch:
+    """Token-id sequences of any lengths as one :class:`Batch`: the one padding rule of both packages.
+
+    Rows are padded on ``padding_side`` with the tokenizer's pad id (0 where the model has none) and carry the
+    attention mask; :func:`encode` (lists of ids), ``interp.batches.rows`` and ReFT's ``collate`` all pad here.
+
+    Example:
+        >>> b = pad(lm, [[5, 6, 7], [8, 9]], padding_side="right")
+        >>> b.input_ids.tolist(), b.attention_mask.tolist()
+        ([[5, 6, 7], [8, 9, 0]], [[1, 1, 1], [1, 1, 0]])
+    """
+    if padding_side not in ("left", "right"):
+        raise InputError(f"padding_side must be 'left' or 'right'; got {padding_side!r}")
     rows = []
     for i, s in enumerate(seqs):
         if isinstance(s, str) or not hasattr(s, "__len__"):
@@ -109,6 +120,8 @@ def _pad_ids(lm, seqs: list, padding_side: str) -> Batch:
         if t.dim() != 1 or t.numel() == 0:
             raise InputError(f"prompt {i} has shape {tuple(t.shape)}; expected a non-empty list of token ids")
         rows.append(t)
+    if not rows:
+        raise InputError("got no token-id sequences to pad; expected at least one")
     T = max(len(r) for r in rows)
     ids = torch.full((len(rows), T), _pad_id(lm) or 0, dtype=torch.long)
     mask = torch.zeros(len(rows), T, dtype=torch.long)

@@ -1,8 +1,7 @@
 """Activation patching / DII grids over layers x positions, scored by normalised logit difference.
 
 Example:
-    >>> from interp.tasks import PatchingPairs
-    >>> pp = PatchingPairs(base, source, base_answer=[5] * 4, source_answer=[6] * 4)   # token ids and answer ids
+    >>> pp = Pairs.of(base, source, base_answer=[5] * 4, source_answer=[6] * 4)   # token ids and answer ids
     >>> grid = patch_grid(lm, pp, layers=range(2), positions={"first": at(0), "last": last()})
     >>> grid.effect.shape                  # (n_layers, n_positions)
     torch.Size([2, 2])
@@ -32,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import fastpatch
+from .causal import Pairs
 from .dii import DIIResult, intervene, plan
 from .engine import Op, execute
 from .grid import Grid
@@ -125,7 +125,8 @@ def patch_grid(
     """Patch each (layer, position) from source into base and measure the normalised logit-difference effect.
 
     Args:
-        pairs: base/source prompts with answers (e.g. :func:`interp.tasks.ioi_pairs`).
+        pairs: :class:`interp.causal.Pairs` with one source per example (e.g. :func:`interp.tasks.ioi_pairs`,
+            or ``Pairs.of(base, source, base_answer=..., source_answer=...)``); the same data ``fit_das`` takes.
         layers: layers to patch (default: all).
         positions: names -> positions (default: ``{"last": last()}``).
         component: the site component (``resid_post``, ``attn_out``, ...).
@@ -151,6 +152,11 @@ def patch_grid(
     positions = dict(positions or {"last": last()})
     if not layers or not positions:
         raise InputError(f"need at least one layer and one position; got layers={layers}, positions={positions}")
+    if not isinstance(pairs, Pairs):
+        raise InputError(
+            f"pairs is a {type(pairs).__name__}; expected interp.Pairs, e.g. ioi_pairs(16) or "
+            "Pairs.of(base, source, base_answer=..., source_answer=...)"
+        )
     if len(pairs) == 0:
         raise InputError("got no base/source pairs; expected at least one")
     base, source = encode(lm, pairs.base), encode(lm, pairs.source)

@@ -12,8 +12,8 @@ Example:
     ([[1, 2, 3, 4, 1], [0, 1, 2, 3, 4]], [4, 5])
 
 Positions count real tokens only (BOS included when the tokenizer adds one), never padding. A position is
-``last(n)``, ``first(n)``, ``at(i)``, ``span(a, b)``, ``token(text)``, or a sum of them, resolved left to
-right with one rule:
+``last(n)``, ``first(n)``, ``at(i)``, ``span(a, b)``, ``token(text)``, ``all_tokens()``, or a sum of them,
+resolved left to right with one rule:
 
 - a sum never repeats a token: a part skips every token an earlier part took;
 - a sum with ``first`` and ``last`` parts follows the ReFT paper's rule for the pair (Wu et al. 2024, as in
@@ -162,7 +162,7 @@ def _per_row(pos: Position, mask, input_ids, tokenizer) -> list[list[list[int]]]
     m = mask.bool()
     # Positions that ignore token ids give the same indices for rows with the same mask: resolve each
     # distinct mask once (large batches of equal-length prompts are the common case).
-    memo = {} if all(type(p) in (_Last, _First, _At, _Span, _Generated, _Recent) for p in pos.parts) else None
+    memo = {} if all(type(p) in (_Last, _First, _At, _Span, _All, _Generated, _Recent) for p in pos.parts) else None
     m_np = m.cpu().numpy()
     out = []
     for b in range(m.shape[0]):
@@ -307,6 +307,15 @@ class _Token(Position):
 
 
 @dataclass(frozen=True, repr=False)
+class _All(Position):
+    def indices(self, n, ids, tokenizer):
+        return list(range(n))
+
+    def __repr__(self):
+        return "all_tokens()"
+
+
+@dataclass(frozen=True, repr=False)
 class _Generated(Position):
     takes_generated = True
 
@@ -354,6 +363,17 @@ def token(text: str, occurrence: int = 0) -> Position:
     if not isinstance(text, str) or not text:
         raise PositionError(f"token(text): expected a non-empty string such as ' Mary'; got {text!r}")
     return _Token(text, as_int(occurrence, "token occurrence", error=PositionError))
+
+
+def all_tokens() -> Position:
+    """Every real token of each prompt (in ReFT, every prompt token); ``all_tokens() + generated()`` adds every
+    generated token. Prompts of different lengths give different counts, so DII needs prompts of one length.
+
+    Example:
+        >>> all_tokens().locate(torch.tensor([[0, 1, 1], [1, 1, 1]])).index.tolist()
+        [[1, 2, 1], [0, 1, 2]]
+    """
+    return _All()
 
 
 def generated() -> Position:

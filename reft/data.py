@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from interp.engine import Batch
+from interp.inputs import pad
 
 from .interventions import ReftError
 
@@ -231,21 +232,15 @@ class ReftBatch:
 
 def collate(lm, rows: list[Tokenized], vocab: torch.Tensor | None = None) -> ReftBatch:
     """Right-pad ``prompt + response`` rows into one :class:`ReftBatch` (prompt only when ``vocab`` is given)."""
-    pad = getattr(lm.tokenizer, "pad_token_id", None) if lm.tokenizer is not None else None
-    pad = 0 if pad is None else pad
     classify = vocab is not None
     seqs = [r.prompt if classify else r.prompt + r.response for r in rows]
-    T = max(len(s) for s in seqs)
+    batch = pad(lm, seqs, padding_side="right")  # the one padding rule (interp.inputs.pad)
     k = 1 if classify else max(len(r.response) for r in rows)
     B = len(rows)
-    ids = torch.full((B, T), pad, dtype=torch.long)
-    mask = torch.zeros(B, T, dtype=torch.long)
     pred_at = torch.zeros(B, k, dtype=torch.long)
     labels = torch.zeros(B, k, dtype=torch.long)
     label_mask = torch.zeros(B, k, dtype=torch.bool)
-    for b, (r, seq) in enumerate(zip(rows, seqs)):
-        ids[b, : len(seq)] = torch.tensor(seq)
-        mask[b, : len(seq)] = 1
+    for b, r in enumerate(rows):
         n, m = len(r.prompt), (1 if classify else len(r.response))
         pred_at[b, :m] = torch.arange(n - 1, n - 1 + m)
         pred_at[b, m:] = n - 1  # padding slots reuse a real column; the mask drops them from the loss
@@ -253,7 +248,7 @@ def collate(lm, rows: list[Tokenized], vocab: torch.Tensor | None = None) -> Ref
         label_mask[b, :m] = True
     dev = lm.device
     return ReftBatch(
-        Batch(ids.to(dev), mask.to(dev)),
+        batch,
         [0] * B,
         [len(r.prompt) for r in rows],
         pred_at.to(dev),

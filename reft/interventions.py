@@ -29,7 +29,7 @@ from interp.errors import ReftError  # noqa: F401  (defined in interp.errors, re
 from interp.interventions import Intervention
 from interp.subspace import BasisError, LowRankRotation, edit
 
-REGISTRY: dict[str, type[ReftIntervention]] = {}
+REGISTRY: dict[str, type[ReftIntervention]] = {}  # the one registry: class name -> class (every subclass)
 
 
 class ReftIntervention(nn.Module, Intervention):
@@ -199,21 +199,25 @@ class LoDiReFT(ReftIntervention):
         return self.W(h) + h @ self.R.weight.to(h.dtype).T
 
 
-KINDS = {
-    "loreft": LoReFT,
-    "noreft": NoReFT,
-    "direft": DiReFT,
-    "lobireft": LoBiReFT,
-    "consreft": ConsReFT,
-    "lodireft": LoDiReFT,
-}
+KINDS = tuple(name.lower() for name in REGISTRY)  # the paper's kinds, by the name the CLI takes: ("loreft", ...)
+
+
+def lookup(name: str) -> type[ReftIntervention]:
+    """The registered class called ``name``, in any case: ``lookup("loreft") is LoReFT``; a subclass defined
+    anywhere registers itself under its class name.
+
+    Example:
+        >>> lookup("LoReFT") is lookup("loreft") is LoReFT
+        True
+    """
+    if not isinstance(name, str):
+        raise ReftError(f"kind must be a name such as 'loreft'; got {name!r}; known: {', '.join(KINDS)}")
+    found = REGISTRY.get(name) or {k.lower(): c for k, c in REGISTRY.items()}.get(name.lower())
+    if found is None:
+        raise ReftError(f"unknown intervention kind {name!r}; known: {', '.join(KINDS)} (or a registered class name)")
+    return found
 
 
 def make(kind: str, d_model: int, rank: int, *, dtype=torch.float32) -> ReftIntervention:
     """Build an intervention by name (the CLI's ``--kind``): ``make("loreft", lm.d_model, 4)``."""
-    if not isinstance(kind, str):
-        raise ReftError(f"kind must be a name such as 'loreft'; got {kind!r}; known: {', '.join(KINDS)}")
-    cls = KINDS.get(kind.lower()) or REGISTRY.get(kind)
-    if cls is None:
-        raise ReftError(f"unknown intervention kind {kind!r}; known: {', '.join(KINDS)} (or a registered class name)")
-    return cls(d_model, rank, dtype=dtype)
+    return lookup(kind)(d_model, rank, dtype=dtype)

@@ -5,7 +5,7 @@ Example:
     >>> v = diff_in_means(lm, prompts[:4], prompts[4:], site)            # mean(pos) - mean(neg) at the site
     >>> v.shape
     torch.Size([32])
-    >>> steered = steer(lm, Site("resid_post", 0, all_prompt()), v, scale=4.0)
+    >>> steered = steer(lm, Site("resid_post", 0, all_tokens()), v, scale=4.0)   # every prompt token
     >>> interp.run(steered, prompts).logits.shape                         # any interp call takes it, as a ReftModel
     torch.Size([8, 97])
     >>> reft.generate_ids(lm, prompts, serve=[steered] * 8, max_new_tokens=3).new_ids.shape
@@ -25,66 +25,42 @@ Two directions, both means of activations over contrastive inputs:
 :func:`steer` returns a :class:`Steering`: ``h + scale * vector`` at a site's positions, served like a
 :class:`reft.ReftModel` (it builds the same engine ops), so it runs under :func:`reft.generate_ids` (``serve=``),
 :func:`reft.train.evaluate` (through :func:`reft.model.serve_logits`) and interp's analysis calls. Positions are
-prompt positions (``last()``, ``all_prompt()``, ...) and, where :func:`interp.positions.generated` or ``recent(k)``
+prompt positions (``last()``, ``all_tokens()``, ...) and, where :func:`interp.positions.generated` or ``recent(k)``
 is part of them, every generated token too (each new token is edited as it is decoded; in teacher forcing, every
 response token).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
 from interp import sites as _sites
-from interp.engine import Op, execute
-from interp.inputs import encode
+from interp.dii import collect
+from interp.engine import Op
 from interp.interventions import Steer
-from interp.positions import Position
+from interp.position_text import parse_positions
+from interp.positions import Position, all_tokens, last
 from interp.sites import Site
 
 from .interventions import ReftError
 from .model import position_inputs, serve_logits, step_index
 
 
-@dataclass(frozen=True, repr=False)
-class _AllPrompt(Position):
-    def indices(self, n, ids, tokenizer):
-        return list(range(n))
-
-    def __repr__(self):
-        return "all_prompt()"
-
-
 def all_prompt() -> Position:
-    """Every prompt token (sums with ``generated()`` to steer every generated token as well).
-
-    Example:
-        >>> all_prompt().locate(torch.tensor([[0, 1, 1], [1, 1, 1]])).index.tolist()
-        [[1, 2, 1], [0, 1, 2]]
-    """
-    return _AllPrompt()
+    """Deprecated: :func:`interp.positions.all_tokens` (every prompt token), a kind that saves and loads."""
+    warnings.warn("reft.steering.all_prompt() is now interp.positions.all_tokens()", DeprecationWarning, stacklevel=2)
+    return all_tokens()
 
 
 def parse_steer_positions(text: str) -> Position:
-    """The CLI's positions: ``"all"`` (every prompt token), ``"all+g"`` (and every generated token), or any
-    form :func:`reft.parse_positions` reads (``"l1"``, ``"f1+l1"``, ``"l1+g"``, ``"r4"``).
-
-    Example:
-        >>> parse_steer_positions("all+g"), parse_steer_positions("l1")
-        (all_prompt()+generated(), last())
-    """
-    from .positions import parse_positions
-
-    parts = [p.strip() for p in str(text).split("+")]
-    if parts and parts[0].lower() == "all":
-        rest = "+".join(parts[1:])
-        return all_prompt() + parse_positions(rest) if rest else all_prompt()
+    """Deprecated: :func:`reft.parse_positions`, the one parser of positions, reads ``"all"`` and ``"all+g"`` too."""
+    warnings.warn("reft.steering.parse_steer_positions is now reft.parse_positions", DeprecationWarning, stacklevel=2)
     return parse_positions(text)
 
 
-@torch.no_grad()
 def activations(lm, inputs, site: Site, *, batch_size: int = 16) -> torch.Tensor:
     """``(N, width)``: each input's activation at ``site``, averaged over the site's positions in that input.
 
@@ -94,18 +70,10 @@ def activations(lm, inputs, site: Site, *, batch_size: int = 16) -> torch.Tensor
     """
     if site.pos.decodes:
         raise ReftError(f"{site!r}: a direction is read from fixed inputs, which have no generated tokens")
-    target = _sites.resolve(lm, site)
     inputs = list(inputs) if not isinstance(inputs, torch.Tensor) else inputs
     if len(inputs) == 0:
         raise ReftError("no inputs to read activations from")
-    out = []
-    for i in range(0, len(inputs), batch_size):
-        batch = encode(lm, inputs[i : i + batch_size])
-        loc = site.pos.locate(batch.attention_mask, batch.input_ids, lm.tokenizer)
-        (h,) = execute(lm, batch, [Op(site, target, loc.index, read=True)], backend="hooks").reads  # (b, k, w)
-        w = loc.valid.to(h.device, torch.float32)[..., None]
-        out.append((h.float() * w).sum(1) / w.sum(1).clamp(min=1))
-    return torch.cat(out)
+    return collect(lm, inputs, at=site, batch_size=batch_size, mean=True, backend="hooks")
 
 
 def diff_in_means(lm, pos_prompts, neg_prompts, site: Site, *, batch_size: int = 16) -> torch.Tensor:
@@ -154,8 +122,6 @@ def caa(lm, items: Sequence[dict], *, layer: int, component: str = "resid_post",
     (the last token) after the matching letter minus after the other letter. Needs a tokenizer (the items are
     text); on token ids, call :func:`diff_in_means` at ``last()`` on your own completions.
     """
-    from interp.positions import last
-
     if lm.tokenizer is None:
         raise ReftError("caa() writes A/B prompts as text and needs a tokenizer; use diff_in_means on token ids")
     pos, neg = caa_prompts(items)
@@ -176,8 +142,9 @@ class Steering:
         self.lm = lm
         self.site = site
         self.target = _sites.resolve(lm, site)
-        self.steer = Steer(torch.as_tensor(vector, dtype=torch.float32).to(lm.device).detach(), scale)
+        self.steer = Steer(torch.as_tensor(vector, dtype=torch.float32).detach(), scale)  # checked where it is
         self.steer.check(self.target.width)
+        self.steer.vector = self.steer.vector.to(lm.device)
 
     @property
     def vector(self) -> torch.Tensor:
@@ -232,6 +199,4 @@ __all__ = [
     "CAA_TEMPLATE",
     "steer",
     "Steering",
-    "all_prompt",
-    "parse_steer_positions",
 ]

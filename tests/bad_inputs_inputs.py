@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+from conftest import sharp_llama
 from test_bad_inputs import Bad
 from test_causal import adder
 
@@ -33,6 +34,8 @@ from interp.causal import CausalModel, CausalModelError, Pairs
 from interp.inputs import PaddingWarning
 from interp.metrics import iia, task_accuracy
 from reft.data import as_examples, read_jsonl
+from reft.model import serve_ops
+from reft.steering import steer
 
 
 def _ids(*shape, seed=0):
@@ -508,4 +511,107 @@ BRIDGE = [
     ),
 ]
 
+# one of each (issue 21): the one collector, padding rule, position parser, pair type and ReFT registry
+ONE_OF_EACH = [
+    Bad("parse_positions: an unknown part", lambda env: reft.parse_positions("f1+q2"), PositionError,
+        r"cannot read positions 'f1\+q2': part 'q2' is not a position; expected parts joined by '\+'"),
+    Bad("collect: batch_size 0", lambda env: interp.collect(env.lm, _ids(2, 4), at=Site("resid_post", 0, last()),
+                                                            batch_size=0),
+        InputError, r"collect\(batch_size=\) must be a positive integer; got 0"),
+    Bad("collect mean: a decode-time position",
+        lambda env: interp.collect(env.lm, _ids(2, 4), at=Site("resid_post", 0, last() + interp.generated()),
+                                   mean=True),
+        PositionError, r"Site\('resid_post', 0, last\(\)\+generated\(\)\): collect reads fixed inputs"),
+    Bad("pad: padding side", lambda env: interp.inputs.pad(env.lm, [[5, 6]], padding_side="up"), InputError,
+        r"padding_side must be 'left' or 'right'; got 'up'"),
+    Bad("Pairs.source: two variables",
+        lambda env: Pairs(("a", "b"), [[5, 6]], [[[7, 8]], [[9, 10]]], [5], [6]).source, CausalModelError,
+        r"these pairs interchange 2 variables \('a', 'b'\).*select one, e\.g\. pairs\.sources\[0\]"),
+    Bad("patch_grid: not Pairs", lambda env: interp.patching.patch_grid(env.lm, (_ids(2, 4), _ids(2, 4))),
+        InputError, r"pairs is a tuple; expected interp\.Pairs"),
+    Bad("attribution_patch: no source and not Pairs",
+        lambda env: interp.attribution.attribution_patch(env.lm, _ids(2, 4)), InputError,
+        r"got base of type Tensor and no source; pass interp\.Pairs"),
+    Bad("reft.make: unknown kind", lambda env: reft.make("fancy", 32, 4), reft.ReftError,
+        r"unknown intervention kind 'fancy'; known: loreft, noreft, direft, lobireft, consreft, lodireft"),
+]  # fmt: skip
+
 ROWS = ENCODE + ANSWERS + LABELS + DATA + CAUSAL + POSITIONS + INTERCHANGE + BACKENDS + LOADING + PLOTS + BRIDGE
+ROWS += ONE_OF_EACH
+
+
+# ---- checked before the forward, and errors that name the value (issue 22) ----------------------------------
+
+
+class _Fails(interp.interventions.Intervention):
+    """An intervention at an attn_pattern site that fails for a reason of its own."""
+
+    needs_source = True
+
+    def __call__(self, h, source=None):
+        raise RuntimeError("my intervention failed")
+
+
+def _wide_reft(env):
+    """A LoReFT attached to a 64-wide Llama, to be served on ``env.lm`` (32 wide)."""
+    wide = sharp_llama(width=64)
+    return reft.attach(wide, reft.at_layers(wide, [1], pos=last(), rank=2))
+
+
+def _serve(env, served):
+    batch = encode(env.lm, _ids(1, 4))
+    return serve_ops(served, batch, lm=env.lm)
+
+
+def _bytes(env, data: bytes):
+    p = env.tmp / "train.jsonl"
+    p.write_bytes(data)
+    return p
+
+
+_HUGE = 10**30
+BEFORE_THE_FORWARD = [
+    Bad("encode: an id past the vocabulary", lambda env: interp.run(env.lm, torch.tensor([[5, 6, 97]])), InputError,
+        r"token id 97 at row 0, column 2 is outside the vocabulary of LlamaForCausalLM \(ids 0\.\.96\)"),
+    Bad("encode: a negative id in a list", lambda env: encode(env.lm, [[5, 6], [7, -1, 8]]), InputError,
+        r"token id -1 at row 1, column 1 is outside the vocabulary .*\(ids 0\.\.96\)"),
+    Bad("encode: a bad id under the mask",
+        lambda env: encode(env.lm, {"input_ids": [[-100, 5, 6]], "attention_mask": [[0, 1, 1]]}), InputError,
+        r"token id -100 at row 0, column 0 is outside the vocabulary"),
+    Bad("generate: an id past the vocabulary", lambda env: reft.generate_ids(env.lm, [[5, 300]], max_new_tokens=1),
+        InputError, r"token id 300 at row 0, column 1 is outside the vocabulary"),
+    Bad("run: a prompt longer than the context", lambda env: interp.run(env.lm, torch.ones(1, 2049, dtype=torch.long)),
+        InputError, r"prompt 0 has 2049 tokens, more than LlamaForCausalLM's context of 2048 \(max_position_embed"),
+    Bad("serve_ops: a ReFT of another width", lambda env: _serve(env, [_wide_reft(env)]), reft.ReftError,
+        r"serve\[0\] was built for .*d_model=64.*edit 64-wide vectors, but the model it is served on has d_model 32"),
+    Bad("serve_ops: not a ReftModel", lambda env: _serve(env, ["runs/style"]), reft.ReftError,
+        r"serve\[0\] is a str; expected a ReftModel"),
+    Bad("last(10**30)", lambda env: interp.collect(env.lm, _ids(1, 3), at=Site("resid_post", 0, last(_HUGE))),
+        PositionError, r"position last\(1000000000000000000000000000000\) asks for token -9+7 but prompt 0 has only 3"),
+    Bad("first(10**30)", lambda env: interp.collect(env.lm, _ids(1, 3), at=Site("resid_post", 0, first(_HUGE))),
+        PositionError, r"position first\(10{30}\) asks for token 3 but prompt 0 has only 3 tokens"),
+    Bad("span(0, 10**30)", lambda env: interp.collect(env.lm, _ids(1, 3), at=Site("resid_post", 0, span(0, _HUGE))),
+        PositionError, r"position span\(0, 10{30}\) asks for token 3 but prompt 0 has only 3 tokens"),
+    Bad("read_jsonl: not UTF-8",
+        lambda env: read_jsonl(_bytes(env, b'{"prompt": "a", "response": "b"}\n{"p": "\xe9"}')), reft.ReftError,
+        r"train\.jsonl: not UTF-8 text: byte 0xe9 at byte offset 40 \(line 2\)"),
+    Bad("read_jsonl: nested too deeply", lambda env: read_jsonl(_bytes(env, b"[" * 100_000)), reft.ReftError,
+        r"train\.jsonl:1: cannot read this line as JSON \(nested too deeply\)"),
+    Bad("read_jsonl: a 5000-digit integer", lambda env: read_jsonl(_bytes(env, b'{"n": ' + b"9" * 5000 + b"}")),
+        reft.ReftError, r"train\.jsonl:1: cannot read this line as JSON \(Exceeds the limit \(4300 digits\)"),
+    Bad("Steer: a vector on the meta device", lambda env: interp.Steer(torch.zeros(32, device="meta")),
+        BasisError, r"steering vector is on the meta device: a shape with no values"),
+    Bad("steer: a vector on the meta device",
+        lambda env: steer(env.lm, Site("resid_post", 0, last()), torch.zeros(32, device="meta")),
+        BasisError, r"steering vector is on the meta device"),
+    Bad("attn_pattern: an intervention's own error",
+        lambda env: interchange(env.lm, _ids(2, 5), _ids(2, 5, seed=1), at=Site("attn_pattern", 0, last()),
+                                via=_Fails()),
+        RuntimeError, r"\A(?!.*same length)my intervention failed\Z"),
+    Bad("attn_pattern: a source of another length, said so",
+        lambda env: interchange(env.lm, _ids(2, 5), _ids(2, 4, seed=1), at=Site("attn_pattern", 0, last()),
+                                backend="hooks"),
+        SiteError, r"same length \(and padding\); the source's vectors have 4 entries but the base's 5"),
+]  # fmt: skip
+
+ROWS += BEFORE_THE_FORWARD

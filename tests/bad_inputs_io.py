@@ -16,9 +16,10 @@ from test_bad_inputs import Bad
 
 import interp
 import reft
-from interp import LowRankRotation, Position, Site, first, last
+from interp import LowRankRotation, Site, first, last
 from interp.das import DASResult
 from interp.io import FormatError, WeightsChangedWarning, check_output_dir
+from interp.positions import Position
 
 
 def _file(env, name="a-file"):
@@ -432,7 +433,8 @@ ROWS = [
     Bad("das weights are a folder", load_das(lambda p: ((p / "weights.safetensors").unlink(),
                                                         (p / "weights.safetensors").mkdir(), p)[2]),
         FormatError, r"weights\.safetensors is a folder, not a regular file"),
-    Bad("das old layout unreadable position", _old_das, FormatError, r"cannot read position 'middle\(\)'"),
+    Bad("das old layout unreadable position", _old_das, FormatError,
+        r"cannot read positions 'middle\(\)': part .* not a position"),
     # ---- DAS results: saves refused before anything is written
     Bad("das save over a result", lambda env: _das_result(env).save(_das(env)), FileExistsError,
         r"'.*das' already exists and is not empty; pass overwrite=True"),
@@ -512,7 +514,8 @@ ROWS = [
         r"config\.json: interventions\[1\]: is placed at no site; the file was edited"),
     Bad("reft config 5000-digit integer", load_reft(_digits("rank")),
         FormatError, r"config\.json holds a value JSON cannot be read into"),
-    Bad("reft old layout unreadable position", _old_reft, FormatError, r"cannot read position 'middle\(\)'"),
+    Bad("reft old layout unreadable position", _old_reft, FormatError,
+        r"cannot read positions 'middle\(\)': part .* not a position"),
     # ---- ReFTs: saves refused before anything is written
     Bad("reft save over a result", lambda env: reft.save(_rlm(env), _reft(env)), FileExistsError,
         r"ReFT folder '.*run' already exists and is not empty; pass overwrite=True"),

@@ -21,9 +21,9 @@ from conftest import ARCHS, _tiny, tiny_lm
 import interp
 from interp import InputError, Site, SiteError, at, attribution_patch, collect, intervene, last
 from interp.attribution import compare_with_patching, report
+from interp.causal import Pairs
 from interp.patching import patch_grid
 from interp.sites import architecture
-from interp.tasks import PatchingPairs
 
 matplotlib.use("Agg")
 
@@ -34,8 +34,8 @@ def _ids(seed: int, n: int = 4, T: int = 6) -> torch.Tensor:
     return torch.randint(3, 97, (n, T), generator=torch.Generator().manual_seed(seed))
 
 
-def _pairs() -> PatchingPairs:
-    return PatchingPairs(_ids(1), _ids(2), base_answer=[5] * 4, source_answer=[6] * 4)
+def _pairs() -> Pairs:
+    return Pairs.of(_ids(1), _ids(2), base_answer=[5] * 4, source_answer=[6] * 4)
 
 
 @functools.cache
@@ -174,7 +174,7 @@ def test_padding_and_positions_resolve_per_side():
     g = torch.Generator().manual_seed(0)
     base = [torch.randint(3, 97, (n,), generator=g).tolist() for n in (6, 4, 5)]
     source = [torch.randint(3, 97, (n,), generator=g).tolist() for n in (5, 6, 4)]
-    pairs = PatchingPairs(base, source, [5] * 3, [6] * 3)
+    pairs = Pairs.of(base, source, base_answer=[5] * 3, source_answer=[6] * 3)
     atp = attribution_patch(lm, pairs, positions={"first": at(0), "last": last()})
     rows = [attribution_patch(lm, pairs[i : i + 1], positions={"first": at(0), "last": last()}) for i in range(3)]
     # The mean metric's first-order change is the mean of the rows' changes.
@@ -198,7 +198,7 @@ def test_bad_inputs_are_refused_before_any_forward():
     with pytest.raises(InputError, match="does not depend"):
         attribution_patch(lm, pairs.base, pairs.source, metric=lambda x: torch.ones(4))
     with pytest.raises(InputError, match="same metric value"):
-        attribution_patch(lm, PatchingPairs(pairs.base, pairs.base, [5] * 4, [6] * 4))
+        attribution_patch(lm, Pairs.of(pairs.base, pairs.base, base_answer=[5] * 4, source_answer=[6] * 4))
 
 
 def test_compare_with_patching_reports_agreement():

@@ -16,9 +16,9 @@ import torch
 from conftest import ARCHS, tiny_lm
 
 from interp import LowRankRotation, Zero, at, fastpatch, last
+from interp.causal import Pairs
 from interp.inputs import encode
 from interp.patching import patch_grid
-from interp.tasks import PatchingPairs
 
 COMPONENTS = ("resid_pre", "resid_mid", "attn_out", "mlp_out", "resid_post")
 CASES = list(itertools.product(ARCHS, ("left", "right"), COMPONENTS, ("whole", "basis")))
@@ -36,7 +36,7 @@ def _pairs(lm, side):
     base = [torch.randint(3, 97, (n,), generator=g).tolist() for n in LENGTHS]
     source = [torch.randint(3, 97, (n,), generator=g).tolist() for n in LENGTHS]
     b, s = encode(lm, base, padding_side=side), encode(lm, source, padding_side=side)
-    return PatchingPairs(b, s, [5] * len(LENGTHS), [6] * len(LENGTHS))
+    return Pairs.of(b, s, base_answer=[5] * len(LENGTHS), source_answer=[6] * len(LENGTHS))
 
 
 @pytest.mark.parametrize("arch,side,component,via", CASES)
@@ -98,7 +98,7 @@ def test_cells_whose_source_equals_the_base(arch, component):
     g = torch.Generator().manual_seed(2)
     base = [torch.randint(3, 97, (5,), generator=g).tolist() for _ in range(4)]
     source = [b[:2] + torch.randint(3, 97, (3,), generator=g).tolist() for b in base]
-    pairs = PatchingPairs(encode(lm, base), encode(lm, source), [5] * 4, [6] * 4)
+    pairs = Pairs.of(encode(lm, base), encode(lm, source), base_answer=[5] * 4, source_answer=[6] * 4)
     kw = dict(positions=POSITIONS, component=component, progress=False)
     cached, full = patch_grid(lm, pairs, **kw), patch_grid(lm, pairs, method="full", **kw)
     assert cached.meta["method"] == "cached"

@@ -9,7 +9,7 @@ from conftest import tiny_lm
 import interp
 import reft
 from interp import Site, first, last
-from interp.positions import generated
+from interp.positions import all_tokens, generated
 from reft import data as D
 from reft.cli import main
 from reft.model import serve_logits
@@ -36,14 +36,14 @@ def test_diff_in_means_is_the_manual_mean_difference():
     assert torch.allclose(activations(lm, pos, site2), per, atol=1e-5)
     # every prompt token: prompts of different lengths, each averaged over its own tokens
     one = [interp.collect(lm, [p], at=Site("resid_post", 1, interp.span(0, len(p))))[0].mean(0) for p in pos]
-    assert torch.allclose(activations(lm, pos, Site("resid_post", 1, all_prompt())), torch.stack(one), atol=1e-5)
+    assert torch.allclose(activations(lm, pos, Site("resid_post", 1, all_tokens())), torch.stack(one), atol=1e-5)
 
 
 def test_strength_zero_is_the_plain_model():
     lm = tiny_lm("llama")
     prompts = _prompts(2, n=4, lengths=(5,))
     v = torch.randn(32, generator=torch.Generator().manual_seed(0))
-    for pos in (last(), all_prompt(), all_prompt() + generated()):
+    for pos in (last(), all_tokens(), all_tokens() + generated()):
         s = steer(lm, Site("resid_post", 0, pos), v, scale=0.0)
         assert torch.allclose(interp.run(s, prompts).logits, interp.run(lm, prompts).logits, atol=1e-6)
         ids = reft.generate_ids(lm, torch.tensor(prompts), serve=[s] * 4, max_new_tokens=4).new_ids
@@ -77,7 +77,7 @@ def test_decode_positions_steer_every_generated_token():
     lm = tiny_lm("llama")
     prompt = _prompts(4, n=1, lengths=(5,))[0]
     v = 0.5 * torch.randn(32, generator=torch.Generator().manual_seed(1))
-    s = steer(lm, Site("resid_post", 0, all_prompt() + generated()), v, scale=8.0)
+    s = steer(lm, Site("resid_post", 0, all_tokens() + generated()), v, scale=8.0)
     new = reft.generate_ids(lm, torch.tensor([prompt]), serve=[s], max_new_tokens=5).new_ids[0].tolist()
     plain = reft.generate_ids(lm, torch.tensor([prompt]), max_new_tokens=5).new_ids[0].tolist()
     assert new != plain  # the steer matters here
@@ -87,7 +87,7 @@ def test_decode_positions_steer_every_generated_token():
     top2 = logits.topk(2, dim=-1).values
     for j, tok in enumerate(new):
         assert tok == int(logits[j].argmax()) or float(top2[j, 0] - top2[j, 1]) < 1e-4
-    prompt_only = steer(lm, Site("resid_post", 0, all_prompt()), v, scale=8.0)
+    prompt_only = steer(lm, Site("resid_post", 0, all_tokens()), v, scale=8.0)
     assert prompt_only.step_ops(1) == [] and len(s.step_ops(1)) == 1
 
 
@@ -108,9 +108,37 @@ def test_errors():
         diff_in_means(lm, [[3, 4]], [[5, 6]], Site("resid_post", 0, last() + generated()))
     with pytest.raises(interp.BasisError, match="expected"):
         steer(lm, Site("resid_post", 0, last()), torch.ones(31))
-    assert repr(parse_steer_positions("all+g")) == "all_prompt()+generated()"
+    assert repr(reft.parse_positions("all+g")) == "all_tokens()+generated()"
     with pytest.raises(reft.ReftError):
-        parse_steer_positions("everything")
+        reft.parse_positions("everything")
+
+
+def test_old_names_warn_and_give_the_one_kind():
+    with pytest.deprecated_call():
+        assert all_prompt() == all_tokens()
+    with pytest.deprecated_call():
+        assert parse_steer_positions("all+g") == all_tokens() + generated()
+
+
+def test_activations_equal_the_previous_reader_exactly():
+    """activations() now runs on interp.collect(mean=True); the numbers are those of its former own loop."""
+    from interp.engine import Op, execute
+    from interp.inputs import encode
+    from interp.sites import resolve
+
+    lm = tiny_lm("llama")
+    prompts = _prompts(4, n=5, lengths=(3, 6, 4))
+    for pos in (last(), first(2), all_tokens(), first(1) + last(2)):
+        site = Site("resid_post", 1, pos)
+        old = []
+        for i in range(0, len(prompts), 2):  # the former loop, batches of 2
+            batch = encode(lm, prompts[i : i + 2])
+            loc = pos.locate(batch.attention_mask, batch.input_ids, lm.tokenizer)
+            with torch.no_grad():
+                (h,) = execute(lm, batch, [Op(site, resolve(lm, site), loc.index, read=True)], backend="hooks").reads
+            w = loc.valid.to(h.device, torch.float32)[..., None]
+            old.append((h.float() * w).sum(1) / w.sum(1).clamp(min=1))
+        assert torch.equal(activations(lm, prompts, site, batch_size=2), torch.cat(old)), pos
 
 
 def test_cli_refuses_bad_options_before_loading(tmp_path, monkeypatch, capsys):

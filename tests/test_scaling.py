@@ -92,11 +92,11 @@ def test_patching_grids_on_a_dispatched_model_equal_the_plain_model(arch, tmp_pa
     (a backward through accelerate's hooks), on the dispatched model."""
     from interp import at
     from interp.attribution import attribution_patch
+    from interp.causal import Pairs
     from interp.patching import patch_grid
-    from interp.tasks import PatchingPairs
 
     plain, lm = tiny_lm(arch), dispatched(arch, tmp_path)
-    pairs = PatchingPairs(BASE.tolist(), SOURCE.tolist(), [5] * 3, [6] * 3)
+    pairs = Pairs.of(BASE.tolist(), SOURCE.tolist(), base_answer=[5] * 3, source_answer=[6] * 3)
     positions = {"first": at(0), "inner": at(2), "last": last()}
     for method in ("cached", "full"):
         want = patch_grid(plain, pairs, positions=positions, method=method, progress=False).effect

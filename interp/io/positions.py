@@ -9,10 +9,9 @@ Example:
 
 from __future__ import annotations
 
-import ast
-
 from .. import positions as _p
-from ..errors import FormatError
+from ..errors import FormatError, PositionError
+from ..position_text import parse_positions
 from ..positions import Position
 from ..sites import Site
 from .schema import TYPE_NAMES, Config, show_value
@@ -25,6 +24,7 @@ _KINDS = {  # kind -> (class, constructor, fields with their JSON types)
     "token": (type(_p.token("x")), _p.token, {"text": str, "occurrence": int}),
     "generated": (type(_p.generated()), _p.generated, {}),
     "recent": (type(_p.recent(1)), _p.recent, {"k": int}),
+    "all_tokens": (type(_p.all_tokens()), _p.all_tokens, {}),
 }
 KIND_OF = {cls: kind for kind, (cls, _, _) in _KINDS.items()}
 
@@ -101,24 +101,12 @@ def site_from_json(data) -> Site:
 
 def legacy_position(text: str) -> Position:
     """The position a repr such as ``first(1)+last()`` or ``token(' Mary', occurrence=1)`` stands for (the
-    files of the previous layouts stored positions so). Only position constructors, literals and ``+``.
+    files of the previous layouts stored positions so), read by the one parser (:mod:`interp.position_text`).
     """
-
-    def value(node):
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-            return value(node.left) + value(node.right)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _KINDS:
-            args = [ast.literal_eval(a) for a in node.args]
-            kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
-            return _KINDS[node.func.id][1](*args, **kwargs)
-        raise ValueError("not a position constructor")
-
     try:
-        return value(ast.parse(str(text), mode="eval").body)
-    except (SyntaxError, ValueError, TypeError) as e:
-        raise FormatError(
-            f"cannot read position {text!r}: {e}; expected e.g. last(), at(-2), first(1)+last()"
-        ) from None
+        return parse_positions(str(text))
+    except PositionError as e:
+        raise FormatError(str(e)) from None
 
 
 def read_site(cfg: Config, where: str, data) -> Site:

@@ -8,6 +8,8 @@ Example:
     'When Chris and Jack went to the store, Jack gave a ring to'
     >>> pairs.base_answer[0], pairs.source_answer[0]
     (' Jack', ' Chris')
+    >>> pairs.variables, pairs.labels[0]             # one Pairs type: patch_grid, attribution_patch and fit_das
+    (('names',), ' Chris')
 
 The source prompt swaps the two names, so its answer is the base's subject. Every template has the same
 token structure (15 tokens with BOS on Gemma-3, all names, places and objects single tokens), so
@@ -17,8 +19,9 @@ token structure (15 tokens with BOS on Gemma-3, all names, places and objects si
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+import warnings
 
+from ..causal import Pairs
 from ..positions import at
 
 NAMES = (
@@ -38,24 +41,20 @@ ROLES = ("bos", "cue", "IO", "and", "S1", "verb", "prep", "the", "place", ",", "
 IOI_POSITIONS = {name: at(i) for i, name in enumerate(ROLES)}
 
 
-@dataclass
-class PatchingPairs:
-    """Base and source prompts paired row by row, with each one's expected next token."""
-
-    base: list[str]
-    source: list[str]
-    base_answer: list[str]
-    source_answer: list[str]
-
-    def __len__(self):
-        return len(self.base)
-
-    def __getitem__(self, idx: slice) -> PatchingPairs:
-        return PatchingPairs(self.base[idx], self.source[idx], self.base_answer[idx], self.source_answer[idx])
+def PatchingPairs(base, source, base_answer, source_answer) -> Pairs:  # noqa: N802  (the old class's name)
+    """Deprecated: :meth:`interp.causal.Pairs.of`, the one pair type (patching, attribution and DAS take it)."""
+    warnings.warn(
+        "interp.tasks.PatchingPairs(base, source, base_answer, source_answer) is now "
+        "interp.Pairs.of(base, source, base_answer=..., source_answer=...)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return Pairs.of(base, source, base_answer=base_answer, source_answer=source_answer)
 
 
-def ioi_pairs(n: int = 32, *, seed: int = 0) -> PatchingPairs:
-    """``n`` IOI base/source pairs; the source swaps the indirect object and the subject."""
+def ioi_pairs(n: int = 32, *, seed: int = 0) -> Pairs:
+    """``n`` IOI base/source pairs (:class:`interp.causal.Pairs` of the variable ``"names"``); the source swaps
+    the indirect object and the subject, so its answer (the label) is the base's subject."""
     if n < 1:
         raise ValueError(f"n must be at least 1; got {n}")
     rng = random.Random(seed)
@@ -68,4 +67,4 @@ def ioi_pairs(n: int = 32, *, seed: int = 0) -> PatchingPairs:
         source.append(tpl.format(io=s, s=io, **kw))
         ba.append(" " + io)
         sa.append(" " + s)
-    return PatchingPairs(base, source, ba, sa)
+    return Pairs.of(base, source, base_answer=ba, source_answer=sa, variable="names")

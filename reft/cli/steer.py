@@ -70,7 +70,7 @@ def plain(response: str) -> str:
 
 def lists(args):
     """``(methods, positions, strengths)`` from their options, checked."""
-    from ..steering import parse_steer_positions
+    from ..positions import parse_positions
 
     methods = [m.strip().lower() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
@@ -80,7 +80,7 @@ def lists(args):
     if not positions:
         raise ReftError("--positions: give at least one, e.g. 'all'")
     for p in positions:
-        parse_steer_positions(p)
+        parse_positions(p)
     try:
         strengths = [float(s) for s in args.strengths.split(",") if s.strip()]
     except ValueError:
@@ -128,7 +128,8 @@ def run(args) -> dict:
 
     from .. import tasks as _tasks
     from ..generate import generate
-    from ..steering import activations, caa, diff_in_means, parse_steer_positions, steer
+    from ..positions import parse_positions
+    from ..steering import activations, caa, diff_in_means, steer
     from ..train import evaluate
     from . import load_data, task_defaults, train_config
     from .train import run as train_run
@@ -165,7 +166,7 @@ def run(args) -> dict:
     rows = []
     for m, v in vectors.items():
         for ptext in positions:
-            site = Site("resid_post", layer, parse_steer_positions(ptext))
+            site = Site("resid_post", layer, parse_positions(ptext))
             for s in strengths:
                 model = steer(lm, site, v, scale=s)
                 gens = generate(lm, data.eval_prompts, serve=[model] * len(data.eval_prompts), **decoding)
