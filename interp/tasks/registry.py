@@ -10,7 +10,7 @@ Example:
 
 A task is a kind, a name and a loader, given as ``"package.module:attribute"`` (or ``"package.module"``) and
 imported on first use, so listing tasks imports nothing heavy. Kinds: ``"patch"`` (``loader(n, *, seed) ->
-(PatchingPairs, positions)``, for ``interp patch``), ``"das"`` (``loader(*, n, seed, model) -> TaskSetup``, for
+(Pairs, positions)``, for ``interp patch``), ``"das"`` (``loader(*, n, seed, model) -> TaskSetup``, for
 ``interp das`` and ``interp sweep``) and ``"reft"`` (a task module with ``load`` and ``DEFAULTS``, for the
 ``reft`` commands). reft's tasks register themselves when ``reft.tasks`` is imported (interp never imports reft).
 interp's own loaders live in :mod:`interp.tasks.setups`: the library never imports its command line.
