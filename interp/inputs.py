@@ -44,6 +44,7 @@ def encode(lm, inputs, *, padding_side: str = "left") -> Batch:
         ids = _id_tensor(inputs, "input_ids")
         ids = ids if ids.dim() == 2 else ids[None]
         _warn_if_padded(lm, ids)
+        check_ids(lm, ids)
         return Batch(ids.to(lm.device), torch.ones_like(ids, device=lm.device))
     if isinstance(inputs, dict):
         if "input_ids" not in inputs:
@@ -62,6 +63,7 @@ def encode(lm, inputs, *, padding_side: str = "left") -> Batch:
                 f"attention_mask has shape {tuple(mask.shape)} but input_ids {tuple(ids.shape)}; give one mask entry "
                 "per token"
             )
+        check_ids(lm, ids, mask)
         return Batch(ids.to(lm.device), mask.to(lm.device))
     if isinstance(inputs, str):
         inputs = [inputs]
@@ -83,6 +85,7 @@ def encode(lm, inputs, *, padding_side: str = "left") -> Batch:
         enc = tok(inputs, return_tensors="pt", padding=True)
     finally:
         tok.padding_side = side
+    check_ids(lm, enc["input_ids"], enc["attention_mask"])
     return Batch(enc["input_ids"].to(lm.device), enc["attention_mask"].to(lm.device))
 
 
@@ -128,7 +131,51 @@ def pad(lm, seqs: list, *, padding_side: str = "left") -> Batch:
     for b, r in enumerate(rows):
         cols = slice(T - len(r), T) if padding_side == "left" else slice(0, len(r))
         ids[b, cols], mask[b, cols] = r, 1
+    check_ids(lm, ids, mask)
     return Batch(ids.to(lm.device), mask.to(lm.device))
+
+
+def check_ids(lm, ids: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+    """Refuse, before any forward, token ids the model cannot embed and rows longer than its context.
+
+    Every id must be in ``0 .. vocab_size - 1``, and no row may hold more real tokens (``mask``; default: all)
+    than the config's ``max_position_embeddings`` where it has one. The error names the first bad id with its
+    row and column, or the longest row, and the limit. A stand-in model without a spec or config is not checked.
+
+    Example:
+        >>> encode(lm, [[5, 6, 97]])
+        Traceback (most recent call last):
+        interp.errors.InputError: token id 97 at row 0, column 2 is outside the vocabulary of LlamaForCausalLM
+        (ids 0..96); ...
+        >>> encode(lm, torch.ones(1, 5000, dtype=torch.long))
+        Traceback (most recent call last):
+        interp.errors.InputError: prompt 0 has 5000 tokens, more than LlamaForCausalLM's context of 2048 ...
+    """
+    spec = getattr(lm, "spec", None)
+    if spec is None or ids.numel() == 0:
+        return
+    vocab = spec.vocab_size
+    bad = (ids < 0) | (ids >= vocab)
+    if bad.any():
+        b, t = (int(i) for i in bad.nonzero()[0])
+        more = int(bad.sum()) - 1
+        raise InputError(
+            f"token id {int(ids[b, t])} at row {b}, column {t} is outside the vocabulary of {spec.architecture} "
+            f"(ids 0..{vocab - 1}){f'; {more} more such ids' if more else ''}; check that the ids come from this "
+            "model's tokenizer"
+        )
+    config = getattr(getattr(lm, "hf", None), "config", None)
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    context = getattr(config, "max_position_embeddings", None)
+    if not isinstance(context, int):
+        return
+    lengths = mask.long().sum(-1) if mask is not None else torch.full(ids.shape[:-1], ids.shape[-1])
+    if int(lengths.max()) > context:
+        b = int(lengths.argmax())
+        raise InputError(
+            f"prompt {b} has {int(lengths[b])} tokens, more than {spec.architecture}'s context of {context} "
+            f"(max_position_embeddings); shorten it, e.g. keep its last {context} tokens"
+        )
 
 
 def _pad_id(lm) -> int | None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from .checks import as_float, finite
+from .errors import SiteError
 from .subspace import Basis, BasisError
 
 
@@ -61,6 +62,12 @@ def _vector(v, what: str) -> torch.Tensor:
             v = torch.as_tensor(v, dtype=torch.float32)
         except (TypeError, ValueError, RuntimeError):
             raise BasisError(f"{what} must be a (width,) tensor of numbers; got {type(v).__name__}: {v!r}") from None
+    if v.is_meta:
+        raise BasisError(
+            f"{what} is on the meta device: a shape with no values (as from a model built under init_empty_weights "
+            "or device_map='meta'); compute it from a model whose weights are loaded, e.g. "
+            "collect(lm, prompts, at=site).mean((0, 1))"
+        )
     if v.dim() != 1 or v.dtype == torch.bool:
         raise BasisError(
             f"{what} must be a (width,) tensor of numbers, e.g. collect(lm, prompts, at=site).mean((0, 1)); got a "
@@ -71,6 +78,11 @@ def _vector(v, what: str) -> torch.Tensor:
 
 def _replace(h, target_full, via):
     """Set the ``via`` part of ``h`` to that of ``target_full`` (the whole vector when via is None)."""
+    if target_full.shape[-1] != h.shape[-1]:  # at an attn_pattern site: a source of another length
+        raise SiteError(
+            f"the source's vectors have {target_full.shape[-1]} entries but the base's {h.shape[-1]}: the source was "
+            "taken at another site, or (attn_pattern: one entry per key column) from prompts of another length"
+        )
     if via is None:
         return target_full.to(h.device, h.dtype).expand_as(h)
     return via.interchange(h, target_full)

@@ -236,7 +236,9 @@ class _Last(Position):
     n: int = 1
 
     def indices(self, n, ids, tokenizer):
-        return list(range(n - self.n, n))  # too short a prompt gives negatives, caught by _checked
+        if self.n > n:  # too short a prompt: the first missing token, for _checked to name (never a huge list)
+            return [n - self.n]
+        return list(range(n - self.n, n))
 
     def __repr__(self):
         return f"last({self.n})" if self.n != 1 else "last()"
@@ -247,7 +249,7 @@ class _First(Position):
     n: int = 1
 
     def indices(self, n, ids, tokenizer):
-        return list(range(self.n))
+        return list(range(min(self.n, n + 1)))  # too short a prompt: up to the first missing token, for _checked
 
     def __repr__(self):
         return f"first({self.n})"
@@ -274,6 +276,8 @@ class _Span(Position):
         b = self.stop if self.stop >= 0 else n + self.stop
         if b <= a:
             raise PositionError(f"{self!r} is empty for a prompt of {n} tokens; expected start < stop")
+        if a < 0 or b > n:  # the first missing token, for _checked to name (never a huge list)
+            return [a if a < 0 else max(a, n)]
         return list(range(a, b))
 
     def __repr__(self):

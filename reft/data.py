@@ -111,8 +111,17 @@ def read_jsonl(path: str | os.PathLike) -> list:
         raise ReftError(f"dataset file {str(path)!r} does not exist; expected a JSONL file, one example a line")
     if path.is_dir():
         raise ReftError(f"dataset file {str(path)!r} is a folder; expected a JSONL file, one example a line")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ReftError(
+            f"{path}: not UTF-8 text: byte {raw[e.start]:#04x} at byte offset {e.start} (line {line}) cannot be "
+            f"decoded ({e.reason}); expected a UTF-8 JSONL file: re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
     out = []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
+    for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -121,6 +130,12 @@ def read_jsonl(path: str | os.PathLike) -> list:
             raise ReftError(
                 f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno}); expected one example per line, a JSON "
                 'object such as {"prompt": "...", "response": "..."}'
+            ) from None
+        except (ValueError, RecursionError) as e:  # an integer of thousands of digits; nesting too deep
+            what = "nested too deeply" if isinstance(e, RecursionError) else str(e).split(";")[0]
+            raise ReftError(
+                f"{path}:{n}: cannot read this line as JSON ({what}); expected one example per line, a JSON object "
+                'such as {"prompt": "...", "response": "..."}'
             ) from None
     return out
 

@@ -288,10 +288,49 @@ def served_rows(assignment: Sequence[ReftModel | None], *, device=None) -> list[
     return [(a, None if len(rows) == every else torch.tensor(rows, device=device)) for a, rows in groups.values()]
 
 
-def serve_ops(assignment: Sequence[ReftModel | None], batch, prompt_mask: torch.Tensor | None = None) -> list[Op]:
-    """Ops that give row ``b`` of ``batch`` the interventions of ``assignment[b]`` (None: untouched)."""
+def check_served(lm, assignment: Sequence[ReftModel | None]) -> None:
+    """Refuse, before any forward, a served entry that is not a ReftModel (or a Steering, or None) or that was built
+    for another model than ``lm``: its interventions would meet vectors of another width mid-run.
+
+    Example:
+        >>> check_served(lm, [rlm, None])                     # attached to lm: served as is
+        >>> check_served(lm, ["runs/style"])
+        Traceback (most recent call last):
+        interp.errors.ReftError: serve[0] is a str; expected a ReftModel (reft.attach, reft.load), a steering ...
+    """
+    for b, a in enumerate(assignment):
+        if a is None:
+            continue
+        if not hasattr(a, "edit_ops") or not hasattr(a, "lm"):
+            raise ReftError(
+                f"serve[{b}] is a {type(a).__name__}; expected a ReftModel (reft.attach, reft.load), a steering "
+                "(reft.steering.steer) or None"
+            )
+        if a.lm is lm:
+            continue
+        mine, theirs = lm.spec, a.lm.spec
+        if theirs.d_model != mine.d_model:
+            raise ReftError(
+                f"serve[{b}] was built for {a.lm!r}: its interventions edit {theirs.d_model}-wide vectors, but the "
+                f"model it is served on has d_model {mine.d_model} ({lm!r}); attach or load it on this model "
+                "(reft.load(path, lm))"
+            )
+        if theirs.fingerprint() != mine.fingerprint():
+            raise ReftError(
+                f"serve[{b}] was built for {a.lm!r}, not for {lm!r}: another architecture or depth; attach or load "
+                "it on this model (reft.load(path, lm))"
+            )
+
+
+def serve_ops(
+    assignment: Sequence[ReftModel | None], batch, prompt_mask: torch.Tensor | None = None, *, lm=None
+) -> list[Op]:
+    """Ops that give row ``b`` of ``batch`` the interventions of ``assignment[b]`` (None: untouched); with ``lm``
+    (the model they run on), :func:`check_served` first."""
     if len(assignment) != len(batch):
         raise ReftError(f"got {len(assignment)} intervention choices for a batch of {len(batch)}; give one per row")
+    if lm is not None:
+        check_served(lm, assignment)
     groups = served_rows(assignment, device=batch.input_ids.device)
     if any(a.lm is not groups[0][0].lm for a, _ in groups):
         raise ReftError("all interventions served in one batch must be attached to the same model")
@@ -300,8 +339,8 @@ def serve_ops(assignment: Sequence[ReftModel | None], batch, prompt_mask: torch.
 
 def serve_logits(lm, rb, assignment: Sequence[ReftModel | None], *, head=None) -> torch.Tensor:
     """Logits (B, k, V) of a ReftBatch at ``rb.pred_at`` with ``assignment[b]``'s edits on row ``b``."""
-    ops = serve_ops(assignment, rb.batch, rb.prompt_mask)
+    ops = serve_ops(assignment, rb.batch, rb.prompt_mask, lm=lm)
     return execute(lm, rb.batch, ops, logits_at=rb.pred_at, vocab=rb.vocab, head=head, backend="hooks").logits
 
 
-__all__ = ["ReftModel", "Placement", "attach", "at_layers", "serve_ops", "serve_logits"]
+__all__ = ["ReftModel", "Placement", "attach", "at_layers", "check_served", "serve_ops", "serve_logits"]

@@ -273,3 +273,52 @@ ROWS = [
         r"--max-new-tokens 0: expected a positive number",
     ),
 ]
+
+
+def _pyreft(env):
+    """A folder in pyreft's layout (config.json, intkey_<key>.bin), as IntervenableModel.save writes it."""
+    p = env.tmp / "pyreft-run"
+    p.mkdir()
+    (p / "config.json").write_text(json.dumps({"representations": [], "intervention_types": []}))
+    (p / "intkey_layer_1_comp_block_output_unit_pos_nunit_1#0.bin").write_bytes(b"")
+    return p
+
+
+def _one_line(prog: str, message: str) -> str:
+    """The whole of stderr: ``<prog>: error: <message>`` and where to look, on one line."""
+    return rf"\A{prog}: error: {message} \(see {prog} --help\)\n\Z"
+
+
+_FLOAT, _INT = "argument {}: invalid float value: 'x'", "argument {}: invalid int value: 'x'"
+ONE_LINE = [  # argparse's own refusals: one line, not the whole usage
+    Bad("interp: unknown command", interp("nope"), CLI,
+        _one_line("interp", r"argument command: invalid choice: 'nope'.*")),
+    Bad("interp das --steps x", interp(*DAS, "--steps", "x"), CLI, _one_line("interp das", _INT.format("--steps"))),
+    Bad("interp patch --n x", interp("patch", "--n", "x"), CLI, _one_line("interp patch", _INT.format("--n"))),
+    Bad("interp sweep no --task", interp("sweep"), CLI, _one_line("interp sweep", "the following arguments are "
+                                                                                   "required: --task")),
+    Bad("interp unrecognized", interp(*DAS, "--nope"), CLI, _one_line("interp", "unrecognized arguments: --nope")),
+    Bad("reft: unknown command", reft("nope"), CLI, _one_line("reft", r"argument command: invalid choice: 'nope'.*")),
+    Bad("reft train --lr x", reft(*TRAIN, "--lr", "x"), CLI, _one_line("reft train", _FLOAT.format("--lr"))),
+    Bad("reft eval --batch-size x", reft("eval", "--batch-size", "x"), CLI,
+        _one_line("reft eval", _INT.format("--batch-size"))),
+    Bad("reft generate no --prompt", reft("generate"), CLI,
+        _one_line("reft generate", "the following arguments are required: --prompt")),
+    Bad("reft compare --jobs x", reft("compare", "--jobs", "x"), CLI, _one_line("reft compare", _INT.format("--jobs"))),
+    Bad("reft experiment --jobs x", reft("experiment", "--jobs", "x"), CLI,
+        _one_line("reft experiment", _INT.format("--jobs"))),
+    Bad("reft memorise --layer x", reft("memorise", "--layer", "x"), CLI,
+        _one_line("reft memorise", _INT.format("--layer"))),
+    Bad("reft steer --layer x", reft("steer", "--layer", "x"), CLI, _one_line("reft steer", _INT.format("--layer"))),
+    Bad("reft unrecognized", reft(*TRAIN, "--nope"), CLI, _one_line("reft", "unrecognized arguments: --nope")),
+    Bad(
+        "reft generate --load a pyreft folder",
+        reft("generate", "--prompt", "hi", "--load", _pyreft),
+        CLI,
+        r"--load .*pyreft-run' is a pyreft/pyvene checkpoint .*reft\.from_pyreft\(.*pyreft-run', interp\.load\(\)\)",
+    ),
+    Bad("reft eval --load a pyreft folder", reft("eval", "--task", "style", "--load", _pyreft), CLI,
+        r"reft\.from_pyreft"),
+]  # fmt: skip
+
+ROWS += ONE_LINE

@@ -278,6 +278,12 @@ def check_load(args) -> None:
         hub.check(args.load, doing="load from")
     elif getattr(args, "load", None) and not Path(args.load).is_dir():
         raise FileNotFoundError(f"--load {args.load!r} is not a folder; expected one written by reft train --out")
+    elif getattr(args, "load", None) and any(Path(args.load).glob("intkey_*.bin")):
+        raise ReftError(
+            f"--load {args.load!r} is a pyreft/pyvene checkpoint (intkey_*.bin), not a folder written by reft train "
+            f"--out; convert it once in Python: rlm = reft.from_pyreft({args.load!r}, interp.load()); "
+            "reft.save(rlm, 'runs/converted'); then pass --load runs/converted"
+        )
 
 
 def _check_file(option: str, path, what: str) -> None:
