@@ -149,7 +149,7 @@ def _non_default(name, kind, default):
     if kind is bool:
         return not default
     if kind is str:
-        return "ckpt"
+        return "cosine" if name == "schedule" else "ckpt"  # schedule: one of linear, cosine, constant
     if kind is float:
         return 0.25 if default != 0.25 else 0.5
     return (default or 0) + 3

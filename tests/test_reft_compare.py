@@ -1,7 +1,7 @@
 """``reft compare``'s workers never outlive it: a failed worker stops the others, SIGINT/SIGTERM/SIGKILL to
 ``reft compare`` ends them all, and the error says which method failed, how, and why.
 
-The workers here are stand-ins (a few lines of Python put in ``reft.cli.compare.WORKER``) that read the options
+The workers here are stand-ins (a few lines of Python put in ``reft.cli.workers.WORKER``) that read the options
 ``reft compare`` hands them, write their pid, and then fail or sleep; the real worker runs in
 test_reft_cli.py's end-to-end test. An interrupted ``reft compare`` is a forked copy of this process (nothing to
 import again). Each test is bounded to a few seconds of waiting.
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import transformers
 
-from reft.cli import compare, main
+from reft.cli import main, workers
 
 # The stand-in worker: `<method>.pid` in $PIDS, then fail (method $FAIL, after the others started) or sleep.
 FAKE = textwrap.dedent(
@@ -96,8 +96,8 @@ def setup(tmp_path, monkeypatch):
 
 def test_a_failed_worker_stops_the_others_and_is_named(setup, monkeypatch, capsys):
     argv, fake, pids = setup
-    monkeypatch.setattr(compare, "WORKER", fake)
-    monkeypatch.setattr(compare, "STOP_WAIT_S", 0.5)  # a worker that ignores SIGTERM gets SIGKILL after this
+    monkeypatch.setattr(workers, "WORKER", fake)
+    monkeypatch.setattr(workers, "STOP_WAIT_S", 0.5)  # a worker that ignores SIGTERM gets SIGKILL after this
     monkeypatch.setenv("FAIL", "lora")
     monkeypatch.setenv("OTHERS", "2")
     monkeypatch.setenv("STUBBORN", "1")
@@ -117,7 +117,7 @@ def test_a_failed_worker_stops_the_others_and_is_named(setup, monkeypatch, capsy
 def _compare_in_child(argv, fake, err_file):
     """The body of a forked ``reft compare`` (forked: this process has imported everything already)."""
     sys.stderr = open(err_file, "w", buffering=1)  # noqa: SIM115  (the process ends with it)
-    compare.WORKER = fake
+    workers.WORKER = fake
     sys.exit(main(argv))
 
 
@@ -148,7 +148,7 @@ def _parent_of_a_worker(pid_file):
     """A process whose child asks to die with it (as every compare worker does), then sleeps."""
     child = os.fork()
     if child == 0:
-        compare.die_with_parent(os.getppid())
+        workers.die_with_parent(os.getppid())
         Path(pid_file).write_text(str(os.getpid()))
         time.sleep(120)
         os._exit(0)
@@ -174,7 +174,7 @@ def test_a_worker_dies_with_a_killed_compare(tmp_path):
 
 
 def test_last_line_skips_progress_bars():
-    assert compare.last_line(" 10%|#         | 1/10 [00:00<00:01, 9.1it/s]\rTraceback\nValueError: bad\n 20%|##") == (
+    assert workers.last_line(" 10%|#         | 1/10 [00:00<00:01, 9.1it/s]\rTraceback\nValueError: bad\n 20%|##") == (
         "ValueError: bad"
     )
-    assert compare.last_line("") == "nothing on its stderr"
+    assert workers.last_line("") == "nothing on its stderr"

@@ -15,32 +15,20 @@ parsed once, handed on as JSON, never written back to a command line), except ``
 the task's ``lora_lr``) and ``--head`` for LoRA/DoRA (they score the label words through the tuned model);
 ``--out`` and ``--checkpoint-dir`` get one subfolder per method.
 
-Workers never outlive the command: when one fails, the others are stopped (SIGTERM, then SIGKILL after
-:data:`STOP_WAIT_S` seconds) and the error names the method, its exit code and the last line of its stderr that
-is not a progress bar; SIGINT or SIGTERM to ``reft compare`` stops them all the same way (exit 130); on Linux a
-worker also ends when ``reft compare`` is killed outright.
+Workers never outlive the command (:mod:`reft.cli.workers`): when one fails, the others are stopped and the
+error names the method, its exit code and the last line of its stderr that is not a progress bar; SIGINT or
+SIGTERM to ``reft compare`` stops them all the same way (exit 130); on Linux a worker also ends when ``reft
+compare`` is killed outright.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import functools
-import json
-import os
-import re
-import signal
-import subprocess
 import sys
-import tempfile
-import threading
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
-from interp.cli import Parser, add_common_flags, execute
+from interp.cli import Parser, add_common_flags
 
 from ..interventions import ReftError
 from . import (
@@ -54,6 +42,7 @@ from . import (
     train_config,
 )
 from . import train as _train
+from .workers import run_workers
 
 COMPARE = ("loreft", "direft", "lora", "dora")
 KEEP = (  # what the table keeps of each worker's `reft train` result
@@ -72,10 +61,6 @@ KEEP = (  # what the table keeps of each worker's `reft train` result
     "rank",
     "config",
 )
-# A worker: `reft train` on the options it reads from stdin (:func:`worker`); tests put a stand-in here.
-WORKER = (sys.executable, "-c", "from reft.cli.compare import worker; raise SystemExit(worker())")
-STOP_WAIT_S = 5.0  # a stopped worker gets this long after SIGTERM before SIGKILL
-PROGRESS = re.compile(r"\d+%\||\|\s*\d+/\d+|\d+/\d+ \[|[\d.?]+(it/s|s/it)")  # a progress bar's fragment
 
 
 def add_parser(sub):
@@ -201,7 +186,11 @@ def run(args) -> dict:
     steps = train_config(args, defaults).steps
     runs = {(m, s): m if s is None else f"{m} (seed {s})" for m in methods for s in (seeds or [None])}
     work = {name: worker_args(args, *r) for r, name in runs.items()}
-    done = run_workers(work, jobs=args.jobs, debug=getattr(args, "debug", False))
+
+    def report(name: str, result: dict) -> None:
+        print(f"{name}: { {k: v for k, v in result.items() if k in KEEP and k != 'config'} }", file=sys.stderr)
+
+    done = run_workers(work, jobs=args.jobs, debug=getattr(args, "debug", False), report=report)
     results = {r: {k: done[name][k] for k in KEEP if k in done[name]} for r, name in runs.items()}
     if steps is None:  # trained by epochs: the steps the workers took
         steps = next(iter(done.values())).get("steps")
@@ -213,187 +202,6 @@ def run(args) -> dict:
     if seeds is not None:
         out["seeds"] = seeds
     return out | {"frozen": _frozen(args, defaults)}
-
-
-# ---- the workers: started, watched, stopped -----------------------------------------------------------------
-
-
-@dataclass
-class _Worker:
-    proc: subprocess.Popen
-    out: IO[bytes]
-    err: IO[bytes]
-
-
-def run_workers(work: dict[str, argparse.Namespace], *, jobs: int = 1, debug: bool = False) -> dict[str, dict]:
-    """``reft train`` on each Namespace of ``work`` in its own process (:data:`WORKER`), at most ``jobs`` at once;
-    each one's result by its name, in the order they finish.
-
-    A worker that fails stops every other one (SIGTERM, SIGKILL after :data:`STOP_WAIT_S` seconds) and raises a
-    ReftError naming it, how it ended (exit code or signal) and the last line of its stderr that is not a
-    progress bar (with ``debug``, the end of its stderr). SIGINT or SIGTERM to this process stops them the same
-    way and raises KeyboardInterrupt.
-    """
-    queue, running, results = list(work), {}, {}
-    with contextlib.ExitStack() as files, _interrupt_on_sigterm():
-        try:
-            while queue or running:
-                while queue and len(running) < max(1, jobs):
-                    name = queue.pop(0)
-                    running[name] = _start(work[name], files)
-                name = _wait_any(running)
-                w = running.pop(name)
-                results[name] = _result(name, w, others=list(running), debug=debug)
-                shown = {k: v for k, v in results[name].items() if k in KEEP and k != "config"}
-                print(f"{name}: {shown}", file=sys.stderr, flush=True)
-        finally:
-            _stop(running.values())
-    return results
-
-
-def _start(args: argparse.Namespace, files: contextlib.ExitStack) -> _Worker:
-    out = files.enter_context(tempfile.TemporaryFile())  # files, not pipes: a chatty worker never blocks
-    err = files.enter_context(tempfile.TemporaryFile())
-    proc = subprocess.Popen(WORKER, stdin=subprocess.PIPE, stdout=out, stderr=err, start_new_session=True)
-    with contextlib.suppress(BrokenPipeError):  # a worker that died at once says why on its stderr
-        proc.stdin.write(json.dumps({"parent": os.getpid(), "args": vars(args)}).encode())
-    with contextlib.suppress(BrokenPipeError):
-        proc.stdin.close()
-    return _Worker(proc, out, err)
-
-
-def _wait_any(running: dict[str, _Worker]) -> str:
-    """The name of a worker that has ended (the first in ``running``'s order among those that have)."""
-    while True:
-        for name, w in running.items():
-            if w.proc.poll() is not None:
-                return name
-        time.sleep(0.05)
-
-
-def _result(name: str, w: _Worker, *, others: list[str], debug: bool) -> dict:
-    """The worker's result (the last line of its stdout, JSON), or a ReftError saying how and why it ended."""
-    code = w.proc.returncode
-    lines = _read(w.out).strip().splitlines()
-    if code == 0 and lines:
-        with contextlib.suppress(json.JSONDecodeError):
-            return json.loads(lines[-1])
-    err = _read(w.err)
-    how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-    why = last_line(err)
-    if code == 0:
-        why = f"no result on its stdout; {why}"
-    stopped = f"; stopped the others ({', '.join(others)})" if others else ""
-    tail = "\n" + "\n".join(err.strip().splitlines()[-40:]) if debug and err.strip() else ""
-    hint = "" if debug else " (run again with --debug to see its stderr)"
-    raise ReftError(f"method {name} failed ({how}): {why}{stopped}{hint}{tail}")
-
-
-def _read(f: IO[bytes]) -> str:
-    f.seek(0)
-    return f.read().decode(errors="replace")
-
-
-def last_line(text: str) -> str:
-    """What a worker's stderr last said: its one-line error where it printed one, else its last line that is not
-    a progress bar.
-
-    Example:
-        >>> last_line("a warning\\n 40%|####  | 4/10 [00:01<00:02, 3.1it/s]\\rreft train: error: no data\\n 50%|#####")
-        'no data'
-        >>> last_line("Traceback (most recent call last):\\n  ...\\nMemoryError: out of memory\\n 10%|#")
-        'MemoryError: out of memory'
-    """
-    lines = [line.strip() for line in re.split(r"[\r\n]+", text) if line.strip()]
-    errors = [line for line in lines if re.match(r"reft \w+: error: ", line)]
-    if errors:
-        return errors[-1].split(": error: ", 1)[1]
-    said = [line for line in lines if not PROGRESS.search(line)]
-    return said[-1] if said else "nothing on its stderr"
-
-
-def _stop(workers) -> None:
-    """SIGTERM to each running worker's process group, SIGKILL to those still there after STOP_WAIT_S; reaped."""
-    workers = [w for w in workers if w.proc.poll() is None]
-    if not workers:
-        return
-    with _signals_ignored():  # a second Ctrl-C must not leave workers behind half-stopped
-        for w in workers:
-            _signal_group(w.proc, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_WAIT_S
-        for w in workers:
-            try:
-                w.proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _signal_group(w.proc, signal.SIGKILL)
-                w.proc.wait()
-
-
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    """``sig`` to the worker and whatever it started (its own session: ``start_new_session=True``)."""
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(sig)
-
-
-def _main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
-@contextlib.contextmanager
-def _interrupt_on_sigterm():
-    """While the workers run, SIGTERM raises KeyboardInterrupt (as SIGINT does), so that they are stopped first."""
-    if not _main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    old = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
-@contextlib.contextmanager
-def _signals_ignored():
-    if not _main_thread():
-        yield
-        return
-    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-
-
-def worker() -> int:
-    """A ``reft compare`` worker: ``reft train`` on the options read from stdin (JSON: ``{"parent": pid, "args":
-    {...}}``), its result printed as one JSON line; an error is one line on stderr, as ``reft train``'s."""
-    payload = json.loads(sys.stdin.read())
-    die_with_parent(payload["parent"])
-    result = execute("reft", _train, argparse.Namespace(**payload["args"]))
-    if isinstance(result, int):
-        return result
-    print(json.dumps(result), flush=True)
-    return 0
-
-
-def die_with_parent(parent: int) -> None:
-    """On Linux, SIGTERM to this process when its parent dies, however it dies (SIGKILL included)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # it died before the request took effect
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 # ---- the table -------------------------------------------------------------------------------------------------
