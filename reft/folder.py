@@ -101,9 +101,12 @@ def read(path: str | os.PathLike, lm) -> ReftModel:
     """Rebuild the :class:`ReftModel` saved in the local folder ``path`` on ``lm`` (one consistent snapshot of
     the folder, :func:`interp.io.read_consistent`)."""
     path = Path(path)
-    if not os.path.lexists(path / _io.CONFIG):  # one that is not a regular file is refused by the read
-        raise FileNotFoundError(f"no ReFT run at {str(path)!r} (expected config.json and weights.safetensors)")
-    return _io.read_consistent(path, lambda snap: _rebuild(snap, lm))
+    _io.clean_leftovers(path.parent, path.name)  # first: a killed fallback commit's old result is put back
+
+    def missing() -> FileNotFoundError:
+        return FileNotFoundError(f"no ReFT run at {str(path)!r} (expected config.json and weights.safetensors)")
+
+    return _io.read_consistent(path, lambda snap: _rebuild(snap, lm), missing=missing)
 
 
 def _rebuild(snap: _io.Snapshot, lm) -> ReftModel:

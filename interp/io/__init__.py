@@ -15,8 +15,8 @@ One format for both kinds of saved result: a folder with ``config.json`` (``"for
 and ``weights.safetensors`` (never pickle). The modules, one job each:
 
 - :mod:`~interp.io.paths`: output folders and files checked before any work;
-- :mod:`~interp.io.commit`: the one-step commit (``renameat2``), ``overwrite=False`` as an exclusive create,
-  and cleaning what killed saves left;
+- :mod:`~interp.io.commit`: the one-step commit, ``overwrite=False`` as an exclusive create, and cleaning what
+  killed saves left; :mod:`~interp.io.rename`: its filesystem steps (``renameat2``, fsync, names, the lock);
 - :mod:`~interp.io.snapshot`: config and weights bound by the weights' hash, one consistent read;
 - :mod:`~interp.io.files`: the bytes of both files, the safetensors header read and checked before the data;
 - :mod:`~interp.io.schema`: strict JSON and schemas (every error names the file and the key);

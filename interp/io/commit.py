@@ -28,120 +28,31 @@ live save, of another host, or of a name outside the pattern is never touched.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
-import hashlib
 import os
 import re
-import shutil
-import socket
-import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import SaveExistsError
-from .paths import SAVED_FILES, check_save_dir
+from .paths import SAVED_FILES, check_save_dir, not_saved
+from .rename import (
+    EXCHANGE,
+    HOST,
+    NOREPLACE,
+    RenameUnsupported,
+    alive,
+    fsync_dir,
+    lock_file,
+    path_lock,
+    remove,
+    renameat2,
+    sync_tree,
+    temp_path,
+)
 
-try:
-    import fcntl
-except ImportError:  # not POSIX: the fallback commit runs without a lock (see the module's docstring)
-    fcntl = None
-
-HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]  # a leftover of another host is never touched
 LEFTOVER = re.compile(r"\.(?P<name>.+)\.interp-(?P<host>[0-9a-f]{6})-(?P<pid>\d{1,10})-[0-9a-f]{12}\.(?P<tag>tmp|old)")
 LEGACY_OLD = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{12}\.old")  # the previous version's result moved aside
-NOREPLACE, EXCHANGE = 1, 2  # renameat2 flags (linux/fs.h)
-_AT_FDCWD = -100
-
-
-class RenameUnsupported(OSError):
-    """``renameat2`` is not available here (another system, an old C library, or a filesystem without it)."""
-
-
-def _libc_renameat2():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):  # glibc < 2.28, musl without it
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_RENAMEAT2 = _libc_renameat2()
-
-
-def renameat2(src: str | os.PathLike, dst: str | os.PathLike, flags: int) -> None:
-    """``rename(src, dst)`` with ``flags`` (:data:`NOREPLACE` or :data:`EXCHANGE`), or the OSError it raised
-    (FileExistsError, FileNotFoundError, ...); :class:`RenameUnsupported` where the system cannot do it."""
-    if _RENAMEAT2 is None:
-        raise RenameUnsupported(errno.ENOSYS, "renameat2 is not available")
-    if _RENAMEAT2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
-        return
-    code = ctypes.get_errno()
-    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
-        raise RenameUnsupported(code, f"renameat2 not supported here: {os.strerror(code)}", str(dst))
-    raise OSError(code, os.strerror(code), str(src), None, str(dst))
-
-
-def temp_path(path: Path, tag: str = "tmp") -> Path:
-    """A fresh hidden name beside ``path`` that only saves use: ``.<name>.interp-<host>-<pid>-<uuid>.<tag>``."""
-    return path.with_name(f".{path.name}.interp-{HOST}-{os.getpid()}-{uuid.uuid4().hex[:12]}.{tag}")
-
-
-def alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host runs (a zombie counts as running until its parent reaps it)."""
-    if os.name != "posix" or pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    except (OverflowError, ValueError):  # not a pid at all
-        return False
-    return True
-
-
-# ------------------------------------------------------------------------------------------------ durability
-
-
-def fsync_dir(folder: str | os.PathLike) -> None:
-    """Make a folder's entries (a rename into it) durable."""
-    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
-    try:
-        fd = os.open(folder, flags)
-    except OSError:  # a system where folders cannot be opened (Windows): nothing to sync
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def sync_tree(folder: Path) -> None:
-    """fsync every file under ``folder``, then each folder, deepest first."""
-    for root, _, files in os.walk(folder, topdown=False):
-        for name in files:
-            fd = os.open(os.path.join(root, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync_dir(root)
-
-
-def remove(path: str | os.PathLike) -> None:
-    """Delete a file or folder tree if it is there (ignoring what another remover took first)."""
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
 
 
 # ------------------------------------------------------------------------------------------------- the commit
@@ -190,23 +101,24 @@ def _exchange_or_create(tmp: Path, path: Path, overwrite: bool, what: str) -> No
                 return renameat2(tmp, path, NOREPLACE)
             except FileExistsError:  # another save created it meanwhile: exchange with that one
                 continue
+        _check_replaced(tmp, path, what, lambda: renameat2(tmp, path, EXCHANGE))
         remove(tmp)  # the old result, now under the temporary name
         return
 
 
-@contextlib.contextmanager
-def path_lock(path: Path, *, shared: bool = False) -> Iterator[None]:
-    """The fallback commit's lock: ``flock`` on ``.<name>.interp.lock`` beside ``path`` (released if the holder
-    dies); no lock where ``fcntl`` is missing."""
-    if fcntl is None:
-        yield
-        return
-    fd = os.open(path.with_name(f".{path.name}.interp.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+def _check_replaced(old: Path, path: Path, what: str, undo) -> None:
+    """A folder made at ``path`` after the checks, holding files no save writes, is put back (``undo``) and kept:
+    ``overwrite`` replaces only a saved result."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+        other = not_saved(old)
+    except OSError:
+        return
+    if other:
+        undo()
+        raise FileExistsError(
+            f"{what} {str(path)!r} holds files that are not a saved result ({', '.join(other[:5])}), put there while "
+            "this save was writing; overwrite=True replaces only a saved result; choose another path"
+        )
 
 
 def _commit_locked(tmp: Path, path: Path, overwrite: bool, what: str) -> None:
@@ -224,6 +136,7 @@ def _commit_locked(tmp: Path, path: Path, overwrite: bool, what: str) -> None:
             except BaseException:
                 os.rename(aside, path)
                 raise
+            _check_replaced(aside, path, what, lambda: (os.rename(path, tmp), os.rename(aside, path)))
             remove(aside)
             return
         os.rename(tmp, path)
@@ -301,7 +214,7 @@ def _restore(old: Path, path: Path) -> bool:
 def wait_for_commit(path: Path) -> bool:
     """Wait until a fallback commit of ``path`` in progress (between its two renames) ends; whether one may have
     run. Commits by ``renameat2`` never leave the path missing and take no lock: then nothing to wait for."""
-    if fcntl is None or not path.with_name(f".{path.name}.interp.lock").exists():
+    if not lock_file(path).exists():
         return False
     with contextlib.suppress(OSError), path_lock(path, shared=True):
         pass

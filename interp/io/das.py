@@ -27,6 +27,7 @@ import torch
 from .. import sites as _sites
 from ..errors import FormatError
 from ..subspace import Basis, Boundless, Coordinate, LowRankRotation, Rotation
+from .commit import clean_leftovers
 from .fingerprint import MODEL, check_model, fingerprint
 from .paths import CONFIG
 from .positions import SITE, legacy_position, position_to_json, read_site, site_to_json
@@ -90,22 +91,24 @@ def load_das(path, lm, *, make_config: Callable[[dict], object], make_alignment:
     if hasattr(path, "hf") and not hasattr(lm, "hf"):
         raise TypeError(f"DASResult.load(path, lm): the folder comes first, then the model; got a model, then {lm!r}")
     path = Path(path)
+    clean_leftovers(path.parent, path.name)  # first: a killed fallback commit's old result is put back
     hooks = (make_config, make_alignment)
-    if not os.path.lexists(path / CONFIG):  # a config that is not a regular file is refused by the read
-        if (path / "das.json").is_file():
-            return read_consistent(
-                path, lambda snap: _legacy(snap, lm, hooks), config="das.json", weights="basis.safetensors"
-            )
-        raise FileNotFoundError(
-            f"no saved DAS result at {str(path)!r} (expected config.json and weights.safetensors); "
-            "save one with DASResult.save(path)"
+    if not os.path.lexists(path / CONFIG) and (path / "das.json").is_file():
+        return read_consistent(
+            path, lambda snap: _legacy(snap, lm, hooks), config="das.json", weights="basis.safetensors"
         )
 
     def build(snap: Snapshot) -> dict:
         check_format(snap.config, "das")
         return _restore(snap.config, snap.config.section(None, KEYS), lm, snap, hooks)
 
-    return read_consistent(path, build)
+    def missing() -> FileNotFoundError:
+        return FileNotFoundError(
+            f"no saved DAS result at {str(path)!r} (expected config.json and weights.safetensors); "
+            "save one with DASResult.save(path)"
+        )
+
+    return read_consistent(path, build, missing=missing)
 
 
 def _restore(cfg: Config, d: dict, lm, snap: Snapshot, hooks, legacy_read=None) -> dict:

@@ -162,10 +162,11 @@ class Snapshot:
 
 
 def read_consistent(folder: str | os.PathLike, build: Callable[[Snapshot], T], *, config: str = CONFIG,
-                    weights: str = WEIGHTS, retries: int = RETRIES) -> T:  # fmt: skip
+                    weights: str = WEIGHTS, retries: int = RETRIES,
+                    missing: Callable[[], Exception] | None = None) -> T:  # fmt: skip
     """``build(snapshot)`` on one consistent snapshot of ``folder`` (see the module's docstring); what killed
     saves left at that path is cleaned first. ``build`` must not change anything outside what it returns: it runs
-    again when a save replaced the folder meanwhile."""
+    again when a save replaced the folder meanwhile. ``missing()``: the error when nothing is saved there."""
     folder = Path(folder)
     clean_leftovers(folder.parent, folder.name)
     for attempt in range(retries):
@@ -173,9 +174,13 @@ def read_consistent(folder: str | os.PathLike, build: Callable[[Snapshot], T], *
         try:
             snap = Snapshot(folder, config=config, weights=weights)
         except FileNotFoundError:
-            if last or not wait_for_commit(folder):
+            # The folder found on the way in was replaced and deleted before its config was opened (the path
+            # holds the new one now), or a fallback commit is between its two renames: read again.
+            if not last and (os.path.lexists(folder / config) or wait_for_commit(folder)):
+                continue
+            if missing is None:
                 raise
-            continue
+            raise missing() from None
         with snap:
             try:
                 return build(snap)
