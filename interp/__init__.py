@@ -14,17 +14,18 @@ What a notebook calls, in four groups (``interp.__all__``; everything else lives
 
 - **verbs**: ``load``, ``encode``; ``run``, ``interchange``, ``intervene``, ``collect``, ``cache``, ``logit_lens``;
   ``patch_grid``, ``attribution_patch``; ``fit_das``, ``sweep_das``, ``iia``, ``task_accuracy``, ``neuron_aligned``.
-- **addresses**: ``LM``, ``Site``, and the typed positions ``Position``, ``first``, ``last``, ``at``, ``span``,
-  ``token``, ``generated``, ``recent``.
+- **addresses**: ``LM``, ``Site``, and the typed positions ``first``, ``last``, ``at``, ``span``, ``token``,
+  ``all_tokens``, ``generated``, ``recent``.
 - **subspaces and interventions**: ``Coordinate``, ``Rotation``, ``LowRankRotation``, ``Boundless``;
   ``Interchange``, ``Zero``, ``Mean``, ``Steer``.
 - **data and results**: ``CausalModel``, ``Pairs``, ``DASConfig``, ``DASResult``, ``Grid``, ``DIIResult``,
   ``LogitLens``; and the errors ``InterpError`` (a ValueError) and ``InterpWarning`` with the specific classes a
   caller meets most (every other one is in :mod:`interp.errors`).
 
-Plots are in :mod:`interp.viz`, built-in tasks in :mod:`interp.tasks`. Names that used to be here and are
-internals (``rows``, ``collect_rows``, ``das_loss``, ...) still resolve for one release with a DeprecationWarning
-that says where they live now.
+Plots are in :mod:`interp.viz`, built-in tasks in :mod:`interp.tasks`, and the base classes to extend in their
+modules (``interp.positions.Position``, ``interp.subspace.Basis``, ``interp.interventions.Intervention``). Names
+that used to be here and are internals (``rows``, ``collect_rows``, ``das_loss``, ...) or base classes still
+resolve for one release with a DeprecationWarning that says where they live now.
 
 The examples in interp's and reft's docstrings run as doctests (``tests/test_doctests.py``) on a tiny random
 Llama ``lm`` (2 layers, d_model 32, 4 heads, vocabulary 97) that has no tokenizer, so they feed token ids:
@@ -59,7 +60,7 @@ from .lens import LogitLens, cache, logit_lens
 from .metrics import iia, task_accuracy
 from .models import LM, load
 from .patching import patch_grid
-from .positions import Position, at, first, generated, last, recent, span, token
+from .positions import all_tokens, at, first, generated, last, recent, span, token
 from .sites import Site
 from .subspace import Boundless, Coordinate, LowRankRotation, Rotation
 from .sweep import sweep_das
@@ -84,12 +85,12 @@ __all__ = [
     # addresses
     "LM",
     "Site",
-    "Position",
     "first",
     "last",
     "at",
     "span",
     "token",
+    "all_tokens",
     "generated",
     "recent",
     # subspaces and interventions
@@ -135,6 +136,7 @@ MOVED = {
     "token_ids": "interp.inputs",
     "ModelSpec": "interp.models",
     "Alignment": "interp.das",
+    "Position": "interp.positions",
     "Basis": "interp.subspace",
     "Intervention": "interp.interventions",
 }

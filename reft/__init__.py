@@ -19,14 +19,14 @@ A LoReFT edits hidden vectors at a few prompt positions: ``h + R^T (W h + b - R 
 ``interp.subspace.edit`` with target ``W h + b``; the model stays frozen.
 
 ``reft`` re-exports :class:`interp.Site` and every typed position (``first``, ``last``, ``at``, ``span``,
-``token``, ``generated``, ``recent``), so a ReFT script needs ``interp`` only to load the model:
+``token``, ``all_tokens``, ``generated``, ``recent``), so a ReFT script needs ``interp`` only to load the model:
 ``reft.attach(lm, {reft.Site("resid_post", 6, reft.first(1) + reft.last(1)): reft.LoReFT(lm.d_model, rank=4)})``.
 """
 
 import importlib
 import warnings
 
-from interp.positions import at, first, generated, last, recent, span, token
+from interp.positions import all_tokens, at, first, generated, last, recent, span, token
 from interp.sites import Site
 
 from .bridge import as_basis, init_basis, principal_angles
@@ -72,6 +72,7 @@ __all__ = [
     "at",
     "span",
     "token",
+    "all_tokens",
     "generated",
     "recent",
     "parse_positions",

@@ -82,11 +82,12 @@ def test_an_unknown_name_is_an_attribute_error():
         exec("from reft import nope", {})
 
 
-def _used_names() -> set[tuple[str, str]]:
-    """(module, name) of every ``from interp... import name`` and ``interp.name`` / ``reft.name`` in the
-    notebooks, the experiments and the README's Python blocks."""
-    sources = [p.read_text() for p in [*ROOT.glob("notebooks/*.py"), *ROOT.glob("experiments/*.py")]]
-    sources += re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+def _used_names(sources: list[str] | None = None) -> set[tuple[str, str]]:
+    """(module, name) of every ``from interp... import name`` and ``interp.name`` / ``reft.name`` in ``sources``
+    (default: the notebooks, the experiments and the README's Python blocks)."""
+    if sources is None:
+        sources = [p.read_text() for p in [*ROOT.glob("notebooks/*.py"), *ROOT.glob("experiments/*.py")]]
+        sources += re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
     used = set()
     for src in sources:
         for node in ast.walk(ast.parse(src)):
@@ -108,6 +109,13 @@ def test_names_the_notebooks_and_readme_use_resolve_without_a_warning():
         if name not in getattr(mod, "__all__", [name]):
             pytest.fail(f"{module}.{name} is used by a notebook or the README but is not in {module}.__all__")
         _resolve_quietly(mod, name)
+
+
+def test_the_repository_itself_uses_no_deprecated_name():
+    files = [p for d in ("interp", "reft", "tests", "bench") for p in (ROOT / d).rglob("*.py")]
+    used = _used_names([p.read_text() for p in files])
+    old = {(pkg.__name__, n) for pkg in (interp, reft) for n in pkg.MOVED}
+    assert not used & old, sorted(used & old)
 
 
 # Optional parameters a researcher naturally passes by position; every other option is keyword-only.
