@@ -206,15 +206,15 @@ def _step_edit_seconds(rlm, B: int, d: int, reps: int = 500) -> float:
     ``generate_ids`` runs it: the noise-free part of ``decode_time_per_token_ratio`` above 1."""
     from torch.nn.utils import parametrize
 
-    from interp.engine import _apply
+    from interp.engine import apply_ops
 
     ops = rlm.step_ops(B)
     h = torch.randn(B, 1, d)
     with torch.no_grad(), parametrize.cached():
-        _apply(h, list(enumerate(ops)), {})
+        apply_ops(h, list(enumerate(ops)), {})
         t = time.process_time()
         for _ in range(reps):
-            _apply(h, list(enumerate(ops)), {})
+            apply_ops(h, list(enumerate(ops)), {})
         return (time.process_time() - t) / reps
 
 

@@ -28,16 +28,15 @@ Memory: the kept outputs are ``l_max`` (B, T, d_model) tensors, plus the KV cach
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
 
-from . import sites as _sites
-from .engine import Batch, Op, _Stop, final_norm_target, hooked, readout
-from .sites import resolve
+from .arch import ARCHITECTURES
+from .engine import Batch, Op, final_norm_target, forward, layer_stand_ins, narrowed_mlp, readout
+from .sites import Site, resolve
 
 # Components whose site lies inside one decoder layer and whose vectors do not depend on the key columns.
 OVERHEAD = 64  # row-tokens: the fixed cost of one windowed forward (weights read once), measured on Gemma-3-270M
@@ -49,7 +48,7 @@ def supported(lm, component: str) -> str | None:
     """None when the cached path can run ``component`` on ``lm``; otherwise why it cannot (a short reason)."""
     if hasattr(lm, "edit_ops"):
         return "a model with edits of its own (a ReFT)"
-    if lm.spec.architecture not in _sites.ARCHITECTURES:
+    if lm.spec.architecture not in ARCHITECTURES:
         return f"{lm.spec.architecture} is not in the site table"
     if component not in SUPPORTED:
         return f"component {component!r} (its vectors span the key columns, or it is not inside one layer)"
@@ -77,16 +76,16 @@ class CleanRun:
         cols = torch.arange(T, device=batch.input_ids.device).expand(B, T)
         ops = []
         for layer in range(upto):
-            site = _sites.Site("resid_post", layer)
+            site = Site("resid_post", layer)
             ops.append(Op(site, resolve(lm, site), cols, read=True))
         cache = DynamicCache()
-        with torch.no_grad(), hooked(lm, ops) as reads:
-            lm.hf(**batch.forward_kwargs(), cache=cache, use_cache=True, logits_to_keep=1)
+        with torch.no_grad():
+            reads, _ = forward(lm, ops, **batch.forward_kwargs(), cache=cache, use_cache=True, logits_to_keep=1)
         keys = [layer.keys for layer in cache.layers]
         values = [layer.values for layer in cache.layers]
         if len(keys) != lm.n_layers:
             raise RuntimeError(f"the cache holds {len(keys)} layers; expected {lm.n_layers}")
-        return cls(batch, keys, values, [reads[i] for i in range(upto)])
+        return cls(batch, keys, values, reads)
 
     def logits(
         self, lm, ops: Sequence[Op], *, layer: int, logits_at: torch.Tensor, vocab: torch.Tensor | None = None
@@ -132,14 +131,12 @@ class CleanRun:
             kwargs.update(use_cache=False)
         kept = self.outputs[skip - 1][:, p0:].repeat(k, 1, 1) if skip > 0 else None
         top = max(op.site.layer for ops in cells for op in ops)
-        trim = top < lm.n_layers - 1  # no edit in the last layer: its MLP runs at the columns read only
-        read = window[-1].index if trim else None
-        with _skipped(lm, skip, kept), _mlp_only_at(lm, read), hooked(lm, window, stop=True) as reads:
-            try:
-                lm.hf(**kwargs)
-            except _Stop:
-                pass
-        hidden = reads[len(window) - 1]  # (k * B, 1, d)
+        trim = top < lm.n_layers - 1 and skip < lm.n_layers  # no edit in the last layer: its MLP at the columns read
+        stand_ins = layer_stand_ins(lm, skip, kept, purpose="a cached patching cell") if skip > 0 else {}
+        if trim:
+            stand_ins |= narrowed_mlp(lm, window[-1].index)
+        reads, _ = forward(lm, window, stop=True, swaps=stand_ins, **kwargs)
+        hidden = reads[-1]  # (k * B, 1, d)
         return readout(lm, hidden, vocab)[:, -1].reshape(k, B, -1)
 
     def _kv(self):
@@ -178,71 +175,6 @@ def _shifted(op: Op, p0: int, *, offset: int = 0, B: int = 0) -> Op:
     """``op`` with its columns moved into a window starting at ``p0`` and its rows moved down by ``offset``."""
     rows = torch.arange(B) if op.rows is None else op.rows
     return Op(op.site, op.target, op.index - p0, fn=op.fn, read=op.read, valid=op.valid, rows=rows + offset)
-
-
-class _Kept(torch.nn.Module):
-    """Stands in for a decoder layer below the patched one: returns the clean output of the last skipped layer."""
-
-    def __init__(self, hidden: torch.Tensor):
-        super().__init__()
-        self.hidden = hidden
-
-    def forward(self, *args, **kwargs):
-        return self.hidden
-
-
-@contextlib.contextmanager
-def _skipped(lm, n: int, hidden: torch.Tensor | None):
-    """While the block runs, decoder layers ``0..n-1`` return ``hidden`` instead of computing.
-
-    Only the last skipped layer's output reaches a computed layer; the ones before it are passed along unused.
-    """
-    layers = lm.hf.get_submodule(_sites.architecture(lm).layers)
-    original = [layers[i] for i in range(n)]
-    try:
-        for i in range(n):
-            layers[i] = _Kept(hidden)
-        yield
-    finally:
-        for i, mod in enumerate(original):
-            layers[i] = mod
-
-
-@contextlib.contextmanager
-def _mlp_only_at(lm, cols: torch.Tensor | None):
-    """While the block runs, the last layer's MLP computes only at ``cols`` (N, k) and gives zeros elsewhere.
-
-    The MLP acts token by token and nothing after the last layer but the final norm at the columns read sees
-    its output, so the logits there are unchanged; ``None`` leaves the MLP alone.
-    """
-    if cols is None:
-        yield
-        return
-    arch = _sites.architecture(lm)
-    mlp = lm.hf.get_submodule(f"{arch.layers}.{lm.n_layers - 1}.{arch.mlp_out[0]}")
-    shape = []
-
-    def narrow(mod, args, kwargs):
-        x = args[0] if args else next(iter(kwargs.values()))
-        shape[:] = [x.shape]
-        rows = torch.arange(x.shape[0], device=x.device)[:, None]
-        picked = x[rows, cols.to(x.device)]  # (N, k, d)
-        return ((picked, *args[1:]), kwargs) if args else ((picked,), {})
-
-    def widen(mod, args, kwargs, out):
-        full = out.new_zeros(*shape[0][:2], out.shape[-1])
-        rows = torch.arange(full.shape[0], device=full.device)[:, None]
-        return full.index_put((rows.expand_as(cols), cols.to(full.device)), out)
-
-    handles = [
-        mlp.register_forward_pre_hook(narrow, with_kwargs=True),
-        mlp.register_forward_hook(widen, with_kwargs=True),
-    ]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 __all__ = ["CleanRun", "plan_groups", "supported", "SUPPORTED"]

@@ -14,7 +14,6 @@ first load dequantises it (about a minute) and caches float32 safetensors under
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import shutil
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from .engine import contiguous_unembedding, onloaded  # noqa: F401  (onloaded: re-exported from the engine)
 from .errors import LoadError  # noqa: F401  (defined in interp.errors, re-exported here)
 
 DEFAULT_MODEL = "gemma-3-270m"
@@ -70,17 +70,6 @@ def _first_attr(obj, *names):
     raise AttributeError(f"config {type(obj).__name__} has none of {names}")
 
 
-def _contiguous_input(module, args):
-    """Feed the unembedding a contiguous input: Hugging Face slices the kept positions (``logits_to_keep``) out of
-    the final hidden states, and with frozen weights torch's CPU linear runs that non-contiguous (B, k, d) view
-    through a batched-matmul path several times slower than the matrix product it uses for a contiguous one (and
-    for trainable weights). The values are those of the unfrozen model's forward."""
-    x = args[0] if args else None
-    if isinstance(x, torch.Tensor) and not x.is_contiguous():
-        return (x.contiguous(), *args[1:])
-    return None
-
-
 class LM:
     """A Hugging Face causal LM wrapped for nnsight, with its tokenizer and spec.
 
@@ -106,10 +95,7 @@ class LM:
         hf_model.eval()
         for p in hf_model.parameters():
             p.requires_grad_(False)
-        unembed = hf_model.get_output_embeddings() if hasattr(hf_model, "get_output_embeddings") else None
-        if unembed is not None and not getattr(unembed, "_interp_contiguous", False):
-            unembed.register_forward_pre_hook(_contiguous_input)
-            unembed._interp_contiguous = True
+        contiguous_unembedding(hf_model)  # the engine's one permanent hook: a fast unembedding when frozen
         self.hf = hf_model
         self.tokenizer = tokenizer
         self.spec = ModelSpec.from_model(hf_model)
@@ -122,7 +108,7 @@ class LM:
                 tokenizer.pad_token = pad
         else:
             self.model = NNsight(hf_model)
-        self._order: dict | None = None
+        self._probe = None  # the engine's recorded forward (module shapes and execution order), found once
 
     @property
     def d_model(self) -> int:
@@ -201,32 +187,6 @@ def module_device(module: torch.nn.Module) -> torch.device | None:
         if t.device.type != "meta":
             return t.device
     return None
-
-
-@contextlib.contextmanager
-def onloaded(module: torch.nn.Module):
-    """Within the block, the parameters of ``module`` are real tensors on its execution device, also when
-    accelerate offloaded them (to CPU or disk: outside a forward they sit on the meta device). For code that
-    uses a module's weights without calling it (the engine's unembedding, fingerprints).
-
-    Example:
-        >>> with onloaded(lm.hf.lm_head) as m:
-        ...     m.weight.device
-        device(type='cpu')
-    """
-    hook = getattr(module, "_hf_hook", None)
-    if hook is not None and getattr(hook, "offload", False):
-        from accelerate.utils import align_module_device
-
-        with align_module_device(module):
-            yield module
-        return
-    if any(p.device.type == "meta" for p in module.parameters(recurse=False)):
-        raise RuntimeError(
-            f"{type(module).__name__} has weights on the meta device and no accelerate hook that loads them; "
-            "load the model with from_pretrained(..., device_map=...) or accelerate.dispatch_model"
-        )
-    yield module
 
 
 def cache_dir() -> Path:

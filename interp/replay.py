@@ -17,8 +17,9 @@ The model is frozen and a training step only edits layer ``L`` or above, so the 
 is the same every time a prompt comes round. DAS fits revisit each base prompt many times; caching that stream
 once and standing in for layers ``0..L-1`` with a module that returns it cuts each step's forward by ``L`` layers.
 Attention masks keep padding out of every real token, so results equal the full run up to float rounding
-(``tests/test_das.py``). Decoder layers must take the stream as their first argument and return a tensor
-(every architecture in :data:`interp.sites.ARCHITECTURES` does under transformers 5).
+(``tests/test_das.py``). The stand-in layers are the engine's (:func:`interp.engine.layer_stand_ins`); an op on a
+replaced layer is refused rather than silently lost. Decoder layers must take the stream as their first argument
+and return a tensor (every architecture in :data:`interp.arch.ARCHITECTURES` does under transformers 5).
 """
 
 from __future__ import annotations
@@ -28,21 +29,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from . import sites as _sites
-from .engine import Batch, Op, execute, execution_order
-
-
-class _Replay(nn.Module):
-    """Stands in for a skipped decoder layer: passes the stream on, or (the last one) returns the cache."""
-
-    def __init__(self, value: torch.Tensor | None = None):
-        super().__init__()
-        self.value = value
-
-    def forward(self, hidden_states, *args, **kwargs):
-        return hidden_states if self.value is None else self.value
+from .arch import ARCHITECTURES
+from .batches import rows  # das builds its batches with rows(); the cache must see the same tokens
+from .engine import Batch, Op, execute, execution_order, layer_stand_ins, swapped
 
 
 @dataclass
@@ -59,15 +50,13 @@ class PrefixCache:
             site.component != "module"
             and isinstance(site.layer, int)
             and site.layer >= 1
-            and lm.spec.architecture in _sites.ARCHITECTURES
+            and lm.spec.architecture in ARCHITECTURES
         )
 
     @classmethod
     @torch.no_grad()
     def collect(cls, lm, inputs: Sequence, *, layer: int, batch_size: int = 128) -> PrefixCache:
         """Run ``inputs`` up to ``layer`` (the run stops there) and keep each one's real tokens."""
-        from .batches import rows  # das builds its batches with rows(); the cache must see the same tokens
-
         target = _sites.resolve(lm, _sites.Site("resid_pre", layer))
         streams: list[torch.Tensor] = []
         for a in range(0, len(inputs), batch_size):
@@ -97,14 +86,7 @@ class PrefixCache:
     @contextlib.contextmanager
     def replay(self, lm, idx: Sequence[int], batch: Batch):
         """Within the block, a forward of ``batch`` skips layers ``0..layer-1`` and starts from the cache."""
-        execution_order(lm)  # computed (and cached) with the real layers before any is swapped out
-        layers = lm.hf.get_submodule(_sites.architecture(lm).layers)
-        kept = [layers[i] for i in range(self.layer)]
-        value = self.stream(idx, batch)
-        try:
-            for i in range(self.layer):
-                layers[i] = _Replay(value if i == self.layer - 1 else None)
+        execution_order(lm)  # recorded (and cached) with the real layers before any is swapped out
+        stand_ins = layer_stand_ins(lm, self.layer, self.stream(idx, batch), purpose="prefix replay")
+        with swapped(lm.hf, stand_ins):
             yield
-        finally:
-            for i, module in enumerate(kept):
-                layers[i] = module

@@ -22,10 +22,6 @@ Example:
     >>> resolve(lm, Site("attn_out", 2))
     Traceback (most recent call last):
     interp.errors.SiteError: layer 2 is out of range for LlamaForCausalLM with 2 layers; expected 0..1
-    >>> with lm.model.trace(base):                     # the raw nnsight envoy behind a site
-    ...     out = envoy(lm, Site("mlp_out", 1)).output.save()
-    >>> out.shape                                      # (B, T, d_model)
-    torch.Size([4, 6, 32])
 
 Components follow TransformerLens: ``resid_pre`` (layer input), ``resid_mid`` (after attention, before
 the MLP), ``resid_post`` (layer output), ``attn_out`` and ``mlp_out`` (what each block adds to the
@@ -42,116 +38,39 @@ Inside attention and MLPs (:data:`INNER_COMPONENTS`):
 - ``attn_pattern``: the post-softmax attention probabilities (B, heads, T, T). At positions it gives the query
   rows there, (B, k, heads, T), or one head's (B, k, T); the key columns are the batch's (padded) token columns,
   so a patched pattern carries over between prompts of the same length only. Runs that touch it switch the model
-  to an eager attention function that exposes the probabilities (:data:`PATTERN_ATTENTION`), and back after.
+  to an eager attention function that exposes the probabilities (:func:`interp.engine.pattern_attention`), and
+  back after.
 - ``mlp_hidden``: the neurons, the input of the MLP's down projection (B, k, intermediate_size).
 
-One table, :data:`ARCHITECTURES`, maps each architecture to its module paths.
+One table, :data:`interp.arch.ARCHITECTURES`, maps each architecture to its module paths; this module resolves an
+address against it (:func:`resolve`), and never runs or hooks the model itself (the engine's recorded forward gives
+``Site.module`` widths).
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 import torch
 
+from .arch import ARCHITECTURES, Arch, Target, architecture, submodule  # noqa: F401  (the table, re-exported)
 from .checks import as_int
+from .engine import (  # noqa: F401  (re-exported: the engine's attention points, probe and envoys)
+    PATTERN,
+    PATTERN_ATTENTION,
+    PROBE,
+    PatternPoint,
+    attach_patterns,
+    envoy_at,
+    module_shapes,
+    pattern_attention,
+)
 from .errors import SiteError  # noqa: F401  (defined in interp.errors, re-exported here)
 from .positions import Position, last
 
 COMPONENTS = ("resid_pre", "attn_out", "head", "resid_mid", "mlp_out", "resid_post")
 INNER_COMPONENTS = ("q", "k", "v", "attn_pattern", "mlp_hidden")  # inside attention and MLPs
 HEADED = ("head", "q", "k", "v", "attn_pattern")  # the components that take head=
-PATTERN = "attn_pattern"  # name of the point added to each attention module: its output is the probabilities
-PATTERN_ATTENTION = "interp_eager"  # the attention implementation that calls it (registered with transformers)
-
-
-@dataclass(frozen=True)
-class Arch:
-    """Module paths of one architecture, relative to a decoder layer (except ``layers``).
-
-    Each component maps to ``(path, "input" | "output")``; ``head`` names the output projection whose
-    input is split by head. ``None`` marks a component the architecture does not have. ``attn`` is the attention
-    module (``attn_pattern`` is read inside it), ``qkv`` the query, key and value projections (one module three
-    times where they are fused, laid out as ``qkv_layout``: ``"separate"``, ``"split"`` ``[q | k | v]`` or
-    ``"interleaved"`` ``[q_h | k_h | v_h]`` per head) and ``mlp_hidden`` the down projection, whose input is the
-    neurons.
-    """
-
-    layers: str
-    attn_out: tuple[str, str]
-    mlp_out: tuple[str, str]
-    resid_mid: tuple[str, str] | None
-    head: str
-    final_norm: str
-    unembed: str
-    attn: str | None = None
-    qkv: tuple[str, str, str] | None = None
-    qkv_layout: str = "separate"
-    mlp_hidden: str | None = None
-
-
-_LLAMA = Arch(
-    layers="model.layers",
-    attn_out=("self_attn", "output"),
-    mlp_out=("mlp", "output"),
-    resid_mid=("post_attention_layernorm", "input"),
-    head="self_attn.o_proj",
-    final_norm="model.norm",
-    unembed="lm_head",
-    attn="self_attn",
-    qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-    mlp_hidden="mlp.down_proj",
-)
-# Gemma 2/3 normalise each block's output before adding it to the residual stream.
-_GEMMA = Arch(
-    layers="model.layers",
-    attn_out=("post_attention_layernorm", "output"),
-    mlp_out=("post_feedforward_layernorm", "output"),
-    resid_mid=("pre_feedforward_layernorm", "input"),
-    head="self_attn.o_proj",
-    final_norm="model.norm",
-    unembed="lm_head",
-    attn="self_attn",
-    qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),  # before q_norm / k_norm
-    mlp_hidden="mlp.down_proj",
-)
-
-ARCHITECTURES: dict[str, Arch] = {
-    "LlamaForCausalLM": _LLAMA,
-    "MistralForCausalLM": _LLAMA,
-    "Qwen2ForCausalLM": _LLAMA,
-    "Qwen3ForCausalLM": _LLAMA,
-    "GemmaForCausalLM": _LLAMA,
-    "Gemma2ForCausalLM": _GEMMA,
-    "Gemma3ForCausalLM": _GEMMA,
-    "GPT2LMHeadModel": Arch(
-        layers="transformer.h",
-        attn_out=("attn", "output"),
-        mlp_out=("mlp", "output"),
-        resid_mid=("ln_2", "input"),
-        head="attn.c_proj",
-        final_norm="transformer.ln_f",
-        unembed="lm_head",
-        attn="attn",
-        qkv=("attn.c_attn",) * 3,
-        qkv_layout="split",
-        mlp_hidden="mlp.c_proj",
-    ),
-    "GPTNeoXForCausalLM": Arch(
-        layers="gpt_neox.layers",
-        attn_out=("attention", "output"),
-        mlp_out=("mlp", "output"),
-        resid_mid=("post_attention_layernorm", "input"),  # only with use_parallel_residual=False
-        head="attention.dense",
-        final_norm="gpt_neox.final_layer_norm",
-        unembed="lm_head",
-        attn="attention",
-        qkv=("attention.query_key_value",) * 3,
-        qkv_layout="interleaved",
-        mlp_hidden="mlp.dense_4h_to_h",
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -202,32 +121,6 @@ class Site:
             return f"Site.module({self.path!r}, {self.pos!r}, io={self.io!r})"
         head = f", head={self.head}" if self.head is not None else ""
         return f"Site({self.component!r}, {self.layer}, {self.pos!r}{head})"
-
-
-@dataclass(frozen=True)
-class Target:
-    """A site resolved against a model: module path, input or output, and the head slice if any.
-
-    ``cols`` (``(start, stop)`` column ranges, in order) selects part of the last dimension instead of a head
-    reshape: q, k or v inside a fused projection. ``pattern`` marks attention probabilities (B, heads, T, T),
-    whose vectors are query rows over the T key columns (``width`` 0: it depends on the batch).
-    """
-
-    path: str
-    io: str
-    head: int | None
-    n_heads: int
-    width: int  # of the vectors there: d_model, head_dim, or a module's own width (Site.module)
-    cols: tuple[tuple[int, int], ...] | None = None
-    pattern: bool = False
-
-    def __repr__(self):
-        extra = f", cols=[{', '.join(f'{a}:{b}' for a, b in self.cols)}]" if self.cols is not None else ""
-        extra += ", pattern=True" if self.pattern else ""
-        return (
-            f"Target(path={self.path!r}, io={self.io!r}, head={self.head!r}, n_heads={self.n_heads}, "
-            f"width={self.width}{extra})"
-        )
 
 
 def resolve(lm, site: Site) -> Target:
@@ -308,7 +201,7 @@ def _span(heads: tuple[int, ...]) -> str:
 def _missing(lm, site: Site, what: str) -> SiteError:
     return SiteError(
         f"{site!r}: the site table has no {what} for {lm.spec.architecture}; add it to its Arch entry in "
-        "interp.sites.ARCHITECTURES, or address the module by path with Site.module(...)"
+        "interp.arch.ARCHITECTURES, or address the module by path with Site.module(...)"
     )
 
 
@@ -319,7 +212,7 @@ def _inner(lm, arch: Arch, site: Site, layer: str) -> Target:
         if arch.mlp_hidden is None:
             raise _missing(lm, site, "MLP down projection (mlp_hidden)")
         path = f"{layer}.{arch.mlp_hidden}"
-        return Target(path, "input", None, spec.n_heads, _in_width(_module(lm.hf, path)))
+        return Target(path, "input", None, spec.n_heads, _in_width(submodule(lm.hf, path)))
     if c == PATTERN:
         if arch.attn is None:
             raise _missing(lm, site, "attention module (attn_pattern)")
@@ -328,7 +221,7 @@ def _inner(lm, arch: Arch, site: Site, layer: str) -> Target:
                 f"head {site.head} is out of range for {site.component!r}: {spec.architecture} has {spec.n_heads} "
                 f"query heads; expected 0..{spec.n_heads - 1}"
             )
-        _attach_patterns(lm)
+        attach_patterns(lm)
         return Target(f"{layer}.{arch.attn}.{PATTERN}", "output", site.head, spec.n_heads, 0, pattern=True)
     if arch.qkv is None:
         raise _missing(lm, site, "query/key/value projections")
@@ -367,170 +260,10 @@ def _in_width(module: torch.nn.Module) -> int:
     return module.weight.shape[0]
 
 
-# ---- attn_pattern: an eager attention function that passes the probabilities through a module ------------
-
-
-class PatternPoint(torch.nn.Module):
-    """Identity on the attention probabilities (B, heads, T, T): the module whose output is ``attn_pattern``.
-
-    It has no parameters; :func:`_attach_patterns` adds one to each attention module of a model, and
-    :func:`pattern_attention` makes the model's attention call it.
-    """
-
-    def forward(self, probs: torch.Tensor) -> torch.Tensor:
-        return probs
-
-
-def _eager(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None, **kwargs):
-    """Eager attention (as in transformers' ``eager_attention_forward``) with the probabilities passed through the
-    module's :class:`PatternPoint`: q, k (B, h, T, d) and v -> (B, T, h, d) output and (B, h, T, S) probabilities."""
-    if scaling is None:
-        scaling = query.shape[-1] ** -0.5
-    group = query.shape[1] // key.shape[1]
-    if group > 1:  # grouped-query attention: each key/value head serves `group` consecutive query heads
-        key, value = key.repeat_interleave(group, dim=1), value.repeat_interleave(group, dim=1)
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, h, T, S)
-    if softcap is not None:
-        scores = torch.tanh(scores / softcap) * softcap
-    if attention_mask is not None:
-        scores = scores + attention_mask[:, :, :, : key.shape[-2]]
-    probs = torch.nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    probs = torch.nn.functional.dropout(probs, p=dropout, training=module.training)
-    point = getattr(module, PATTERN, None)
-    if point is not None:
-        probs = point(probs)
-    out = torch.matmul(probs, value).transpose(1, 2).contiguous()  # (B, h, T, d) -> (B, T, h, d)
-    return out, probs
-
-
-_registered = []
-
-
-def _register():
-    if not _registered:
-        from transformers import AttentionInterface
-        from transformers.masking_utils import AttentionMaskInterface, eager_mask
-
-        AttentionInterface.register(PATTERN_ATTENTION, _eager)
-        AttentionMaskInterface.register(PATTERN_ATTENTION, eager_mask)
-        _registered.append(True)
-
-
-def _attach_patterns(lm) -> None:
-    """Give every attention module of ``lm`` its :class:`PatternPoint` (once; refuse models that cannot)."""
-    arch = architecture(lm)
-    if getattr(lm, "_patterns", False):
-        return
-    can = getattr(type(lm.hf), "_can_set_attn_implementation", None)
-    if can is None or not can() or not hasattr(lm.hf.config, "_attn_implementation"):
-        raise SiteError(
-            f"{lm.spec.architecture} cannot provide attn_pattern: its attention does not dispatch through "
-            "transformers' AttentionInterface, so the probabilities cannot be exposed; read the attention "
-            "weights with output_attentions=True under attn_implementation='eager', or use Site.module(...)"
-        )
-    for i in range(lm.spec.n_layers):
-        attn = _module(lm.hf, f"{arch.layers}.{i}.{arch.attn}")
-        if not isinstance(getattr(attn, PATTERN, None), PatternPoint):
-            attn.add_module(PATTERN, PatternPoint())
-    lm._patterns = True
-    lm._order = None  # the execution order is found again, with the new points in it
-
-
-@contextlib.contextmanager
-def pattern_attention(model: torch.nn.Module, on: bool = True):
-    """While the block runs, ``model`` uses :data:`PATTERN_ATTENTION` (eager, exposing ``attn_pattern``); its own
-    attention implementation is restored after. ``on=False`` changes nothing."""
-    config = getattr(model, "config", None)
-    if not on or config is None or getattr(config, "_attn_implementation", None) == PATTERN_ATTENTION:
-        yield
-        return
-    _register()
-    old = config._attn_implementation
-    config._attn_implementation = PATTERN_ATTENTION
-    try:
-        yield
-    finally:
-        config._attn_implementation = old
-
-
-def architecture(lm) -> Arch:
-    name = lm.spec.architecture
-    if name not in ARCHITECTURES:
-        raise SiteError(
-            f"no site table for architecture {name!r} (known: {', '.join(sorted(ARCHITECTURES))}); address "
-            "modules by path instead, e.g. Site.module('model.layers.3.mlp', last()), or add an Arch entry "
-            "to interp.sites.ARCHITECTURES"
-        )
-    return ARCHITECTURES[name]
-
-
-def _module(root: torch.nn.Module, path: str) -> torch.nn.Module:
-    try:
-        return root.get_submodule(path)
-    except AttributeError:
-        raise SiteError(
-            f"no module {path!r} in {type(root).__name__}; module paths look like "
-            f"{next(n for n, _ in root.named_modules() if n.count('.') >= 2)!r} (see model.named_modules())"
-        ) from None
-
-
-_PROBE = (2, 3)  # (batch, tokens) of the forward pass that finds what each module takes and returns
-
-
-def module_shapes(lm) -> dict[tuple[str, str], tuple[int, ...] | str]:
-    """What each module of ``lm.hf`` takes and returns in one forward of 2 prompts x 3 tokens (found once).
-
-    Keys are ``(path, "input" | "output")``; values the shape of the tensor the engine would edit there (the first
-    element of a tuple, the first positional input), or the name of the type found instead. Modules that do not
-    run have no entry.
-    """
-    cached = getattr(lm, "_site_shapes", None)
-    if cached is not None:
-        return cached
-    found: dict = {}
-
-    def describe(x):
-        x = x[0] if isinstance(x, tuple) and x else x
-        return tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-
-    def pre(name):
-        def hook(mod, args, kwargs):
-            if args:
-                x = args[0]
-            else:
-                x = kwargs.get("hidden_states", next(iter(kwargs.values()), None))
-            found.setdefault((name, "input"), describe(x))
-
-        return hook
-
-    def post(name):
-        def hook(mod, args, output):
-            found.setdefault((name, "output"), describe(output))
-
-        return hook
-
-    handles = []
-    B, T = _PROBE
-    ids = torch.arange(B * T, device=lm.device).reshape(B, T) % max(1, lm.spec.vocab_size)  # any valid token ids
-    kwargs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "position_ids": torch.arange(T).expand(B, T)}
-    kwargs["position_ids"] = kwargs["position_ids"].to(lm.device)
-    try:
-        for name, mod in lm.hf.named_modules():
-            handles.append(mod.register_forward_pre_hook(pre(name), with_kwargs=True))
-            handles.append(mod.register_forward_hook(post(name)))
-        with torch.no_grad():
-            lm.hf(**kwargs)
-    finally:
-        for h in handles:
-            h.remove()
-    lm._site_shapes = found
-    return found
-
-
 def _module_width(lm, site: Site) -> int:
     """The width of the (batch, tokens, width) vectors at ``Site.module(path, io=...)``; refuse anything else."""
     path, io = site.path, site.io
-    module = _module(lm.hf, path)
+    module = submodule(lm.hf, path)
     kind = type(module).__name__
     unembed = getattr(lm.hf, "get_output_embeddings", lambda: None)()
     if unembed is not None and module is unembed:
@@ -550,7 +283,7 @@ def _module_width(lm, site: Site) -> int:
     except Exception:  # a model that cannot run on a tiny batch alone: fall back to the weight's shape
         return _weight_width(module, io, lm.spec.d_model)
     got = shapes.get((path, io))
-    B, T = _PROBE
+    B, T = PROBE
     if got is None:
         raise SiteError(
             f"{site!r}: module {path!r} ({kind}) does not run in a forward pass of {lm.spec.architecture}, so it "
@@ -568,7 +301,7 @@ def _module_width(lm, site: Site) -> int:
 
 def _instead(lm, path: str, shapes: dict, io: str = "output") -> str:
     """A suggestion: the other side of the same module, or the first module inside it with token vectors."""
-    B, T = _PROBE
+    B, T = PROBE
 
     def ok(key):
         got = shapes.get(key)
@@ -593,18 +326,24 @@ def _weight_width(module: torch.nn.Module, io: str, d_model: int) -> int:
 
 
 def envoy(lm, site: Site):
-    """The raw nnsight envoy of the module behind ``site`` (use inside ``lm.model.trace``)."""
+    """The raw nnsight envoy of the module behind ``site``, to use inside a trace of ``lm.model`` (an example is in
+    :mod:`interp.engine.nnsight_backend`)."""
     if isinstance(site, Site) and site.component == "module":  # no check that runs the model: we may be in a trace
-        _module(lm.hf, site.path)
+        submodule(lm.hf, site.path)
         return envoy_at(lm, site.path)
     return envoy_at(lm, resolve(lm, site).path)
 
 
-def envoy_at(lm, path: str):
-    """The nnsight envoy of the module at a dotted ``path`` of ``lm.hf``."""
-    env = lm.model
-    for part in path.split("."):
-        if part in ("input", "inputs", "output", "source"):  # nnsight serves these names; it renames modules so
-            part = "E_" + part
-        env = env[int(part)] if part.isdigit() else getattr(env, part)
-    return env
+__all__ = [
+    "COMPONENTS",
+    "HEADED",
+    "INNER_COMPONENTS",
+    "Site",
+    "SiteError",
+    "Target",
+    "envoy",
+    "kv_group",
+    "n_kv_heads",
+    "query_heads",
+    "resolve",
+]

@@ -47,6 +47,7 @@ from collections.abc import Sequence
 import torch
 
 from interp import sites as _sites
+from interp.arch import ARCHITECTURES
 from interp.engine import Op, execute
 from interp.replay import PrefixCache
 
@@ -105,7 +106,7 @@ def lowest_layer(rlm) -> int | None:
     """The lowest layer ``rlm``'s placements need to run (``l + 1`` for ``resid_post`` at ``l``, below the last
     layer), when a prefix cache applies to all of them and that layer is above 0; else None."""
     lm, sites = rlm.lm, [pl.site for pl in rlm.placements]
-    if not sites or lm.spec.architecture not in _sites.ARCHITECTURES:
+    if not sites or lm.spec.architecture not in ARCHITECTURES:
         return None
     if any(s.component == "module" or not isinstance(s.layer, int) for s in sites):
         return None

@@ -28,14 +28,13 @@ the sequence with the edit at the prompt positions and at every generated token:
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch.nn.utils import parametrize
 
-from interp.engine import Op, hooked
+from interp.engine import Op, generating
 from interp.inputs import encode
 
 from .interventions import ReftError
@@ -105,11 +104,12 @@ def serve_step_ops(serve: Sequence[ReftModel | None], *, device=None) -> list[Op
     return [op for rlm, rows in groups for op in rlm.step_ops(len(serve), rows, device=device)]
 
 
-@contextlib.contextmanager
 def edits_while_generating(lm, prompt_ops: Sequence[Op], step_ops: Sequence[Op] = ()):
     """While the block runs, the model's first forward (the prompt pass) applies ``prompt_ops``; when it ends
     those hooks are removed, and every later forward (a cached step, one new token per row) applies
-    ``step_ops``. With neither, no hook is registered at all; with prompt ops only, decoding runs hook-free.
+    ``step_ops``. With neither, no hook is registered at all; with prompt ops only, decoding runs hook-free. The
+    engine runs it (:func:`interp.engine.generating`): each op fires exactly once where planned, or it raises
+    ``EditNotAppliedError``; a step that feeds more than one token per row raises :class:`ReftError`.
 
     Example:
         >>> with edits_while_generating(lm, [], []):              # nothing to do: plain generate
@@ -117,39 +117,7 @@ def edits_while_generating(lm, prompt_ops: Sequence[Op], step_ops: Sequence[Op] 
         >>> out.shape
         torch.Size([4, 8])
     """
-    if not prompt_ops and not step_ops:
-        yield
-        return
-    model = lm.hf
-    prompt, steps = contextlib.ExitStack(), contextlib.ExitStack()
-    handle = None
-
-    def one_token(mod, args, kwargs):
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        if ids is None:
-            ids = kwargs.get("inputs_embeds")
-        if ids is not None and ids.shape[1] != 1:
-            raise ReftError(
-                f"a decode-time position edits one new token per step, but a decoding step fed {ids.shape[1]} "
-                "tokens per row; generate with the KV cache (use_cache=True) and one token per step (no "
-                "assisted or chunked decoding)"
-            )
-
-    def after_prompt(mod, args, output):
-        prompt.close()  # the prompt pass is done: its hooks go, decoding never calls them
-        handle.remove()
-        if step_ops:
-            steps.enter_context(hooked(lm, step_ops))
-            steps.callback(model.register_forward_pre_hook(one_token, with_kwargs=True).remove)
-
-    prompt.enter_context(hooked(lm, prompt_ops))
-    handle = model.register_forward_hook(after_prompt)
-    try:
-        yield
-    finally:
-        handle.remove()
-        prompt.close()
-        steps.close()
+    return generating(lm, prompt_ops, step_ops, refuse=ReftError)
 
 
 def generate(

@@ -14,10 +14,11 @@ from interp import Boundless, Coordinate, LowRankRotation, Site, interchange, la
 from interp.batches import collect_rows, collect_sources, rows
 from interp.causal import CausalModel, Pairs
 from interp.das import Alignment, DASResult, fit_das
+from interp.engine import StandIn
 from interp.grid import Grid
 from interp.metrics import das_loss, iia, task_accuracy
 from interp.probe import fit_probe, probe_sweep
-from interp.replay import PrefixCache, _Replay
+from interp.replay import PrefixCache
 from interp.sweep import sweep_das
 
 GROUP_A, GROUP_B = list(range(10, 30)), list(range(30, 50))
@@ -168,7 +169,7 @@ def test_prefix_replay_equals_the_full_run(arch, component):
     fast = loss_and_grad(cache.replay(lm, idx, base))
     torch.testing.assert_close(fast[0], full[0], atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(fast[1], full[1], atol=1e-6, rtol=1e-4)
-    assert not any(isinstance(m, _Replay) for m in lm.hf.modules())
+    assert not any(isinstance(m, StandIn) for m in lm.hf.modules())
     with pytest.raises(ValueError, match="not the ones"):
         with cache.replay(lm, [4, 0, 2], base):  # prompt 4 has 6 tokens, prompt 3 has 7
             pass
