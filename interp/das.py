@@ -25,21 +25,22 @@ from the site up, with logits at the last token and a backward that stops at the
 
 from __future__ import annotations
 
-import math
 import random
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
 
-from . import display
+from . import display, optim
 from . import distributed as _dist
 from . import io as _io
 from . import sites as _sites
 from .batches import DASError, _check_pairs, check_positions, collect_sources, rows
 from .causal import Pairs
 from .checks import as_float, as_int, is_int
+from .errors import DASConfigError
 from .inputs import InputError
 from .interventions import Intervention
 from .io.das import load_das, save_das
@@ -56,14 +57,20 @@ class DASConfig:
     Example:
         >>> DASConfig(steps=300, lr=3e-3).to_dict()["steps"]
         300
+        >>> DASConfig.from_dict({"steps": 300, "warmup": 0.2}).warmup_ratio   # a config saved before the rename
+        0.2
+
+    The training options share :mod:`interp.optim`'s vocabulary and checks with ``reft.TrainConfig``; a bad value
+    raises :class:`interp.errors.DASConfigError` (a ConfigError and a DASError).
     """
 
     steps: int = 200  # optimiser steps at most (early stopping may end sooner)
     batch_size: int = 32
     lr: float = 2e-3
     schedule: str = "linear"  # "linear" (warm-up then linear decay), "cosine" or "constant"
-    warmup: float = 0.1  # fraction of steps spent warming up
-    eval_every: int = 25  # steps between held-out IIA evaluations
+    warmup_ratio: float = 0.1  # fraction of steps spent warming up (saved configs' "warmup" loads as this)
+    max_grad_norm: float | None = None  # clip the gradient norm to this (None or 0: no clipping)
+    eval_every: int = 25  # steps between held-out IIA evaluations (0: after the last step only)
     patience: int = 4  # evaluations without improvement before stopping; 0 never stops early
     val_fraction: float = 0.1  # held-out part of the training pairs used for early stopping (without held_out=)
     eval_batch_size: int = 128
@@ -74,31 +81,24 @@ class DASConfig:
     progress: bool = True
 
     def __post_init__(self):
-        ints = {"steps": 1, "batch_size": 1, "eval_every": 1, "patience": 0, "eval_batch_size": 1, "seed": None}
-        for name, low in ints.items():
-            object.__setattr__(self, name, as_int(getattr(self, name), f"DASConfig.{name}", low=low, error=DASError))
+        values = optim.check_options(asdict(self), owner="DASConfig", error=DASConfigError)  # the shared options
         reals = {
-            "lr": dict(low=0, open_low=True),
-            "warmup": dict(low=0, high=1, open_high=True),
             "val_fraction": dict(low=0, high=1, open_high=True),
             "boundary_lr": dict(low=0, open_low=True),
             "boundary_weight": dict(low=0),
         }
-        for name, bounds in reals.items():
-            x = as_float(getattr(self, name), f"DASConfig.{name}", error=DASError, **bounds)  # NaN and inf refused
-            object.__setattr__(self, name, x)
-        if self.schedule not in ("linear", "cosine", "constant"):
-            raise DASError(f"DASConfig.schedule must be 'linear', 'cosine' or 'constant'; got {self.schedule!r}")
-        if not isinstance(self.progress, bool):
-            raise DASError(f"DASConfig.progress must be True or False; got {self.progress!r}")
+        for name, bounds in reals.items():  # NaN and inf refused
+            values[name] = as_float(values[name], f"DASConfig.{name}", error=DASConfigError, **bounds)
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
         temps = self.temperature
         if isinstance(temps, (str, bytes)) or not hasattr(temps, "__len__") or len(temps) != 2:
-            raise DASError(
+            raise DASConfigError(
                 f"DASConfig.temperature must be two positive numbers (start, end); got {temps!r}; try (50.0, 0.1)"
             )
         hint = f" in temperature={tuple(temps)!r}; the Boundless mask anneals from start to end, both > 0; try (50, .1)"
         temps = tuple(
-            as_float(t, f"DASConfig.temperature {which}", low=0, open_low=True, error=DASError, hint=hint)
+            as_float(t, f"DASConfig.temperature {which}", low=0, open_low=True, error=DASConfigError, hint=hint)
             for t, which in zip(temps, ("start", "end"))
         )
         object.__setattr__(self, "temperature", temps)
@@ -108,6 +108,7 @@ class DASConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> DASConfig:
+        d = _renamed(d)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -265,18 +266,24 @@ def _make_basis(lm, site: Site, via, rank, n_vars: int) -> Basis:
     return LowRankRotation(width, int(rank))
 
 
-def _schedule(cfg: DASConfig):
-    warm = max(1, int(cfg.warmup * cfg.steps)) if cfg.warmup > 0 else 0
+def _renamed(options: dict) -> dict:
+    """``warmup`` (the name before ``warmup_ratio``, in saved configs and old calls) as ``warmup_ratio``."""
+    options = dict(options)
+    if "warmup" in options and "warmup_ratio" not in options:
+        options["warmup_ratio"] = options.pop("warmup")
+    return options
 
-    def factor(step):
-        if step < warm:
-            return (step + 1) / warm
-        if cfg.schedule == "constant":
-            return 1.0
-        frac = (step - warm) / max(1, cfg.steps - warm)
-        return max(0.0, 1.0 - frac) if cfg.schedule == "linear" else 0.5 * (1 + math.cos(math.pi * frac))
 
-    return factor
+def _batches(n: int, batch_size: int, seed: int):
+    """Endless batches of pair indices cut from shuffled epochs (an epoch's tail starts the next batch)."""
+    rng, order = random.Random(seed), []
+    while True:
+        if len(order) < batch_size:
+            more = list(range(n))
+            rng.shuffle(more)
+            order += more
+        yield order[:batch_size]
+        order = order[batch_size:]
 
 
 def fit_das(
@@ -323,6 +330,9 @@ def fit_das(
     equals one process's (``batch_size`` must be a multiple of N). Sources and IIA are computed on every rank.
     """
     cfg = config or DASConfig()
+    if "warmup" in overrides:
+        warnings.warn("fit_das(warmup=...) is now warmup_ratio=...", DeprecationWarning, stacklevel=2)
+        overrides = _renamed(overrides)
     if overrides:
         bad = sorted(set(overrides) - {f.name for f in fields(DASConfig)})
         if bad:
@@ -363,19 +373,13 @@ def fit_das(
             val_prefix = PrefixCache.collect(lm, held_out.base, layer=at.layer, batch_size=cfg.eval_batch_size)
 
     rot = [p for n, p in basis.named_parameters() if n != "boundary"]
-    groups = [{"params": rot, "lr": cfg.lr}]
+    groups = [{"params": rot}]  # no weight decay: it would shrink R toward 0 and switch the edit off
     if isinstance(basis, Boundless):
         groups.append({"params": [basis.boundary], "lr": cfg.boundary_lr})
-    opt = torch.optim.AdamW(groups, weight_decay=0.0)  # decay would shrink R toward 0 and switch the edit off
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg))
-    rng = random.Random(cfg.seed)
     t0, t1 = cfg.temperature
 
-    history: list[dict] = []
-    best = (-1.0, None, 0)  # (val iia, state, step)
-    bad_evals = 0
-    order: list[int] = []
-    from tqdm.auto import tqdm
+    def anneal(step):  # Boundless: the mask's temperature falls geometrically from t0 to t1
+        basis.temperature = t0 * (t1 / t0) ** (step / max(1, cfg.steps - 1))
 
     def batch_loss(idx):  # the mean over this rank's pairs of the batch (all of it in one process)
         base = rows(lm, [pairs.base[i] for i in idx])
@@ -385,48 +389,36 @@ def fit_das(
             loss = loss + cfg.boundary_weight * basis.boundary.clamp(0, 1)
         return loss
 
-    # Under torchrun: DistributedDataParallel over the basis; each rank takes batch[rank::world] of the same global
-    # batch (equal shards: batch_size is a multiple of world), so the average of the shards' means is the mean.
-    model = _dist.data_parallel(_dist.Objective(basis, batch_loss), find_unused=False)
-    world = _dist.world_size()
-    bar = tqdm(range(cfg.steps), desc=f"DAS {at!r}", disable=not (cfg.progress and _dist.is_main()), leave=False)
-    for step in bar:
-        if isinstance(basis, Boundless):
-            basis.temperature = t0 * (t1 / t0) ** (step / max(1, cfg.steps - 1))
-        if len(order) < cfg.batch_size:
-            more = list(range(len(pairs)))
-            rng.shuffle(more)
-            order += more
-        idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
-        loss = model(_dist.shard(idx) if world > 1 else idx)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()  # under torchrun, DDP averages the gradients here
-        opt.step()
-        sched.step()
-        value = loss.item() if world == 1 else _dist.all_sum([loss.item()])[0] / world
-        record = {"step": step + 1, "loss": value, "lr": sched.get_last_lr()[0]}
-        last_step = step + 1 == cfg.steps
-        if held_out is not None and ((step + 1) % cfg.eval_every == 0 or last_step):
-            score = iia(
-                lm, held_out, at=at, via=iv, sources=val_src, prefix=val_prefix, batch_size=cfg.eval_batch_size
-            )
-            score = _dist.broadcast(score)  # rank 0's: every rank keeps the same best and stops at the same step
-            record["val_iia"] = score
-            if score > best[0]:
-                best = (score, {k: v.detach().clone() for k, v in basis.state_dict().items()}, step + 1)
-                bad_evals = 0
-            else:
-                bad_evals += 1
-            bar.set_postfix(loss=f"{record['loss']:.3f}", val_iia=f"{score:.3f}")
-            history.append(record)
-            if cfg.patience and bad_evals >= cfg.patience or score == 1.0:
-                break
-        else:
-            bar.set_postfix(loss=f"{record['loss']:.3f}")
-            history.append(record)
-    bar.close()
-    if best[1] is not None:
-        basis.load_state_dict(best[1])
+    def held_out_iia():
+        return iia(lm, held_out, at=at, via=iv, sources=val_src, prefix=val_prefix, batch_size=cfg.eval_batch_size)
+
+    # Under torchrun each rank takes batch[rank::world] of the same global batch (equal shards: batch_size is a
+    # multiple of world), so the average of the shards' means is the mean; the basis is kept at its best val IIA.
+    hist = optim.train(
+        groups,
+        batch_loss,
+        _batches(len(pairs), cfg.batch_size, cfg.seed),
+        steps=cfg.steps,
+        lr=cfg.lr,
+        schedule=cfg.schedule,
+        warmup_ratio=cfg.warmup_ratio,
+        max_grad_norm=cfg.max_grad_norm,
+        evaluate=held_out_iia if held_out is not None else None,
+        eval_every=cfg.eval_every,
+        patience=cfg.patience,
+        stop_at=1.0,
+        keep_best=True,
+        before_step=anneal if isinstance(basis, Boundless) else None,
+        module=basis,
+        find_unused=False,
+        progress=cfg.progress,
+        desc=f"DAS {at!r}",
+    )
+    scores = dict(hist.evals)
+    history = [
+        {"step": s, "loss": loss, "lr": lr} | ({"val_iia": scores[s]} if s in scores else {})
+        for s, loss, lr in zip(range(1, hist.steps + 1), hist.losses, hist.lrs)
+    ]
 
     result = DASResult(
         site=at,

@@ -84,6 +84,14 @@ class ConfigError(InterpError):
     """A training or run option outside its range (checked before any model is loaded)."""
 
 
+class DASConfigError(ConfigError, DASError):
+    """A ``DASConfig`` value outside its range (a ConfigError and a DASError)."""
+
+
+class TrainConfigError(ConfigError, ReftError):
+    """A ``reft.TrainConfig`` value outside its range (a ConfigError and a ReftError)."""
+
+
 class NonFiniteError(InterpError, FloatingPointError):
     """Training met a non-finite loss or gradient; it stopped at that step and wrote nothing non-finite."""
 

@@ -25,12 +25,16 @@ truncated to each length by :func:`passage_ids`; or any string or list of token 
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
 
+from interp import optim
+from interp.checks import as_float
+from interp.errors import TrainConfigError
 from interp.positions import last
 from interp.sites import Site
 
@@ -186,48 +190,52 @@ def memorise(
     prompt_ids = _ids(lm, prompt, "prompt")
     if not 0 <= layer < lm.n_layers:
         raise ReftError(f"layer {layer}: the model has layers 0..{lm.n_layers - 1}")
-    if steps < 1:
-        raise ReftError(f"steps={steps}: expected at least 1")
+    options = {"steps": steps, "lr": lr, "max_grad_norm": max_grad_norm, "seed": seed}
+    optim.check_options(options, owner="memorise", error=TrainConfigError)
+    if max_seconds is not None:
+        as_float(max_seconds, "memorise: max_seconds", low=0, open_low=True, error=TrainConfigError)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         rlm = attach(lm, {Site("resid_post", layer, last()): LoReFT(lm.d_model, rank=rank)})
     rows = _data.tokenize(lm, [_data.Example(tuple(prompt_ids), tuple(target))])
     rb = _data.collate(lm, rows)
-    params = rlm.trainable_parameters()
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     n = len(target)
-    best, best_step, best_state = -1, 0, None
-    losses: list[float] = []
-    spent, step = 0.0, 0
+    losses: list[float] = []  # one per forward: before each update, and of the weights kept at the end
+    best = {"got": -1, "step": 0, "state": None, "now": 0}
+
+    def loss(batch):  # scores the weights as they are now, before this step's update
+        logits = rlm.logits(batch)  # (1, n, V) at the columns predicting each text token
+        got = prefix_match(logits[0].argmax(-1), target)
+        value = response_loss(logits, batch)
+        losses.append(value.item())
+        if got > best["got"]:
+            state = {k: v.detach().clone() for k, v in rlm.interventions.state_dict().items()}
+            best.update(got=got, step=len(losses) - 1, state=state)
+        best["now"] = got
+        return value
+
+    def done(hist) -> bool:  # every token recovered, or the time budget spent: no further update
+        return best["now"] == n or (max_seconds is not None and hist.seconds >= max_seconds)
+
     rlm.train()
-    try:
-        while True:
+    try:  # constant lr, no weight decay, clipped gradients
+        hist = optim.train(
+            rlm.trainable_parameters(), loss, itertools.repeat(rb), steps=steps, lr=lr, schedule="constant",
+            max_grad_norm=max_grad_norm, stop=done,
+        )  # fmt: skip
+        spent = hist.seconds
+        if not hist.stopped:  # all `steps` updates taken: score the last weights too
             t0 = time.perf_counter()
-            final = step == steps or (max_seconds is not None and spent >= max_seconds)
-            with torch.set_grad_enabled(not final):
-                logits = rlm.logits(rb)  # (1, n, V) at the columns predicting each text token
-                got = prefix_match(logits[0].argmax(-1), target)
-                loss = response_loss(logits, rb)
-            losses.append(loss.item())
-            if got > best:  # the weights as they are now (before this step's update) recover `got` tokens
-                best, best_step = got, step
-                best_state = {k: v.detach().clone() for k, v in rlm.interventions.state_dict().items()}
-            if final or got == n:
-                spent += time.perf_counter() - t0
-                break
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-            opt.step()
-            step += 1
+            with torch.no_grad():
+                loss(rb)
             spent += time.perf_counter() - t0
     finally:
         rlm.eval()
-    rlm.interventions.load_state_dict(best_state)
-    res = Memorised(best, n, step, spent, layer, rank, lr, best_step, None, losses[best_step], losses)
+    rlm.interventions.load_state_dict(best["state"])
+    got, step = best["got"], best["step"]
+    res = Memorised(got, n, hist.steps, spent, layer, rank, lr, step, None, losses[step], losses)
     if verify:
-        res.greedy = greedy_prefix(rlm, prompt_ids, target, upto=min(n, best + 1))
+        res.greedy = greedy_prefix(rlm, prompt_ids, target, upto=min(n, got + 1))
     res.model = rlm  # the trained ReftModel (not part of to_dict)
     return res
 

@@ -8,9 +8,10 @@ Example:
     >>> hist.losses[-1] < hist.losses[0], hist.seconds_per_step > 0
     (True, True)
 
-The loop: shuffle, cut into batches, cross-entropy on response tokens only, gradient accumulation, AdamW
-with linear warm-up then linear decay, gradient clipping, a tqdm bar with the loss, evaluation and
-checkpoints every so many steps. The basis ``R`` never gets weight decay: decay pulls R toward zero,
+The batches: shuffle, cut into batches, cross-entropy on response tokens only; the loop is :func:`interp.optim.train`
+(gradient accumulation, AdamW with linear warm-up then linear decay, gradient clipping, a tqdm bar with the loss,
+evaluation and checkpoints every so many steps, and a stop at the first non-finite loss or gradient:
+:class:`interp.errors.NonFiniteError`). The basis ``R`` never gets weight decay: decay pulls R toward zero,
 the orthogonal parametrisation's re-projection fights it, and the edit silently switches off.
 
 The frozen layers below the lowest intervened layer run once per example, not once per step
@@ -21,21 +22,19 @@ Gemma-3-270M in float32.
 
 Under ``torchrun --nproc_per_node N`` (:mod:`interp.distributed`) every rank draws the same global batches
 and takes ``batch[rank::N]``; DistributedDataParallel averages the gradients. The loss is made exact: each
-rank sums the cross-entropy over its shard's response tokens and divides by the global batch's token count
-(times N, which DDP's average divides out), so each step equals one process on the whole batch, whatever
-the prompt and response lengths. ``batch_size`` must be a multiple of N; rank 0 alone shows progress and
-writes checkpoints.
+rank sums the cross-entropy over its shard's response tokens and the loop divides it by the global batch's
+token count (times N, which DDP's average divides out), so each step equals one process on the whole batch,
+whatever the prompt and response lengths; one process runs the same code with N = 1. ``batch_size`` must be a
+multiple of N; rank 0 alone shows progress and writes checkpoints.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import random
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -43,6 +42,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from interp import distributed as _dist
+from interp import optim
+from interp.errors import TrainConfigError
 
 from . import data as _data
 from .cache import StreamCache, replaying
@@ -58,6 +59,13 @@ class TrainConfig:
         >>> cfg = TrainConfig(steps=100, lr=4e-3, batch_size=8)
         >>> dataclasses.replace(cfg, seed=1).to_dict()["seed"]
         1
+        >>> TrainConfig(lr=float("inf"))
+        Traceback (most recent call last):
+        interp.errors.TrainConfigError: TrainConfig.lr must be a positive number; got inf; try 1e-3 (DAS) or 4e-3 (ReFT)
+
+    Every value is checked on construction with :func:`interp.optim.check_options`, the checks ``DASConfig``
+    uses for the options of the same name (whole numbers refuse 2.5 and True; NaN and infinity are refused); a bad
+    value raises :class:`interp.errors.TrainConfigError` (a ConfigError and a ReftError).
     """
 
     epochs: int = 1
@@ -65,9 +73,10 @@ class TrainConfig:
     batch_size: int = 8
     grad_accum: int = 1
     lr: float = 4e-3
+    schedule: str = "linear"  # after the warm-up: "linear" decay, "cosine" or "constant"
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0  # on W, b only; never on the basis R
-    max_grad_norm: float = 1.0
+    max_grad_norm: float | None = 1.0  # None or 0: no clipping
     seed: int = 0
     max_prompt_tokens: int | None = None
     max_response_tokens: int | None = None
@@ -79,15 +88,11 @@ class TrainConfig:
     cache_prefix: bool = True  # replay the stream entering the lowest intervened layer (reft.cache); False: run all
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise ReftError(f"TrainConfig.{name}={getattr(self, name)!r}; expected at least 1")
-        if self.steps is not None and self.steps < 1:
-            raise ReftError(f"TrainConfig.steps={self.steps!r}; expected at least 1 (or None to use epochs)")
-        if not self.lr > 0:
-            raise ReftError(f"TrainConfig.lr={self.lr!r}; expected a positive learning rate such as 4e-3")
+        values = optim.check_options(dataclasses.asdict(self), owner="TrainConfig", error=TrainConfigError)
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
         if self.checkpoint_every and not self.checkpoint_dir:
-            raise ReftError("TrainConfig.checkpoint_every needs checkpoint_dir (where to write them)")
+            raise TrainConfigError("TrainConfig.checkpoint_every needs checkpoint_dir (where to write them)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -101,18 +106,16 @@ class TrainConfig:
         return cls(**d)
 
 
-@dataclass
-class History:
-    """What a run did: loss per optimizer step, evaluations ``(step, metrics)``, timing and token counts."""
+class History(optim.History):
+    """What a run did (:class:`interp.optim.History`): loss per optimizer step, evaluations ``(step, metrics)``,
+    timing, and ``response_tokens``, the response tokens trained on (the loop's ``tokens``)."""
 
-    losses: list[float] = field(default_factory=list)
-    evals: list[tuple[int, dict]] = field(default_factory=list)
-    steps: int = 0
-    seconds_per_step: float = 0.0
-    response_tokens: int = 0
+    @property
+    def response_tokens(self) -> int:
+        return self.tokens
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return super().to_dict() | {"response_tokens": self.tokens}
 
 
 def train_reft(
@@ -253,7 +256,8 @@ def fit(
     module: nn.Module | None = None,
     cache: StreamCache | None = None,
 ) -> History:
-    """The loop shared by ReFT and the LoRA/DoRA baselines: same batches, steps, schedule and loss.
+    """ReFT's training and the LoRA/DoRA baselines' on :func:`interp.optim.train`: same batches, steps, schedule
+    and loss (cross-entropy summed over each shard's response tokens, divided by the global batch's count).
 
     Args:
         groups: AdamW parameter groups.
@@ -268,84 +272,41 @@ def fit(
     if not rows:
         raise ReftError("no training examples after tokenization")
     check_world(config)
-    world = _dist.world_size()
     torch.manual_seed(config.seed)
-    rng = random.Random(config.seed)
     per_update = config.batch_size * config.grad_accum
     steps = config.steps or config.epochs * math.ceil(len(rows) / per_update)
-    opt = torch.optim.AdamW(groups, lr=config.lr)
-    warmup = int(config.warmup_ratio * steps)
-
-    def schedule(step):  # linear warm-up to lr, then linear decay to 0
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (steps - step) / max(1, steps - warmup))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-    stream = _batches(list(range(len(rows))), config.batch_size, rng)  # example ids: the cache is indexed by them
-    hist = History()
     params = [p for g in groups for p in g["params"]]
 
-    def batch_loss(rb, scale):  # one process: the mean over the batch's tokens; a shard: its sum times scale
-        if rb is None:  # an empty shard (the last batch of an epoch has fewer rows than ranks): zero gradients
-            return sum(p.sum() for p in params) * 0.0
-        if scale is None:
-            return response_loss(forward(rb), rb)  # (B, k, V) -> scalar
-        return response_loss(forward(rb), rb, reduction="sum") * scale
+    def batch_loss(ids):  # this rank's examples of the batch (all of it in one process): (summed CE, token count)
+        if not ids:  # an empty shard (the last batch of an epoch has fewer rows than ranks): zero gradients
+            return sum(p.sum() for p in params) * 0.0, 0
+        rb = _data.collate(lm, [rows[j] for j in ids], vocab)
+        with replaying(cache, ids, rb):  # layers below the cache's run once per example, not per step
+            return response_loss(forward(rb), rb, reduction="sum"), int(rb.label_mask.sum())  # (B, k, V) -> scalar
 
-    owner = module if module is not None else nn.ParameterList(params)
-    model = _dist.data_parallel(_dist.Objective(owner, batch_loss))  # DDP under torchrun, else itself
-    main = _dist.is_main()
-    from tqdm.auto import tqdm
+    def save(step):  # rank 0, after the loop checked the parameters are finite
+        checkpoint_fn(Path(config.checkpoint_dir) / f"step-{step}")
 
-    bar = tqdm(range(steps), disable=not (config.progress and main), desc="train", leave=False)
-    train_seconds = 0.0
-    for step in bar:
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        total = 0.0
-        for k in range(config.grad_accum):
-            ids = next(stream)  # the same global batch on every rank
-            batch = [rows[j] for j in ids]
-            if world == 1:
-                rb = _data.collate(lm, batch, vocab)
-                with replaying(cache, ids, rb):  # layers below the cache's run once per example, not per step
-                    loss = model(rb, None) / config.grad_accum
-                loss.backward()
-                total += loss.item()
-                hist.response_tokens += int(rb.label_mask.sum())
-                continue
-            mine_ids = _dist.shard(ids)  # batch[rank::world]
-            mine = [rows[j] for j in mine_ids]
-            rb = _data.collate(lm, mine, vocab) if mine else None
-            (n_tokens,) = _dist.all_sum([int(rb.label_mask.sum()) if mine else 0])  # of the global batch
-            sync = k + 1 == config.grad_accum  # DDP averages gradients once, after the last micro-batch
-            with contextlib.nullcontext() if sync else model.no_sync():
-                with replaying(cache, mine_ids, rb):  # each rank caches the examples its shards bring it
-                    loss = model(rb, world / n_tokens) / config.grad_accum  # averaged over ranks: the global mean
-                loss.backward()
-            total += loss.item() / world
-            hist.response_tokens += int(n_tokens)
-        if world > 1:
-            (total,) = _dist.all_sum([total])  # the loss of the global batch, the same on every rank
-        if config.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-        opt.step()
-        sched.step()
-        train_seconds += time.perf_counter() - t0
-        hist.losses.append(total)
-        hist.steps = step + 1
-        bar.set_postfix(loss=f"{total:.4f}")
-        last = step + 1 == steps
-        if evaluate_fn and ((config.eval_every and (step + 1) % config.eval_every == 0) or last):
-            hist.evals.append((step + 1, evaluate_fn()))  # every rank evaluates (its shard, under torchrun)
-            bar.write(f"step {step + 1}: {hist.evals[-1][1]}") if config.progress and main else None
-        if checkpoint_fn and config.checkpoint_every and ((step + 1) % config.checkpoint_every == 0 or last):
-            if main:
-                checkpoint_fn(Path(config.checkpoint_dir) / f"step-{step + 1}")
-    bar.close()
-    hist.seconds_per_step = train_seconds / max(1, hist.steps)
-    return hist
+    stream = _batches(list(range(len(rows))), config.batch_size, random.Random(config.seed))  # the cache's ids
+    return optim.train(
+        groups,
+        batch_loss,
+        stream,
+        steps=steps,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        schedule=config.schedule,
+        warmup_ratio=config.warmup_ratio,
+        max_grad_norm=config.max_grad_norm,
+        grad_accum=config.grad_accum,
+        evaluate=evaluate_fn,  # every rank evaluates (its shard, under torchrun)
+        eval_every=config.eval_every,
+        checkpoint=save if checkpoint_fn and config.checkpoint_every else None,
+        checkpoint_every=config.checkpoint_every,
+        module=module,
+        progress=config.progress,
+        history=History(),
+    )
 
 
 def _batches(rows, batch_size, rng):

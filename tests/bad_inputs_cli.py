@@ -252,9 +252,9 @@ ROWS = [
         r"--rank 64: .*d_model is 32",
     ),
     Bad("reft train --lora-rank 0", reft(*TRAIN, "--method", "lora", "--lora-rank", "0"), CLI, r"--lora-rank 0"),
-    Bad("reft train --steps 0", reft(*TRAIN, "--steps", "0"), CLI, r"TrainConfig.steps=0; expected at least 1"),
-    Bad("reft train --lr 0", reft(*TRAIN, "--lr", "0"), CLI, r"TrainConfig.lr=0.0; expected a positive"),
-    Bad("reft train --batch-size 0", reft(*TRAIN, "--batch-size", "0"), CLI, r"TrainConfig.batch_size=0"),
+    Bad("reft train --steps 0", reft(*TRAIN, "--steps", "0"), CLI, r"TrainConfig.steps must be a positive .*got 0"),
+    Bad("reft train --lr 0", reft(*TRAIN, "--lr", "0"), CLI, r"TrainConfig.lr must be a positive number; got 0\.0"),
+    Bad("reft train --batch-size 0", reft(*TRAIN, "--batch-size", "0"), CLI, r"TrainConfig.batch_size .*got 0"),
     Bad("reft train --n-train 0", reft(*TRAIN, "--n-train", "0"), CLI, r"--n-train 0: expected at least 1"),
     Bad("reft train --head with lora", reft(*TRAIN, "--method", "lora", "--head"), CLI, r"--head .*--method lora"),
     Bad(
@@ -322,3 +322,45 @@ ONE_LINE = [  # argparse's own refusals: one line, not the whole usage
 ]  # fmt: skip
 
 ROWS += ONE_LINE
+
+
+# ---- training options are checked like TrainConfig/DASConfig before anything loads: NaN and infinity included
+
+ROWS += [
+    Bad("reft train --lr inf", reft(*TRAIN, "--lr", "inf"), CLI, r"TrainConfig\.lr must be a positive number; got inf"),
+    Bad(
+        "reft train --max-grad-norm -1",
+        reft(*TRAIN, "--max-grad-norm", "-1"),
+        CLI,
+        r"TrainConfig\.max_grad_norm must be a non-negative number; got -1\.0",
+    ),
+    Bad(
+        "reft train --warmup-ratio nan",
+        reft(*TRAIN, "--warmup-ratio", "nan"),
+        CLI,
+        r"TrainConfig\.warmup_ratio must be a number in \[0, 1\); got nan",
+    ),
+    Bad("reft train --weight-decay inf", reft(*TRAIN, "--weight-decay", "inf"), CLI, r"weight_decay .*; got inf"),
+    Bad("reft train --schedule", reft(*TRAIN, "--schedule", "step"), CLI, r"TrainConfig\.schedule .*; got 'step'"),
+    Bad(
+        "reft generate --repetition-penalty inf",
+        reft("generate", "--prompt", "hi", "--repetition-penalty", "inf"),
+        CLI,
+        r"--repetition-penalty inf: expected a positive number, not infinity",
+    ),
+    Bad(
+        "reft generate --repetition-penalty nan",
+        reft("generate", "--prompt", "hi", "--repetition-penalty", "nan"),
+        CLI,
+        r"--repetition-penalty nan: expected a positive number",
+    ),
+    Bad("interp das --lr inf", interp(*DAS, "--lr", "inf"), CLI, r"--lr inf: expected a positive number, not infinity"),
+    Bad(
+        "reft memorise --lr inf",
+        reft(
+            "memorise", "--lr", "inf", "--out", lambda env: env.tmp / "m.json", "--plot", lambda env: env.tmp / "p.png"
+        ),
+        CLI,
+        r"--lr inf: expected a positive number",
+    ),
+]

@@ -28,6 +28,7 @@ from interp import (
 from interp.batches import DASError
 from interp.causal import CausalModelError, Pairs
 from interp.das import Alignment, DASConfig, fit_das
+from interp.errors import ConfigError
 from interp.inputs import InputError
 from interp.positions import PositionError, at, first, span, token
 from interp.sites import kv_group, query_heads
@@ -390,9 +391,9 @@ ROWS = [
     ),
     Bad(
         "das warmup 1",
-        lambda env: DASConfig(warmup=1.0),
+        lambda env: DASConfig(warmup_ratio=1.0),
         DASError,
-        r"DASConfig.warmup must be a number in \[0, 1\); got 1\.0",
+        r"DASConfig.warmup_ratio must be a number in \[0, 1\); got 1\.0",
     ),
     Bad(
         "das val_fraction inf", lambda env: DASConfig(val_fraction=float("inf")), DASError, r"val_fraction .*; got inf"
@@ -582,5 +583,111 @@ ROWS = [
         SiteError,
         r"LlamaForCausalLM cannot provide attn_pattern: its attention does not dispatch through transformers' "
         r"AttentionInterface",
+    ),
+]
+
+
+# ---- training options: one vocabulary (interp.optim.check_options) for TrainConfig, DASConfig, memorise and the loop;
+# each a ConfigError (TrainConfig's also a ReftError, DASConfig's a DASError) naming the option and the value
+
+INF = float("inf")
+
+
+def _one_param_loop(**options):
+    from interp import optim
+
+    w = torch.nn.Parameter(torch.zeros(1))
+    return optim.train([w], lambda batch: (w**2).sum(), [None], **{"steps": 1, "lr": 0.1, **options})
+
+
+def _memorise(env, **options):
+    from reft.memorise import memorise
+
+    return memorise(env.lm, [11, 12], layer=0, prompt=[1, 5, 7], **options)
+
+
+ROWS += [
+    Bad(
+        "train lr inf",
+        lambda env: reft.TrainConfig(lr=INF),
+        ConfigError,
+        r"TrainConfig\.lr must be a positive .*got inf",
+    ),
+    Bad(
+        "train lr nan",
+        lambda env: reft.TrainConfig(lr=NAN),
+        ConfigError,
+        r"TrainConfig\.lr must be a positive .*got nan",
+    ),
+    Bad("train lr 0 is a ReftError", lambda env: reft.TrainConfig(lr=0), reft.ReftError, r"TrainConfig\.lr .*got 0"),
+    Bad(
+        "train weight_decay nan",
+        lambda env: reft.TrainConfig(weight_decay=NAN),
+        ConfigError,
+        r"TrainConfig\.weight_decay must be a non-negative number; got nan",
+    ),
+    Bad(
+        "train max_grad_norm nan",
+        lambda env: reft.TrainConfig(max_grad_norm=NAN),
+        ConfigError,
+        r"TrainConfig\.max_grad_norm must be a non-negative number; got nan; 0 or None turns clipping off",
+    ),
+    Bad(
+        "train max_grad_norm negative",
+        lambda env: reft.TrainConfig(max_grad_norm=-1),
+        ConfigError,
+        r"TrainConfig\.max_grad_norm must be a non-negative number; got -1;",
+    ),
+    Bad(
+        "train warmup_ratio negative",
+        lambda env: reft.TrainConfig(warmup_ratio=-0.1),
+        ConfigError,
+        r"TrainConfig\.warmup_ratio must be a number in \[0, 1\); got -0\.1",
+    ),
+    Bad(
+        "train warmup_ratio nan",
+        lambda env: reft.TrainConfig(warmup_ratio=NAN),
+        ConfigError,
+        r"TrainConfig\.warmup_ratio must be a number in \[0, 1\); got nan",
+    ),
+    Bad(
+        "train steps 2.5",
+        lambda env: reft.TrainConfig(steps=2.5),
+        ConfigError,
+        r"TrainConfig\.steps must be a positive integer; got 2\.5",
+    ),
+    Bad(
+        "train batch_size True",
+        lambda env: reft.TrainConfig(batch_size=True),
+        ConfigError,
+        r"TrainConfig\.batch_size must be a positive integer; got True \(a bool\)",
+    ),
+    Bad("train epochs 0", lambda env: reft.TrainConfig(epochs=0), ConfigError, r"TrainConfig\.epochs .*; got 0"),
+    Bad("train grad_accum 1.0", lambda env: reft.TrainConfig(grad_accum=1.0), ConfigError, r"grad_accum .*; got 1\.0"),
+    Bad("train eval_every -1", lambda env: reft.TrainConfig(eval_every=-1), ConfigError, r"eval_every .*; got -1"),
+    Bad("train schedule", lambda env: reft.TrainConfig(schedule="cos"), ConfigError, r"TrainConfig\.schedule .*'cos'"),
+    Bad(
+        "train add_eos", lambda env: reft.TrainConfig(add_eos=1), ConfigError, r"TrainConfig\.add_eos must be True .*1"
+    ),
+    Bad(
+        "das max_grad_norm nan",
+        lambda env: DASConfig(max_grad_norm=NAN),
+        DASError,
+        r"DASConfig\.max_grad_norm must be a non-negative number; got nan",
+    ),
+    Bad(
+        "das saved warmup key",
+        lambda env: DASConfig.from_dict({"steps": 3, "warmup": 1.5}),
+        ConfigError,
+        r"DASConfig\.warmup_ratio must be a number in \[0, 1\); got 1\.5",
+    ),
+    Bad("memorise lr inf", lambda env: _memorise(env, lr=INF), ConfigError, r"memorise\.lr must be a positive .*inf"),
+    Bad("memorise steps 2.5", lambda env: _memorise(env, steps=2.5), ConfigError, r"memorise\.steps .*; got 2\.5"),
+    Bad("optim.train lr inf", lambda env: _one_param_loop(lr=INF), ConfigError, r"train\.lr must be a positive .*inf"),
+    Bad(
+        "optim.train max_grad_norm -1",
+        lambda env: _one_param_loop(max_grad_norm=-1.0),
+        ConfigError,
+        r"train\.max_grad_norm must be a non-negative number; got -1\.0",
     ),
 ]

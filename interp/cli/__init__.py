@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import sys
 
 from interp.distributed import is_main
@@ -44,17 +45,22 @@ def output_files(out, stem: str, overwrite: bool, *, what: str = "--out folder")
 
 
 def check_positive(args, *names: str) -> None:
-    """Refuse a given option among ``names`` (attributes of ``args``) that is not positive; None is not given.
+    """Refuse a given option among ``names`` (attributes of ``args``) that is not a positive finite number; None is
+    not given.
 
     Example:
         >>> check_positive(argparse.Namespace(steps=0, lr=None), "steps", "lr")
         Traceback (most recent call last):
         ValueError: --steps 0: expected a positive number
+        >>> check_positive(argparse.Namespace(lr=float("inf")), "lr")
+        Traceback (most recent call last):
+        ValueError: --lr inf: expected a positive number, not infinity
     """
     for name in names:
         value = getattr(args, name, None)
-        if value is not None and not value > 0:
-            raise ValueError(f"--{name.replace('_', '-')} {value}: expected a positive number")
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            finite = ", not infinity" if value > 0 else ""
+            raise ValueError(f"--{name.replace('_', '-')} {value}: expected a positive number{finite}")
 
 
 def model_shape(model: str | None) -> tuple[int, int] | None:

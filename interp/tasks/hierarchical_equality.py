@@ -24,6 +24,7 @@ whole example (the four entity ids packed into one integer), returns ``.logits``
 
 from __future__ import annotations
 
+import itertools
 import random
 from types import SimpleNamespace
 
@@ -31,6 +32,7 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import CausalLMOutput
 
+from .. import optim
 from ..causal import CausalModel, Pairs
 from ..models import LM
 from ..positions import last
@@ -158,19 +160,17 @@ def train_equality_mlp(
         x, z = torch.where(same[0], w, x), torch.where(same[1], y, z)
         return torch.cat([w, x, y, z], -1), (same[0, :, 0] == same[1, :, 0]).long()
 
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    def loss(b):
+        vectors, ys = b
+        value = nn.functional.cross_entropy(net.classify(vectors), ys)
+        if l1:  # sparse input weights: each first-layer unit tends to read fewer entities
+            value = value + l1 * net.layers[0][0].weight.abs().sum()
+        return value
+
     with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        for _ in range(steps):
-            vectors, ys = batch(batch_size)
-            loss = nn.functional.cross_entropy(net.classify(vectors), ys)
-            if l1:  # sparse input weights: each first-layer unit tends to read fewer entities
-                loss = loss + l1 * net.layers[0][0].weight.abs().sum()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
+        torch.manual_seed(seed)  # Adam (no weight decay), the learning rate annealed to 0 on a cosine
+        batches = (batch(batch_size) for _ in itertools.count())
+        optim.train(list(net.parameters()), loss, batches, steps=steps, lr=lr, schedule="cosine")
     net.eval()
     rng = random.Random(seed + 10_000)
     settings = [sample(rng, net.n_entities) for _ in range(n_test)]
