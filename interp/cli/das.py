@@ -20,8 +20,17 @@ import time
 
 import torch
 
+import interp.das
+from interp import sites
+from interp.distributed import check_divisible, is_main, launched, launched_world_size
+from interp.io import check_save_dir
+from interp.metrics import iia
+from interp.subspace import Boundless, LowRankRotation, Rotation
+from interp.tasks import hierarchical_equality as he
 from interp.tasks import registry
 from interp.tasks.setups import OWN_MODEL, POSITIONS, TaskSetup, setup, threads
+
+from . import check_positive, model_shape
 
 
 def add_parser(sub):
@@ -62,20 +71,13 @@ def task_shape(task: str, model: str | None) -> tuple[int, int] | None:
     """``(n_layers, width)`` of the sites of ``task``, known without building it: its own MLP's, else the language
     model's from its config (:func:`interp.cli.model_shape`); None where only loading the model tells.
     """
-    from interp.cli import model_shape
-
     if task in OWN_MODEL:
-        from interp.tasks import hierarchical_equality as he
-
         return he.N_LAYERS, he.HIDDEN
     return model_shape(model)
 
 
 def check_common(args) -> tuple[int, int] | None:
     """The checks of the options :func:`add_common` adds; returns :func:`task_shape` for the command's own."""
-    from interp.cli import check_positive
-    from interp.distributed import check_divisible, launched_world_size
-
     if args.n is not None and args.n < 4:
         raise ValueError(f"--n {args.n}: expected at least 4 pairs (train and test both need some)")
     check_positive(args, "rank", "steps", "batch_size", "lr")
@@ -97,8 +99,6 @@ def check_position(option: str, names, task: str) -> None:
 
 def check(args) -> None:
     """Everything ``interp das`` can refuse before building the task and loading its model."""
-    from interp.io import check_save_dir
-
     if args.save_dir:
         check_save_dir(args.save_dir, overwrite=args.overwrite, what="--save folder")
     shape = check_common(args)
@@ -109,18 +109,14 @@ def check(args) -> None:
 
 
 def config_from(args, ts: TaskSetup):
-    from interp.das import DASConfig
-
     cfg = dict(ts.config)
     for key in ("steps", "batch_size", "lr"):
         if getattr(args, key, None) is not None:
             cfg[key] = getattr(args, key)
-    return DASConfig(seed=args.seed, progress=not args.quiet, **cfg)
+    return interp.das.DASConfig(seed=args.seed, progress=not args.quiet, **cfg)
 
 
 def make_basis(kind: str, width: int, rank: int):
-    from interp import Boundless, LowRankRotation, Rotation
-
     if kind == "full":
         return Rotation(width)
     if kind == "boundless":
@@ -130,18 +126,11 @@ def make_basis(kind: str, width: int, rank: int):
 
 def run(args) -> dict:
     """Fit under the process group a launcher (torchrun) asked for, if any; rank 0 saves and prints."""
-    from interp.distributed import launched
-
     with launched():
         return _run(args)
 
 
 def _run(args) -> dict:
-    from interp import sites
-    from interp.das import fit_das, neuron_aligned
-    from interp.distributed import is_main
-    from interp.metrics import iia
-
     t0 = time.time()
     ts = setup(args.task, n=args.n, seed=args.seed, model=args.model)
     layer = ts.layer if args.layer is None else args.layer
@@ -152,7 +141,9 @@ def _run(args) -> dict:
         torch.manual_seed(args.seed)
         basis = make_basis(args.basis or ts.basis, width, rank)
     with threads(ts.threads):
-        das = fit_das(ts.lm, ts.train, at=site, via=basis, splits=ts.splits, test=ts.test, config=config_from(args, ts))
+        das = interp.das.fit_das(
+            ts.lm, ts.train, at=site, via=basis, splits=ts.splits, test=ts.test, config=config_from(args, ts)
+        )
         result = {
             "task": args.task,
             "site": repr(site),
@@ -167,7 +158,9 @@ def _run(args) -> dict:
             "steps": das.history[-1]["step"] if das.history else 0,
         }
         if ts.splits:  # the no-rotation contrast: the same interchange on raw neurons
-            result["iia_test_neuron_aligned"] = iia(ts.lm, ts.test, at=site, via=neuron_aligned(width, ts.splits))
+            result["iia_test_neuron_aligned"] = iia(
+                ts.lm, ts.test, at=site, via=interp.das.neuron_aligned(width, ts.splits)
+            )
     if args.save_dir and is_main():
         result["saved"] = str(das.save(args.save_dir, overwrite=args.overwrite))
     result["seconds"] = round(time.time() - t0, 1)

@@ -13,8 +13,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
+import interp
+from interp import viz
+from interp.attribution import attribution_patch
+from interp.patching import patch_grid
 from interp.sites import COMPONENTS, INNER_COMPONENTS
 from interp.tasks import registry
+
+from . import model_shape, output_files
 
 
 def add_parser(sub):
@@ -53,8 +61,6 @@ def parse_layers(text: str, n_layers: int) -> list[int]:
 
 def check(args) -> None:
     """Everything ``interp patch`` can refuse before loading the model: the output files, --n and --layers."""
-    from interp.cli import model_shape, output_files
-
     output_files(args.out, f"patch_{args.task}", args.overwrite)
     if args.atp:
         output_files(args.out, f"patch_{args.task}_atp", args.overwrite)
@@ -66,11 +72,6 @@ def check(args) -> None:
 
 
 def run(args) -> dict:
-    import interp
-    from interp import viz
-    from interp.cli import output_files
-    from interp.patching import patch_grid
-
     out = Path(args.out)
     png, js = output_files(out, f"patch_{args.task}", args.overwrite)
     lm = interp.load(args.model)
@@ -89,11 +90,6 @@ def run(args) -> dict:
 
 def _atp(lm, pairs, positions, exact, args, out: Path) -> dict:
     """The attribution-patching grid next to the exact one, and how well the two agree (Pearson r, top 10)."""
-    import torch
-
-    from interp import viz
-    from interp.attribution import attribution_patch
-
     png, js = out / f"patch_{args.task}_atp.png", out / f"patch_{args.task}_atp.json"
     grid = attribution_patch(lm, pairs, layers=exact.layers, positions=positions, component=args.component)
     a, e = grid.effect.flatten().double(), exact.effect.flatten().double()

@@ -20,8 +20,13 @@ import json
 import time
 from pathlib import Path
 
+from interp import viz
+from interp.distributed import is_main, launched
+from interp.probe import probe_sweep
+from interp.sweep import sweep_das
 from interp.tasks.setups import OWN_MODEL, setup, threads
 
+from . import output_files
 from .das import add_common, check_common, check_position, config_from
 from .patch import parse_layers
 
@@ -71,8 +76,6 @@ def position_names(args, known=None) -> list[str] | None:
 
 def check(args) -> None:
     """Everything ``interp sweep`` can refuse before building the task and loading its model."""
-    from interp.cli import output_files
-
     output_files(args.out, f"sweep_{args.task}", args.overwrite)
     if args.task in OWN_MODEL:
         raise ValueError(
@@ -87,18 +90,11 @@ def check(args) -> None:
 
 def run(args) -> dict:
     """Sweep under the process group a launcher (torchrun) asked for, if any; rank 0 writes and prints."""
-    from interp.distributed import launched
-
     with launched():
         return _run(args)
 
 
 def _run(args) -> dict:
-    from interp import viz
-    from interp.cli import output_files
-    from interp.distributed import is_main
-    from interp.sweep import sweep_das
-
     out = Path(args.out)
     png, js = output_files(out, f"sweep_{args.task}", args.overwrite)
     t0 = time.time()
@@ -124,8 +120,6 @@ def _run(args) -> dict:
     if not is_main():
         return result  # rank 0 probes, writes the files and prints
     if args.probe:
-        from interp.probe import probe_sweep
-
         var = ts.train.variables[0]
         values = [str(ts.causal.run(b)[var]) for b in ts.train.data.base]  # the variable's value on each base
         ps = probe_sweep(ts.lm, ts.train.base, values, layers=layers, positions=positions)

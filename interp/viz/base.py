@@ -17,15 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib import colors as mcolors
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
-from matplotlib.transforms import Bbox
+
+if TYPE_CHECKING:  # matplotlib is imported by the functions that draw, so importing interp never loads it
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 EFFECT_LABEL = "effect (0 = base, 1 = source)"
 NAN_COLOUR = "#bdbdbd"
@@ -45,6 +43,8 @@ def as_array(x: Any, *, name: str, ndim: int | None = None) -> np.ndarray:
 def new_axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
     if ax is not None:
         return ax
+    import matplotlib.pyplot as plt
+
     _, ax = plt.subplots(figsize=figsize, layout="constrained")
     return ax
 
@@ -67,6 +67,8 @@ def colorbar(ax: Axes, mappable: Any, label: str | None) -> None:
 
 def declutter(ax: Axes, notes: Sequence[Any], points: np.ndarray) -> None:
     """Move each point annotation that would cover an earlier label or any marker to the next free corner."""
+    from matplotlib.transforms import Bbox
+
     get_renderer = getattr(ax.figure.canvas, "get_renderer", None)
     if get_renderer is None:  # a backend without a renderer to measure text with: leave them be
         return
@@ -114,6 +116,10 @@ def matrix_image(
     name: str,
 ) -> Axes:
     """The one matrix-image routine behind heatmap, plot_rotation and friends."""
+    import matplotlib.pyplot as plt
+    from matplotlib import colors as mcolors
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
     if hasattr(values, "columns"):  # pandas DataFrame: labels from its index and columns unless given
         rows = list(values.index) if rows is None else rows
         cols = list(values.columns) if cols is None else cols
@@ -182,6 +188,8 @@ def save(fig_or_ax: Figure | Axes, path: str | Path) -> Path:
     Returns:
         The path written.
     """
+    from matplotlib.axes import Axes
+
     fig = fig_or_ax.figure if isinstance(fig_or_ax, Axes) else fig_or_ax
     path = Path(path)
     if not path.suffix:

@@ -9,12 +9,14 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.axes import Axes
 
 from .base import as_array, declutter, label_axes, new_axes, tick_text
+
+if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn (interp.viz.base)
+    from matplotlib.axes import Axes
 
 
 def plot_probe_vs_iia(

@@ -9,12 +9,12 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-from matplotlib.axes import Axes
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+from typing import TYPE_CHECKING, Any
 
 from .base import as_array, label_axes, new_axes
+
+if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn (interp.viz.base)
+    from matplotlib.axes import Axes
 
 
 def _is_power_of_two(x: float) -> bool:
@@ -53,6 +53,8 @@ def plot_rank_curve(
     ax = new_axes(ax, (5.0, 3.6))
     ax.plot(x, y, marker="o", label=label)
     if all(_is_power_of_two(r) for r in x):
+        from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_locator(FixedLocator(sorted(set(x.tolist()))))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))

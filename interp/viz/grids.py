@@ -12,12 +12,14 @@ cells (sites not evaluated) are grey.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.axes import Axes
 
 from .base import EFFECT_LABEL, as_array, matrix_image
+
+if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn (interp.viz.base)
+    from matplotlib.axes import Axes
 
 
 def heatmap(
