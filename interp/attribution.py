@@ -43,6 +43,7 @@ from .causal import Pairs
 from .engine import Op, execute
 from .grid import Grid
 from .inputs import InputError, encode, token_ids
+from .patching import patch_grid
 from .positions import Position, last
 from .sites import Site
 
@@ -327,8 +328,6 @@ def compare_with_patching(
         component   cells  pearson  top-2 overlap  AtP s  exact s  worst cell (exact / AtP)
         mlp_out         4   ...
     """
-    from .patching import patch_grid
-
     layers = list(range(lm.n_layers) if layers is None else layers)
     out = []
     for component in components:

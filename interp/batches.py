@@ -46,7 +46,16 @@ def _prompts(items: Sequence) -> list:
     return [[x] if isinstance(x, numbers.Integral) else x for x in items]
 
 
-def _check_pairs(pairs) -> Pairs:
+def check_pairs(pairs) -> Pairs:
+    """``pairs`` itself when it is a non-empty :class:`~interp.causal.Pairs`; a DASError otherwise.
+
+    Example:
+        >>> check_pairs(pairs) is pairs
+        True
+        >>> check_pairs([("a", "b")])
+        Traceback (most recent call last):
+        interp.errors.DASError: expected interp.causal.Pairs (from CounterfactualDataset.render); got list
+    """
     if not isinstance(pairs, Pairs):
         raise DASError(f"expected interp.causal.Pairs (from CounterfactualDataset.render); got {type(pairs).__name__}")
     if len(pairs) == 0:
@@ -54,7 +63,13 @@ def _check_pairs(pairs) -> Pairs:
     return pairs
 
 
-def _chunks(n: int, size: int):
+def chunks(n: int, size: int):
+    """Slices ``0:size, size:2*size, ...`` covering ``range(n)``: the batches of ``n`` items.
+
+    Example:
+        >>> list(chunks(5, 2))
+        [slice(0, 2, None), slice(2, 4, None), slice(4, 5, None)]
+    """
     for a in range(0, n, size):
         yield slice(a, min(n, a + size))
 

@@ -37,14 +37,14 @@ from . import display, optim
 from . import distributed as _dist
 from . import io as _io
 from . import sites as _sites
-from .batches import DASError, _check_pairs, check_positions, collect_sources, rows
+from .batches import DASError, check_pairs, check_positions, collect_sources, rows
 from .causal import Pairs
 from .checks import as_float, as_int, is_int
 from .errors import DASConfigError
 from .inputs import InputError
 from .interventions import Intervention
 from .io.das import load_das, save_das
-from .metrics import _replaying, das_loss, iia, label_ids
+from .metrics import das_loss, iia, label_ids, replaying
 from .replay import PrefixCache
 from .sites import Site
 from .subspace import Basis, BasisError, Boundless, Coordinate, LowRankRotation, edit
@@ -339,7 +339,7 @@ def fit_das(
             raise DASError(f"unknown options {bad}; fit_das takes DASConfig fields: {[f.name for f in fields(cfg)]}")
         cfg = replace(cfg, **overrides)
     _dist.check_divisible(cfg.batch_size, "DASConfig.batch_size", error=DASError)  # under torchrun: equal shards
-    pairs = _check_pairs(pairs)
+    pairs = check_pairs(pairs)
     n_vars = len(pairs.variables)
     _sites.resolve(lm, at)
     with torch.random.fork_rng():
@@ -357,7 +357,7 @@ def fit_das(
         labels = label_ids(lm, pairs.labels)
     for p in [pairs, held_out, test]:
         if p is not None:
-            _check_pairs(p)
+            check_pairs(p)
             label_ids(lm, p.labels)
             check_positions(lm, p, at)
             if tuple(p.variables) != tuple(pairs.variables):
@@ -383,7 +383,7 @@ def fit_das(
 
     def batch_loss(idx):  # the mean over this rank's pairs of the batch (all of it in one process)
         base = rows(lm, [pairs.base[i] for i in idx])
-        with _replaying(prefix, lm, idx, base):
+        with replaying(prefix, lm, idx, base):
             loss = das_loss(lm, base, src[idx], labels[idx], at=at, via=iv)
         if isinstance(basis, Boundless) and cfg.boundary_weight:
             loss = loss + cfg.boundary_weight * basis.boundary.clamp(0, 1)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import display
+from . import display, viz
 
 
 @dataclass
@@ -87,8 +87,6 @@ class Grid:
         Effects use :func:`interp.viz.plot_patching_grid`, IIA :func:`interp.viz.plot_iia_grid`, anything else
         (probe accuracy) a 0..1 :func:`interp.viz.heatmap`. ``annotate`` defaults to grids of 64 cells or fewer.
         """
-        from . import viz
-
         values, fixed = self.values, []
         for dim, (k, labels) in reversed(list(enumerate(self.axes.items()))):
             if k in ("layers", "positions"):

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
-from .batches import _check_pairs, _chunks, collect_sources, rows
+from .batches import check_pairs, chunks, collect_sources, rows
 from .causal import Pairs
 from .dii import intervene, run
 from .inputs import InputError, token_ids
@@ -65,11 +65,26 @@ def das_loss(lm, base, sources: torch.Tensor, labels: torch.Tensor, *, at: Site,
     return F.cross_entropy(logits.float(), labels)
 
 
-def _replaying(prefix: PrefixCache | None, lm, idx, batch):
+def replaying(prefix: PrefixCache | None, lm, idx, batch):
+    """The context that replays ``prefix`` for rows ``idx`` of ``batch`` (a shared-prefix cache), or nothing.
+
+    Example:
+        >>> with replaying(None, lm, [0, 1], rows(lm, base[:2])):   # no prefix cache: a plain forward inside
+        ...     logits = run(lm, base[:2]).logits
+        >>> logits.shape
+        torch.Size([2, 97])
+    """
     return prefix.replay(lm, idx, batch) if prefix is not None else contextlib.nullcontext()
 
 
-def _predict(logits: torch.Tensor, candidates: torch.Tensor | None) -> torch.Tensor:
+def predict(logits: torch.Tensor, candidates: torch.Tensor | None) -> torch.Tensor:
+    """The argmax token of each row of ``logits`` (B, V), over the vocabulary or only over ``candidates`` ids.
+
+    Example:
+        >>> logits = torch.tensor([[0.0, 3.0, 1.0, 2.0]])
+        >>> predict(logits, None).tolist(), predict(logits, torch.tensor([2, 3])).tolist()
+        ([1], [3])
+    """
     if candidates is None:
         return logits.argmax(-1)
     return candidates[logits[:, candidates].argmax(-1)]
@@ -115,7 +130,7 @@ def iia(
     vocabulary, or over ``pairs.candidates`` when set. ``sources`` and ``prefix``
     (:class:`interp.replay.PrefixCache` of ``pairs.base``) reuse cached activations.
     """
-    pairs = _check_pairs(pairs)
+    pairs = check_pairs(pairs)
     iv = as_intervention(via)
     if len(pairs.variables) > 1 and not isinstance(via, Intervention):
         raise InputError(f"pairs align {len(pairs.variables)} variables; pass via=das.intervention or an Alignment")
@@ -125,11 +140,11 @@ def iia(
     if sources is None:
         sources = collect_sources(lm, pairs, [at], batch_size=batch_size)[0]
     hits = 0
-    for sl in _chunks(len(pairs), batch_size):
+    for sl in chunks(len(pairs), batch_size):
         batch = rows(lm, pairs.base[sl])
-        with _replaying(prefix, lm, range(sl.start, sl.stop), batch):
+        with replaying(prefix, lm, range(sl.start, sl.stop), batch):
             logits = das_logits(lm, batch, sources[sl], at=at, via=iv)
-        hits += int((_predict(logits, cand) == labels[sl]).sum())
+        hits += int((predict(logits, cand) == labels[sl]).sum())
     return hits / len(pairs)
 
 
@@ -142,9 +157,9 @@ def task_accuracy(lm, inputs: Sequence, answers: Sequence, *, candidates=None, b
     cand = label_ids(lm, candidates) if candidates is not None and len(candidates) else None
     _check_candidates(want, cand, list(answers), candidates, "answer")
     hits = 0
-    for sl in _chunks(len(inputs), batch_size):
+    for sl in chunks(len(inputs), batch_size):
         batch = rows(lm, inputs[sl])
-        hits += int((_predict(run(lm, batch).logits, cand) == want[sl]).sum())
+        hits += int((predict(run(lm, batch).logits, cand) == want[sl]).sum())
     return hits / len(inputs)
 
 

