@@ -21,9 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForCausalLM
 
 from interp.engine import execute
 
+from .data import label_vocab
 from .interventions import ReftError
 from .train import History, TrainConfig, evaluate, fit, prepare
 
@@ -50,8 +52,6 @@ class Adapter:
 
 def fresh_copy(lm) -> torch.nn.Module:
     """An independent copy of ``lm``'s Hugging Face model (no nnsight wrapping), frozen."""
-    from transformers import AutoModelForCausalLM
-
     path = getattr(lm.hf.config, "_name_or_path", "") or ""
     if path and Path(path).is_dir() and (Path(path) / "config.json").exists():
         hf = AutoModelForCausalLM.from_pretrained(path, dtype=lm.dtype)
@@ -97,8 +97,6 @@ def train_lora(
     """Train a LoRA/DoRA baseline with :func:`reft.train.fit` and evaluate it like a ReFT run."""
     config = config or TrainConfig()
     rows = prepare(lm, examples, config, label_words=label_words)
-    from .data import label_vocab
-
     vocab = label_vocab(lm, label_words)
     adapter = lora(lm, rank=rank, dora=dora, target_modules=target_modules)
     model, n = adapter.model, adapter.trainable_params

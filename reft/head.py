@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .data import label_vocab
 from .interventions import ReftError
 
 
@@ -35,8 +36,6 @@ class ClassifierHead(nn.Linear):
     @classmethod
     def from_label_words(cls, lm, label_words) -> ClassifierHead:
         """A head whose rows are the unembedding rows of ``label_words`` (bias 0): label-word scoring, trainable."""
-        from .data import label_vocab
-
         vocab = label_vocab(lm, label_words)
         if vocab is None:
             raise ReftError("from_label_words needs label words, e.g. {0: ' negative', 1: ' positive'}")

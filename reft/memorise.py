@@ -39,6 +39,7 @@ from interp.positions import last
 from interp.sites import Site
 
 from . import data as _data
+from .generate import generate_ids
 from .interventions import LoReFT, ReftError
 from .model import attach
 from .train import response_loss
@@ -249,8 +250,6 @@ def greedy_prefix(rlm, prompt_ids: list[int], target: list[int], *, upto: int | 
         >>> greedy_prefix(rlm, [1, 5, 7], [3, 4], upto=2) <= 2
         True
     """
-    from .generate import generate_ids
-
     upto = len(target) if upto is None else upto
     g = generate_ids(rlm, torch.tensor([prompt_ids]), max_new_tokens=upto)
     return prefix_match(g.new_ids[0], target[:upto])

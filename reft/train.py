@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,10 +45,12 @@ from torch import nn
 from interp import distributed as _dist
 from interp import optim
 from interp.errors import TrainConfigError
+from interp.io import check_output_dir
 
 from . import data as _data
 from .cache import StreamCache, replaying
 from .interventions import ReftError
+from .io import save as save_reft
 from .model import ReftModel, serve_logits
 
 
@@ -150,10 +153,8 @@ def train_reft(
         {"params": [p for p in params if id(p) not in no_decay], "weight_decay": config.weight_decay},
     ]
 
-    def save(path):
-        from .io import save
-
-        save(rlm, path)  # a fresh step-N/ each time: check_checkpoint_dir refused earlier runs' up front
+    def checkpoint(path):
+        save_reft(rlm, path)  # a fresh step-N/ each time: check_checkpoint_dir refused earlier runs' up front
 
     rlm.train()
     try:
@@ -166,7 +167,7 @@ def train_reft(
             config,
             vocab=vocab,
             evaluate_fn=evaluate_fn,
-            checkpoint_fn=save,
+            checkpoint_fn=checkpoint,
             module=rlm,
             cache=cache,
         )
@@ -197,10 +198,6 @@ def check_checkpoint_dir(path, what: str = "checkpoint folder") -> None:
         FileExistsError: checkpoint folder '.../ckpt' already holds step-10/ from an earlier run; choose another
         checkpoint_dir or remove them (training never replaces checkpoints)
     """
-    import re
-
-    from interp.io import check_output_dir
-
     path = check_output_dir(path, overwrite=True, what=what)
     old = [p.name for p in path.iterdir() if re.fullmatch(r"step-\d+", p.name)] if path.is_dir() else []
     old.sort(key=lambda n: int(n[5:]))

@@ -29,11 +29,19 @@ import importlib
 import json
 import resource
 import typing
+from pathlib import Path
 
 from interp.cli import Parser, add_common_flags, check_positive, execute, model_shape, parse
 from interp.distributed import is_main
+from interp.io import check_save_dir
+from interp.tasks import registry
 
+from .. import hub
+from ..data import as_examples, read_jsonl
 from ..interventions import KINDS, ReftError
+from ..positions import parse_layers, parse_positions
+from ..tasks import NAMES, TaskData, get  # importing reft.tasks registers reft's tasks
+from ..train import TrainConfig, check_checkpoint_dir
 
 # modules of reft.cli, one per subcommand
 COMMANDS = ("train", "eval", "generate", "compare", "experiment", "memorise", "steer")
@@ -76,8 +84,6 @@ def train_config_fields(only: tuple[str, ...] | None = None) -> list[tuple[str, 
         >>> [name for name, _, _ in train_config_fields(("lr", "seed"))]
         ['lr', 'seed']
     """
-    from ..train import TrainConfig
-
     hints = typing.get_type_hints(TrainConfig)
     out = []
     for f in dataclasses.fields(TrainConfig):
@@ -99,8 +105,6 @@ def _optional(kind: type):
 
 def add_train_config_options(p: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
     """One ``--field-name`` per TrainConfig field (``--add-eos/--no-add-eos`` for booleans), default None."""
-    from ..train import TrainConfig
-
     optional = {f.name for f in dataclasses.fields(TrainConfig) if "None" in str(f.type)}
     for name, kind, default in train_config_fields(only):
         flag = "--" + name.replace("_", "-")
@@ -114,10 +118,6 @@ def add_train_config_options(p: argparse.ArgumentParser, only: tuple[str, ...] |
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
-    from interp.tasks import registry
-
-    from .. import tasks  # noqa: F401  (registers reft's tasks)
-
     p.add_argument("--task", choices=registry.names("reft"), help="a built-in task")
     p.add_argument("--data", help="JSONL training data: {prompt, response} or {prompt, label} per line")
     p.add_argument("--eval-data", help="JSONL held-out data (same format)")
@@ -205,8 +205,6 @@ def _print_human(result: dict) -> None:
 def task_defaults(args) -> dict:
     """The task's ``DEFAULTS`` (where to intervene and how to train), or {} for --data."""
     if getattr(args, "task", None):
-        from ..tasks import get
-
         return dict(get(args.task).DEFAULTS)
     return {}
 
@@ -218,8 +216,6 @@ def pick(args, name, defaults, fallback):
 
 def check_data_options(args) -> None:
     """The checks of :func:`add_data_options`' options that need no data read and no model."""
-    from ..tasks import NAMES
-
     if args.task and args.data:
         raise ReftError("give either --task or --data, not both")
     if not args.task and not args.data:
@@ -240,12 +236,6 @@ def check_method_options(args, method: str, defaults: dict) -> None:
     """The checks of :func:`add_method_options`' options (``method`` checked): the output folders, the ranks, the
     model, and the layers (against the model's config), positions and rank of a ReFT method.
     """
-    from interp.io import check_save_dir
-
-    from .. import hub
-    from ..positions import parse_layers, parse_positions
-    from ..train import check_checkpoint_dir
-
     if args.out and hub.is_hub(args.out):
         hub.check(args.out, doing="save to")  # a malformed repo id, offline mode, no network
     elif args.out:
@@ -271,10 +261,6 @@ def check_method_options(args, method: str, defaults: dict) -> None:
 
 def check_load(args) -> None:
     """``--load``, where given, must be a folder that ``reft train --out`` wrote (or ``hf://owner/name``)."""
-    from pathlib import Path
-
-    from .. import hub
-
     if getattr(args, "load", None) and hub.is_hub(args.load):
         hub.check(args.load, doing="load from")
     elif getattr(args, "load", None) and not Path(args.load).is_dir():
@@ -288,8 +274,6 @@ def check_load(args) -> None:
 
 
 def _check_file(option: str, path, what: str) -> None:
-    from pathlib import Path
-
     if not Path(path).is_file():
         raise FileNotFoundError(f"{option} {str(path)!r} does not exist; expected {what}")
 
@@ -309,9 +293,6 @@ def label_words(text: str) -> dict[int, str]:
 
 def load_data(args):
     """The examples of ``--task`` or ``--data``; ``--label-words`` replaces a classification task's label words."""
-    from ..data import as_examples
-    from ..tasks import TaskData, get
-
     check_data_options(args)
     words = label_words(args.label_words) if args.label_words else None
     if args.task:
@@ -332,8 +313,6 @@ def load_data(args):
                 f"{len(data.label_words)} labels ({','.join(w.strip() for w in data.label_words.values())})"
             )
         return dataclasses.replace(data, label_words=words)
-    from ..data import read_jsonl
-
     train = read_jsonl(args.data)
     as_examples(train, label_words=words)  # validate now, with the example's index in the error
     test = read_jsonl(args.eval_data) if args.eval_data else []
@@ -349,8 +328,6 @@ def train_config(args, defaults: dict, method: str = "loreft"):
         >>> train_config(args, task_defaults(args)).grad_accum, train_config(args, task_defaults(args)).steps
         (2, 20)
     """
-    from ..train import TrainConfig
-
     baseline = method in BASELINES
     cli = {**CLI_DEFAULTS, **(CLI_DEFAULTS_BASELINE if baseline else {})}
     if baseline:  # LoRA/DoRA learn at their own rate: --lr, else the task's lora_lr, else 1e-3

@@ -25,12 +25,16 @@ from __future__ import annotations
 
 import argparse
 import functools
+import statistics
 import sys
 from pathlib import Path
 
-from interp.cli import Parser, add_common_flags
+import interp
+from interp.cli import Parser, add_common_flags, check_positive
 
 from ..interventions import ReftError
+from ..positions import parse_positions
+from ..train import evaluate
 from . import (
     BASELINES,
     METHODS,
@@ -137,8 +141,6 @@ def worker_args(args, method: str, seed: int | None = None) -> argparse.Namespac
 
 def methods_of(args) -> list[str]:
     """``--methods 'loreft,lora,loreft@f1+l1+g'`` as a list of known methods (with their positions), lower-cased."""
-    from ..positions import parse_positions
-
     methods = [m.strip().lower() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in methods if m.partition("@")[0] not in METHODS]
     if bad or not methods:
@@ -171,8 +173,6 @@ def seeds_of(args) -> list[int] | None:
 
 def check(args) -> None:
     """Everything any worker's ``reft train`` would refuse (its own --out/<method> folder included), and --jobs."""
-    from interp.cli import check_positive
-
     check_positive(args, "jobs")
     seeds = seeds_of(args)
     for m in methods_of(args):
@@ -218,8 +218,6 @@ def over_seeds(runs: list[dict]) -> dict:
         >>> r["accuracy_mean"], round(r["accuracy_se"], 3), r["accuracy_per_seed"], r["rank"]
         (0.6, 0.1, [0.5, 0.7], 4)
     """
-    import statistics
-
     out = {k: v for k, v in runs[0].items() if k not in SPREAD}
     for k in SPREAD:
         values = [r[k] for r in runs if r.get(k) is not None]
@@ -232,10 +230,6 @@ def over_seeds(runs: list[dict]) -> dict:
 
 def _frozen(args, defaults) -> dict:
     """The frozen model on the same held-out examples: the floor every method starts from."""
-    import interp
-
-    from ..train import evaluate
-
     data = load_data(args)
     if not data.test:
         return {}

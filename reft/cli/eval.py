@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import argparse
 
+import interp
+
+from ..io import load
+from ..train import evaluate
 from . import (
     add_data_options,
     add_train_config_options,
@@ -45,11 +49,6 @@ def check(args) -> None:
 
 
 def run(args) -> dict:
-    import interp
-
-    from ..io import load
-    from ..train import evaluate
-
     data = load_data(args)
     examples = data.test or data.train
     config = train_config(args, {})  # the same batches for every method: not the task's training defaults

@@ -9,6 +9,13 @@ from __future__ import annotations
 
 import argparse
 
+import interp
+from interp.cli import check_positive, model_shape
+
+from ..generate import generate
+from ..io import load
+from . import check_load
+
 
 def add_parser(sub):
     p = sub.add_parser(
@@ -27,21 +34,12 @@ def add_parser(sub):
 
 def check(args) -> None:
     """Everything ``reft generate`` can refuse before loading the model."""
-    from interp.cli import check_positive, model_shape
-
-    from . import check_load
-
     check_load(args)
     check_positive(args, "max_new_tokens", "repetition_penalty")
     model_shape(args.model)  # a missing model is refused here
 
 
 def run(args) -> dict:
-    import interp
-
-    from ..generate import generate
-    from ..io import load
-
     lm = interp.load(args.model)
     model = load(args.load, lm) if args.load else lm
     prompts = [p.replace("\\n", "\n") for p in args.prompt]

@@ -17,10 +17,21 @@ from __future__ import annotations
 import argparse
 import time
 
+import torch
+
+import interp
 from interp.distributed import is_main, launched, launched_world_size
 
+from .. import baselines
+from .. import train as reft_train  # reft.train.train_reft looked up when called (the bad-input table mocks it)
+from ..generate import generate
+from ..head import ClassifierHead
 from ..interventions import KINDS, ReftError
-from ..train import check_world
+from ..io import save
+from ..model import at_layers, attach
+from ..positions import parse_positions
+from ..tasks import get as get_task
+from ..train import check_world, evaluate
 from . import (
     BASELINES,
     METHODS,
@@ -88,18 +99,6 @@ def run(args, lm=None) -> dict:
 
 
 def _run(args, lm=None) -> dict:
-    import torch
-
-    import interp
-
-    from .. import tasks as _tasks
-    from ..generate import generate
-    from ..head import ClassifierHead
-    from ..io import save
-    from ..model import at_layers, attach
-    from ..positions import parse_positions
-    from ..train import evaluate, train_reft
-
     method = check_method(args.method, args)
     defaults = task_defaults(args)
     data = load_data(args)
@@ -113,9 +112,7 @@ def _run(args, lm=None) -> dict:
     out = {"task": args.task or args.data, "method": method, "steps": config.steps, "config": config.to_dict()}
     t0 = time.perf_counter()
     if method in BASELINES:
-        from ..baselines import train_lora
-
-        res = train_lora(
+        res = baselines.train_lora(
             lm,
             data.train,
             config,
@@ -138,7 +135,7 @@ def _run(args, lm=None) -> dict:
         out.update(layers=str(layers), positions=positions, rank=rank, tied=not args.untied, head=args.head)
         out["share_weights"] = share
         periodic = data.test if config.eval_every and data.test else None  # evaluations during training
-        hist = train_reft(rlm, data.train, config, eval_examples=periodic, label_words=data.label_words)
+        hist = reft_train.train_reft(rlm, data.train, config, eval_examples=periodic, label_words=data.label_words)
         n, tuned = rlm.trainable_params, rlm
         if hist.evals:
             out["evals"] = [{"step": step, **m} for step, m in hist.evals]
@@ -161,7 +158,7 @@ def _run(args, lm=None) -> dict:
             )
         ]
         if args.task == "style":
-            style = _tasks.get("style")
+            style = get_task("style")
             out["style_rate"] = style.style_rate([s["tuned"] for s in out["samples"]])
             out["style_rate_base"] = style.style_rate([s["base"] for s in out["samples"]])
     if out["steps"] is None:  # trained by epochs
