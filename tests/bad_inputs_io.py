@@ -293,9 +293,9 @@ def from_pyreft(spoil=lambda p: p, **kw):
 
 def _pyreft_rep(field, value):
     def edit(config):
-        from reft.pyreft import _FIELDS
+        from reft.pyreft import FIELDS
 
-        config["representations"][0][_FIELDS.index(field)] = value
+        config["representations"][0][FIELDS.index(field)] = value
 
     return lambda p: _config(p, edit)
 
