@@ -138,9 +138,10 @@ def pad(lm, seqs: list, *, padding_side: str = "left") -> Batch:
 def check_ids(lm, ids: torch.Tensor, mask: torch.Tensor | None = None) -> None:
     """Refuse, before any forward, token ids the model cannot embed and rows longer than its context.
 
-    Every id must be in ``0 .. vocab_size - 1``, and no row may hold more real tokens (``mask``; default: all)
-    than the config's ``max_position_embeddings`` where it has one. The error names the first bad id with its
-    row and column, or the longest row, and the limit. A stand-in model without a spec or config is not checked.
+    Every id must be one the input embedding has (``0 .. rows - 1``), and no row may hold more real tokens
+    (``mask``; default: all) than the config's ``max_position_embeddings`` where it has one. The error names
+    the first bad id with its row and column, or the longest row, and the limit. A stand-in model without a
+    spec, an input embedding or a config is not checked for what it lacks.
 
     Example:
         >>> encode(lm, [[5, 6, 97]])
@@ -154,7 +155,9 @@ def check_ids(lm, ids: torch.Tensor, mask: torch.Tensor | None = None) -> None:
     spec = getattr(lm, "spec", None)
     if spec is None or ids.numel() == 0:
         return
-    vocab = spec.vocab_size
+    vocab = input_vocab(lm)
+    if vocab is None:  # a model without an input embedding reads its ids its own way (e.g. packed features)
+        return
     bad = (ids < 0) | (ids >= vocab)
     if bad.any():
         b, t = (int(i) for i in bad.nonzero()[0])
@@ -176,6 +179,22 @@ def check_ids(lm, ids: torch.Tensor, mask: torch.Tensor | None = None) -> None:
             f"prompt {b} has {int(lengths[b])} tokens, more than {spec.architecture}'s context of {context} "
             f"(max_position_embeddings); shorten it, e.g. keep its last {context} tokens"
         )
+
+
+def input_vocab(lm) -> int | None:
+    """How many token ids the model can embed: its input embedding's rows (None for a model without one).
+
+    Example:
+        >>> input_vocab(lm)
+        97
+    """
+    get = getattr(getattr(lm, "hf", None), "get_input_embeddings", None)
+    try:
+        emb = get() if callable(get) else None
+    except (NotImplementedError, AttributeError):
+        emb = None
+    rows = getattr(emb, "num_embeddings", None)
+    return rows if isinstance(rows, int) else None
 
 
 def _pad_id(lm) -> int | None:
