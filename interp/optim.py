@@ -18,7 +18,7 @@ Example:
 Everything trained calls :func:`train` with its parameters (or AdamW parameter groups: no weight decay on a basis
 ``R``, a Boundless mask's own learning rate), a ``loss(batch)`` closure and an iterator of batches: DAS and Boundless
 DAS (:func:`interp.das.fit_das`), ReFT and the LoRA/DoRA baselines (:func:`reft.train.train_reft`, ``reft.train.fit``),
-memorisation (:func:`reft.memorise.memorise`) and the hierarchical-equality MLP. Each step: one batch per micro-batch
+memorisation (``experiments/memorise.py``) and the hierarchical-equality MLP. Each step: one batch per micro-batch
 (``grad_accum`` of them), backward, the guard, clipping, one AdamW update, the schedule; then evaluation, early
 stopping and checkpoints at their intervals.
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from unittest import mock
 
 import pytest
+from experiment_scripts import script
 from test_bad_inputs import CLI, Bad
 
 from interp.cli import main as interp_main
@@ -50,6 +52,16 @@ def interp(*argv):
 def reft(*argv):
     """A row's call: ``reft *argv``, as :func:`interp`."""
     return lambda env: _run(reft_main, argv, env)
+
+
+def experiment(name, *argv):
+    """A row's call: ``python experiments/<name>.py *argv`` (the script's ``main``, in this process)."""
+    return lambda env: _run(script(name).main, argv, env)
+
+
+def _script(name: str) -> str:
+    """The prog of ``experiments/<name>.py`` in its one-line errors, as a regular expression."""
+    return re.escape(f"python experiments/{name}.py")
 
 
 # ---- paths and files a row's command line is given ------------------------------------------------------------
@@ -305,11 +317,18 @@ ONE_LINE = [  # argparse's own refusals: one line, not the whole usage
     Bad("reft generate no --prompt", reft("generate"), CLI,
         _one_line("reft generate", "the following arguments are required: --prompt")),
     Bad("reft compare --jobs x", reft("compare", "--jobs", "x"), CLI, _one_line("reft compare", _INT.format("--jobs"))),
-    Bad("reft experiment --jobs x", reft("experiment", "--jobs", "x"), CLI,
-        _one_line("reft experiment", _INT.format("--jobs"))),
-    Bad("reft memorise --layer x", reft("memorise", "--layer", "x"), CLI,
-        _one_line("reft memorise", _INT.format("--layer"))),
-    Bad("reft steer --layer x", reft("steer", "--layer", "x"), CLI, _one_line("reft steer", _INT.format("--layer"))),
+    Bad("decode_time.py --jobs x", experiment("decode_time", "--jobs", "x"), CLI,
+        _one_line(_script("decode_time"), _INT.format("--jobs"))),
+    Bad("memorise.py --layer x", experiment("memorise", "--layer", "x"), CLI,
+        _one_line(_script("memorise"), _INT.format("--layer"))),
+    Bad("steer_style.py --layer x", experiment("steer_style", "--layer", "x"), CLI,
+        _one_line(_script("steer_style"), _INT.format("--layer"))),
+    Bad("reft experiment (moved)", reft("experiment", "--jobs", "x"), CLI,
+        r"\Areft experiment: moved out of the package; run `python experiments/decode_time\.py --jobs x` .*\n\Z"),
+    Bad("reft memorise (moved)", reft("memorise", "--layer", "9"), CLI,
+        r"\Areft memorise: moved out of the package; run `python experiments/memorise\.py --layer 9` .*\n\Z"),
+    Bad("reft steer (moved)", reft("steer"), CLI,
+        r"\Areft steer: moved out of the package; run `python experiments/steer_style\.py` from .*\n\Z"),
     Bad("reft unrecognized", reft(*TRAIN, "--nope"), CLI, _one_line("reft", "unrecognized arguments: --nope")),
     Bad(
         "reft generate --load a pyreft folder",
@@ -356,11 +375,11 @@ ROWS += [
     ),
     Bad("interp das --lr inf", interp(*DAS, "--lr", "inf"), CLI, r"--lr inf: expected a positive number, not infinity"),
     Bad(
-        "reft memorise --lr inf",
-        reft(
+        "memorise.py --lr inf",
+        experiment(
             "memorise", "--lr", "inf", "--out", lambda env: env.tmp / "m.json", "--plot", lambda env: env.tmp / "p.png"
         ),
         CLI,
-        r"--lr inf: expected a positive number",
+        r"\Apython experiments/memorise\.py: error: --lr inf: expected a positive number",
     ),
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from experiment_scripts import script
 from test_bad_inputs import Bad
 
 import reft
@@ -601,9 +602,7 @@ def _one_param_loop(**options):
 
 
 def _memorise(env, **options):
-    from reft.memorise import memorise
-
-    return memorise(env.lm, [11, 12], layer=0, prompt=[1, 5, 7], **options)
+    return script("memorise").memorise(env.lm, [11, 12], layer=0, prompt=[1, 5, 7], **options)  # the experiment
 
 
 ROWS += [

@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 import pytest
+from experiment_scripts import run_doctests, run_help, script
 
 from reft.cli import build_parser, main
 from reft.interventions import ReftError
@@ -252,8 +253,8 @@ def test_over_seeds_reports_mean_standard_error_and_each_seed():
 
 
 def test_the_experiment_checks_tasks_and_its_output_file_before_work(tmp_path):
-    from reft.cli import experiment
-
+    experiment = script("decode_time")
+    parse = experiment.build_parser().parse_args
     (tmp_path / "old.json").write_text("{}")
     (tmp_path / "a-file").write_text("")
     for argv, error, match in [
@@ -264,13 +265,23 @@ def test_the_experiment_checks_tasks_and_its_output_file_before_work(tmp_path):
         (["--steps", "0"], ReftError, "positive"),
     ]:
         with pytest.raises(error, match=match):
-            experiment.check(build_parser().parse_args(["experiment", *argv]))
-    experiment.check(build_parser().parse_args(["experiment", "--out", str(tmp_path / "new" / "x.json")]))
-    args = build_parser().parse_args(["experiment", "--tasks", "addition,sentiment", "--seeds", "0,1"])
+            experiment.check(parse(argv))
+    experiment.check(parse(["--out", str(tmp_path / "new" / "x.json")]))
+    args = parse(["--tasks", "addition,sentiment", "--seeds", "0,1"])
     experiment.check(args)
     assert experiment.compare_args(args, "addition").methods == "loreft,loreft@f1+l3+g,lora"  # the task's positions
     assert experiment.compare_args(args, "sentiment").methods == "loreft,lora"
     assert experiment.compare_args(args, "style").n_test == 30
+
+
+def test_the_experiment_script_runs_its_help_and_examples_and_reft_experiment_points_to_it(capsys):
+    assert "--seeds" in run_help("decode_time")
+    run_doctests("decode_time")
+    assert main(["experiment", "--tasks", "style"]) == 2
+    assert capsys.readouterr().err == (
+        "reft experiment: moved out of the package; run `python experiments/decode_time.py --tasks style` from the "
+        "repository's root (same options)\n"
+    )
 
 
 # ---- one task registry for both command lines -------------------------------------------------------------

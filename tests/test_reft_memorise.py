@@ -1,17 +1,30 @@
-"""Memorisation (reft.memorise) on tiny random models: counting, early stopping, greedy agreement, and the CLI."""
+"""Memorisation (experiments/memorise.py) on tiny random models: counting, early stopping, greedy agreement, the
+script's command line, and the ``reft.memorise`` alias and ``reft memorise`` command that point to it."""
 
 from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import sharp_llama, tiny_lm
+from experiment_scripts import run_doctests, run_help, script
 
 import interp
+import reft
+import reft.cli
 from reft import data as D
-from reft.cli import main
-from reft.memorise import cells_of, memorise, memorise_table, prefix_match
 from reft.model import serve_logits
 
+experiment = script("memorise")
+cells_of, memorise, memorise_table, prefix_match = (
+    experiment.cells_of, experiment.memorise, experiment.memorise_table, experiment.prefix_match
+)  # fmt: skip
+main = experiment.main
 PROMPT = [1, 5, 7]
 
 
@@ -77,7 +90,7 @@ def test_errors_name_the_fix():
         memorise(lm, "some text", layer=0, steps=1)
     with pytest.raises(ReftError, match="layers 0..1"):
         memorise(lm, [3, 4], layer=2, steps=1, prompt=PROMPT)
-    with pytest.raises(ReftError, match="a cell asks for 40"):
+    with pytest.raises(ReftError, match="17 tokens; length 40 asks for more"):
         memorise_table(lm, cells=[(40, 0)], text=list(range(3, 20)), steps=1, prompt=PROMPT)
 
 
@@ -104,7 +117,7 @@ def test_cli_refuses_bad_options_before_loading(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(interp, "load", refuse)
     out, plot = tmp_path / "m.json", tmp_path / "m.png"
-    ok = ["memorise", "--out", str(out), "--plot", str(plot)]
+    ok = ["--out", str(out), "--plot", str(plot)]
     out.write_text("{}")
     assert main(ok) == 2 and "already exists" in capsys.readouterr().err
     out.unlink()
@@ -124,8 +137,57 @@ def test_cli_refuses_bad_options_before_loading(tmp_path, monkeypatch, capsys):
 
 
 def test_table_text():
-    from reft.cli.memorise import format_table
-
-    lines = format_table([{"length": 8, "layer": 1, "recovered": 4, "greedy": None, "steps": 10, "seconds": 0.5}])
+    lines = experiment.format_table(
+        [{"length": 8, "layer": 1, "recovered": 4, "greedy": None, "steps": 10, "seconds": 0.5}]
+    )
     assert lines[0].split() == ["length", "layer", "recovered", "greedy", "steps", "seconds"]
     assert lines[1].split() == ["8", "1", "4/8", "(50%)", "-", "10", "0.5"]
+
+
+def test_the_script_runs_its_help_and_its_examples():
+    assert "--layers-at" in run_help("memorise")
+    torch.manual_seed(0)
+    lm = tiny_lm("llama")
+    rlm = reft.attach(lm, {reft.Site("resid_post", 1, reft.last()): reft.LoReFT(lm.d_model, rank=1)})
+    run_doctests("memorise", lm=lm, rlm=rlm)
+
+
+def test_the_passage_is_the_one_the_results_were_measured_on():
+    text = experiment.PASSAGE
+    assert len(text) == 3024 and text.startswith("The lighthouse on the northern cape") and text.count("\n\n") == 5
+    assert text.endswith("seems to pause before it sweeps on.")
+
+
+def test_reft_memorise_is_an_alias_of_the_script_for_one_release():
+    sys.modules.pop("reft.memorise", None)
+    with pytest.warns(DeprecationWarning, match="reft.memorise moved .* experiments/memorise.py"):
+        old = importlib.import_module("reft.memorise")
+    assert (
+        old.memorise is memorise and old.PASSAGE == experiment.PASSAGE and old.greedy_prefix is experiment.greedy_prefix
+    )
+    assert set(old.__all__) >= {"memorise", "memorise_table", "prefix_match", "passage_ids", "cells_of", "Memorised"}
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        old.nope  # noqa: B018
+
+
+def test_reft_memorise_says_where_the_experiment_lives_outside_a_checkout(tmp_path, monkeypatch):
+    """Installed without the repository (no experiments/ beside the package): a clear ImportError."""
+    monkeypatch.delitem(sys.modules, "experiments.memorise")
+    spec = importlib.util.find_spec("reft.memorise")
+    copy = tmp_path / "pkg" / "reft" / "memorise.py"  # the module alone, in a tree without experiments/
+    copy.parent.mkdir(parents=True)
+    copy.write_text(Path(spec.origin).read_text())
+    alone = importlib.util.spec_from_file_location("reft_memorise_alone", copy)
+    with warnings.catch_warnings(), pytest.raises(ImportError, match="source repository .*experiments/memorise.py"):
+        warnings.simplefilter("ignore", DeprecationWarning)
+        alone.loader.exec_module(importlib.util.module_from_spec(alone))
+    assert "experiments.memorise" not in sys.modules
+
+
+def test_the_reft_command_points_to_the_script(capsys):
+    assert reft.cli.main(["memorise", "--lengths", "32,64", "--layer", "9"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "reft memorise: moved out of the package; run `python experiments/memorise.py --lengths 32,64 --layer 9` "
+        "from the repository's root (same options)\n"
+    )

@@ -1,17 +1,19 @@
-"""Steering baselines (reft.steering) on tiny random models: directions, Steer at prompt and decode positions, CLI."""
+"""Steering baselines (reft.steering) on tiny random models: directions, Steer at prompt and decode positions, and
+the steering experiment's script (experiments/steer_style.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from conftest import tiny_lm
+from experiment_scripts import run_doctests, run_help, script
 
 import interp
 import reft
+import reft.cli
 from interp import Site, first, last
 from interp.positions import all_tokens, generated
 from reft import data as D
-from reft.cli import main
 from reft.model import serve_logits
 from reft.steering import activations, all_prompt, caa, caa_prompts, diff_in_means, parse_steer_positions, steer
 from reft.train import evaluate
@@ -147,7 +149,8 @@ def test_cli_refuses_bad_options_before_loading(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(interp, "load", refuse)
     out = tmp_path / "s.json"
-    ok = ["steer", "--out", str(out)]
+    ok = ["--out", str(out)]
+    main = script("steer_style").main
     out.write_text("{}")
     assert main(ok) == 2 and "already exists" in capsys.readouterr().err
     out.unlink()
@@ -155,7 +158,7 @@ def test_cli_refuses_bad_options_before_loading(tmp_path, monkeypatch, capsys):
         (["--methods", "pca"], "unknown ['pca']"),
         (["--strengths", "1,x"], "expected numbers"),
         (["--positions", "middle"], "cannot read positions"),
-        (["--steps", "0"], "steps=0"),
+        (["--steps", "0"], "TrainConfig.steps must be a positive integer; got 0"),
         (["--layer", "99"], "--layer 99"),
         (["--out", str(tmp_path)], "is a folder"),
     ):
@@ -165,11 +168,24 @@ def test_cli_refuses_bad_options_before_loading(tmp_path, monkeypatch, capsys):
 
 
 def test_cli_passes_training_options_to_the_loreft():
-    from reft.cli import build_parser
-    from reft.cli.steer import plain, train_options
-
-    args = build_parser().parse_args(["steer", "--steps", "5", "--lr", "0.02", "--positions", "l1"])
-    train, plain_train = vars(train_options(args)), vars(build_parser().parse_args(["train"]))  # `reft train`'s
+    experiment = script("steer_style")
+    args = experiment.build_parser().parse_args(["--steps", "5", "--lr", "0.02", "--positions", "l1"])
+    train = vars(experiment.train_options(args))
+    plain_train = vars(reft.cli.build_parser().parse_args(["train"]))  # `reft train`'s
     assert train.keys() == plain_train.keys() and train["method"] == "loreft"
     assert {k: v for k, v in train.items() if v != plain_train[k]} == {"task": "style", "steps": 5, "lr": 0.02}
-    assert plain(" Squawk! The sun is a star, matey. Squawk!") == " The sun is a star."
+    assert experiment.plain(" Squawk! The sun is a star, matey. Squawk!") == " The sun is a star."
+
+
+def test_the_script_runs_its_help_and_its_examples():
+    text = run_help("steer_style")
+    assert "--strengths" in text and "--grad-accum" in text  # its own options and reft train's
+    run_doctests("steer_style")
+
+
+def test_the_reft_command_points_to_the_script(capsys):
+    assert reft.cli.main(["steer", "--methods", "caa", "--out", "a b.json"]) == 2
+    assert capsys.readouterr().err == (
+        "reft steer: moved out of the package; run `python experiments/steer_style.py --methods caa --out 'a b.json'` "
+        "from the repository's root (same options)\n"
+    )

@@ -1,4 +1,4 @@
-"""Command line: ``reft train | eval | generate | compare | experiment | memorise | steer`` (also ``python -m reft``).
+"""Command line: ``reft train | eval | generate | compare`` (also ``python -m reft``).
 
 Example:
     reft train --task style --out runs/style                 # rank-4 LoReFT at one layer, ~20 examples
@@ -7,11 +7,9 @@ Example:
     reft train --task sentiment --grad-accum 4 --weight-decay 0.01 --warmup-ratio 0.2 --no-progress
     reft eval --task sentiment --load runs/sent --json
     reft compare --task sentiment --json                      # LoReFT, DiReFT, LoRA, DoRA: one table
-    reft experiment --json --out results/reft_decode_experiment.json   # prompt-only vs decode-time vs LoRA, 3 seeds
-    reft memorise --lengths 32,64 --layer 9                   # a rank-1 LoReFT memorising a passage
-    reft steer --out results/reft_steer_style.json            # diff-in-means / CAA steering vs LoReFT (style)
 
-``--json`` prints one object.
+``--json`` prints one object. The experiments (decode-time, memorisation, steering) are scripts of the
+repository's ``experiments/`` folder (:data:`MOVED`).
 
 Methods are the ReFT kinds (loreft, direft, noreft, lobireft, consreft, lodireft) and the peft baselines
 (lora, dora). The training options are the fields of :class:`reft.train.TrainConfig` (``--grad-accum`` sets
@@ -28,6 +26,8 @@ import dataclasses
 import importlib
 import json
 import resource
+import shlex
+import sys
 import typing
 from pathlib import Path
 
@@ -44,7 +44,9 @@ from ..tasks import NAMES, TaskData, get  # importing reft.tasks registers reft'
 from ..train import TrainConfig, check_checkpoint_dir
 
 # modules of reft.cli, one per subcommand
-COMMANDS = ("train", "eval", "generate", "compare", "experiment", "memorise", "steer")
+COMMANDS = ("train", "eval", "generate", "compare")
+# Commands that reproduced results: now scripts of the repository's experiments/ folder (options unchanged).
+MOVED = {"experiment": "decode_time", "memorise": "memorise", "steer": "steer_style"}
 BASELINES = ("lora", "dora")
 METHODS = (*KINDS, *BASELINES)
 
@@ -161,6 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in MOVED:  # one line and exit 2, before parsing (and before anything loads)
+        rest = "".join(f" {shlex.quote(str(a))}" for a in argv[1:])
+        print(
+            f"reft {argv[0]}: moved out of the package; run `python experiments/{MOVED[argv[0]]}.py{rest}` from the "
+            "repository's root (same options)",
+            file=sys.stderr,
+        )
+        return 2
     args = parse(build_parser(), argv)
     if isinstance(args, int):
         return args

@@ -93,7 +93,7 @@ def check(args) -> None:
 
 def run(args, lm=None) -> dict:
     """Train under the process group a launcher (torchrun) asked for, if any; rank 0 saves and prints.
-    ``lm``: the model already loaded from ``--model`` (``reft steer`` trains its LoReFT on its own model)."""
+    ``lm``: the model already loaded from ``--model`` (``experiments/steer_style.py`` passes its own)."""
     with launched():
         return _run(args, lm)
 
