@@ -29,6 +29,7 @@ from torch.nn import functional as F
 import interp
 from interp import LowRankRotation, Site, collect, encode, interchange, last
 from interp.das import Alignment
+from interp.engine import options
 from interp.inputs import token_ids
 from interp.metrics import das_loss
 from interp.replay import PrefixCache
@@ -72,7 +73,8 @@ def main():
         return loss
 
     def naive_loss():  # the reference path: source through the whole model, every logit, no replay
-        out = interchange(lm, base, source, at=site, via=iv, grad=True, backend="hooks", full=True)
+        with options(backend="hooks", full=True):
+            out = interchange(lm, base, source, at=site, via=iv, grad=True)
         return F.cross_entropy(out.logits, labels)
 
     def naive_step():

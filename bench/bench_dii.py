@@ -27,6 +27,7 @@ import torch
 
 import interp
 from interp import Site, collect, encode, interchange, last
+from interp.engine import options
 from interp.tasks import ioi_pairs
 
 
@@ -115,7 +116,8 @@ def main():
         }
         t = timed(fns, args.repeats)
         mem = {k: peak_mb(f) for k, f in fns.items()}
-        reference = interchange(lm, base, source, at=site, backend="hooks", full=True).logits  # nothing skipped
+        with options(backend="hooks", full=True):  # nothing skipped
+            reference = interchange(lm, base, source, at=site).logits
         diff = (interchange(lm, base, source, at=site).logits - reference).abs().max()
 
     T = base.input_ids.shape[1]

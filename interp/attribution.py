@@ -40,7 +40,7 @@ import torch
 
 from . import sites as _sites
 from .causal import Pairs
-from .engine import Op, execute
+from .engine import Op, execute, legacy
 from .grid import Grid
 from .inputs import InputError, encode, token_ids
 from .patching import patch_grid
@@ -59,7 +59,7 @@ def attribution_patch(
     positions: Mapping[str, Position] | None = None,
     component: str = "resid_post",
     metric: Metric | None = None,
-    backend: str = "nnsight",
+    backend: str | None = None,
 ) -> Grid:
     """First-order estimate of :func:`interp.patching.patch_grid`'s effects, from two forwards and one backward.
 
@@ -80,7 +80,7 @@ def attribution_patch(
             and source of the same length), or ``head``: every head of each layer).
         metric: a function of the last-token logits (B, V) returning (B,) or a scalar (averaged over rows);
             default: ``logit(base answer) - logit(source answer)`` per pair, as :func:`patch_grid` scores.
-        backend: ``"nnsight"`` or ``"hooks"`` (the same plan either way).
+        backend: deprecated; use ``with interp.engine.options(backend=...)`` (the same plan either way).
 
     Returns:
         A :class:`interp.grid.Grid` of ``effect`` (n_layers, n_positions), or (n_layers, n_heads, n_positions) for
@@ -88,7 +88,8 @@ def attribution_patch(
         ``component``, ``method`` (``"atp"``), ``base_metric``, ``source_metric``, ``n_pairs``, and with the default
         metric ``clean_accuracy``, ``base_logit_diff`` and ``source_logit_diff``.
     """
-    run = _attribution(lm, base, source, layers, positions, component, metric, backend)
+    with legacy("attribution_patch", backend, None):
+        run = _attribution(lm, base, source, layers, positions, component, metric)
     return run.grid()
 
 
@@ -137,7 +138,7 @@ class _Run:
         return Grid("effect", effect, axes, meta=meta | self.meta)
 
 
-def _attribution(lm, base, source, layers, positions, component, metric, backend) -> _Run:
+def _attribution(lm, base, source, layers, positions, component, metric) -> _Run:
     base_in, source_in, answers = _split_pairs(base, source)
     layers = list(range(lm.n_layers) if layers is None else layers)
     positions = dict(positions or {"last": last()})
@@ -173,7 +174,7 @@ def _attribution(lm, base, source, layers, positions, component, metric, backend
     # One source forward: every site, at every column; the metric at its last token.
     s_ops = [Op(None, t, _every_column(s_batch), read=True) for t in targets]
     with torch.no_grad():
-        src = execute(lm, s_batch, s_ops, logits_at=last().resolve(s_batch.attention_mask), backend=backend)
+        src = execute(lm, s_batch, s_ops, logits_at=last().resolve(s_batch.attention_mask))
         m_source = _mean(metric(src.logits[:, -1])).item()
 
     # One base forward that adds a zero (B, T, w) tensor at each site: d metric / d zero = d metric / d activation.
@@ -184,7 +185,7 @@ def _attribution(lm, base, source, layers, positions, component, metric, backend
     ]
     b_ops = [Op(None, t, _every_column(b_batch), fn=_adder(z), read=True) for t, z in zip(targets, zeros)]
     with torch.enable_grad():
-        out = execute(lm, b_batch, b_ops, logits_at=last().resolve(b_batch.attention_mask), backend=backend)
+        out = execute(lm, b_batch, b_ops, logits_at=last().resolve(b_batch.attention_mask))
         logits = out.logits[:, -1]
         m = _mean(metric(logits))
         if not m.requires_grad:

@@ -343,26 +343,27 @@ def fit_das(
 
     # Under torchrun each rank takes batch[rank::world] of the same global batch (equal shards: batch_size is a
     # multiple of world), so the average of the shards' means is the mean; the basis is kept at its best val IIA.
-    hist = optim.train(
-        groups,
-        batch_loss,
-        _batches(len(pairs), cfg.batch_size, cfg.seed),
-        steps=cfg.steps,
-        lr=cfg.lr,
-        schedule=cfg.schedule,
-        warmup_ratio=cfg.warmup_ratio,
-        max_grad_norm=cfg.max_grad_norm,
-        evaluate=held_out_iia if held_out is not None else None,
-        eval_every=cfg.eval_every,
-        patience=cfg.patience,
-        stop_at=1.0,
-        keep_best=True,
-        before_step=anneal if isinstance(basis, Boundless) else None,
-        module=basis,
-        find_unused=False,
-        progress=cfg.progress,
-        desc=f"DAS {at!r}",
-    )
+    with _sites.resolving(lm):  # the site resolves once for the whole fit, not once per step
+        hist = optim.train(
+            groups,
+            batch_loss,
+            _batches(len(pairs), cfg.batch_size, cfg.seed),
+            steps=cfg.steps,
+            lr=cfg.lr,
+            schedule=cfg.schedule,
+            warmup_ratio=cfg.warmup_ratio,
+            max_grad_norm=cfg.max_grad_norm,
+            evaluate=held_out_iia if held_out is not None else None,
+            eval_every=cfg.eval_every,
+            patience=cfg.patience,
+            stop_at=1.0,
+            keep_best=True,
+            before_step=anneal if isinstance(basis, Boundless) else None,
+            module=basis,
+            find_unused=False,
+            progress=cfg.progress,
+            desc=f"DAS {at!r}",
+        )
     scores = dict(hist.evals)
     history = [
         {"step": s, "loss": loss, "lr": lr} | ({"val_iia": scores[s]} if s in scores else {})

@@ -17,7 +17,8 @@ Example:
 
 The source run stops after the last site it feeds, and the base run computes logits only at the positions
 read (by default the last token), so a DII costs far less than two full forwards (bench/bench_dii.py).
-Every call builds ops for :mod:`interp.engine`; ``backend="hooks"`` runs the same plan with module hooks.
+Every call builds ops for :mod:`interp.engine`; ``with interp.engine.options(backend="hooks"):`` runs the same plan
+with module hooks (the ``backend=`` / ``full=`` keywords still work for one release, with a DeprecationWarning).
 A model with edits of its own (a ``reft.ReftModel``, or anything with ``.lm`` and ``edit_ops(batch)``) can
 stand in for ``lm``: its edits apply first, then the reads and interventions asked for.
 """
@@ -32,7 +33,7 @@ import torch
 from . import display
 from . import sites as _sites
 from .checks import as_int
-from .engine import Batch, Op, execute
+from .engine import Batch, Op, execute, legacy
 from .inputs import InputError, encode, token_ids
 from .interventions import Intervention, as_intervention
 from .positions import Position, PositionError, last
@@ -122,7 +123,7 @@ def plan(lm, batch: Batch, sites: Sequence[Site]) -> list[tuple[Site, _sites.Tar
     """Resolve sites and their positions on ``batch``: every check happens here, before a forward pass."""
     out = []
     for site in sites:
-        target = _sites.resolve(lm, site)
+        target = _sites.resolved(lm, site)  # once per fit inside interp.sites.resolving (DAS steps)
         pos = site.pos.resolve(batch.attention_mask, batch.input_ids, lm.tokenizer)
         out.append((site, target, pos))
     return out
@@ -135,8 +136,8 @@ def collect(
     at: Site | Sequence[Site],
     batch_size: int | None = None,
     mean: bool = False,
-    backend: str = "nnsight",
-    full: bool = False,
+    backend: str | None = None,
+    full: bool | None = None,
 ) -> torch.Tensor | list[torch.Tensor]:
     """Vectors at one site (B, k, w) or a list of them for several sites; each run stops after the last site.
 
@@ -155,16 +156,16 @@ def collect(
             concatenate the reads (default: all in one run).
         mean: each input's vectors averaged over its positions, (B, w) in float32; the positions may then give
             each prompt a different number of tokens (``all_tokens()`` on prompts of different lengths).
-        full: the unoptimised reference (every call here takes it): nothing stops early and logits are computed
-            at every position, as a plain implementation pays (tests and benches compare against it).
+        backend, full: deprecated; use ``with interp.engine.options(backend=..., full=...)``.
     """
     sites = _as_list(at)
     if batch_size is not None:
         batch_size = as_int(batch_size, "collect(batch_size=)", low=1, error=InputError)
     per_site: list[list[torch.Tensor]] = [[] for _ in sites]
-    for part in _parts(inputs, batch_size):
-        for i, h in enumerate(_read(model, part, sites, mean=mean, backend=backend, full=full)):
-            per_site[i].append(h)
+    with legacy("collect", backend, full):
+        for part in _parts(inputs, batch_size):
+            for i, h in enumerate(_read(model, part, sites, mean=mean)):
+                per_site[i].append(h)
     reads = [p[0] if len(p) == 1 else torch.cat(p) for p in per_site]
     return reads if isinstance(at, (list, tuple)) else reads[0]
 
@@ -179,7 +180,7 @@ def _parts(inputs, size: int | None) -> list:
     return [inputs[a : a + size] for a in range(0, len(inputs), size)] or [inputs]  # empty: encode says so
 
 
-def _read(model, inputs, sites: list[Site], *, mean: bool, backend: str, full: bool) -> list[torch.Tensor]:
+def _read(model, inputs, sites: list[Site], *, mean: bool) -> list[torch.Tensor]:
     """One run's reads at ``sites``: (B, k, w) each, or (B, w) averaged over each row's valid positions."""
     lm, edited = _unwrap(model)
     batch = encode(lm, inputs)
@@ -188,19 +189,21 @@ def _read(model, inputs, sites: list[Site], *, mean: bool, backend: str, full: b
             if site.pos.decodes:
                 raise PositionError(f"{site!r}: collect reads fixed inputs, which have no generated tokens")
         locs = [s.pos.locate(batch.attention_mask, batch.input_ids, lm.tokenizer) for s in sites]
-        ops = [Op(s, _sites.resolve(lm, s), loc.index, read=True) for s, loc in zip(sites, locs)]
+        ops = [Op(s, _sites.resolved(lm, s), loc.index, read=True) for s, loc in zip(sites, locs)]
     else:
         ops = [Op(s, t, p, read=True) for s, t, p in plan(lm, batch, sites)]
     own = _own_ops(edited, batch)
     with torch.no_grad():
-        reads = execute(lm, batch, own + ops, backend=backend, full=full).reads[len(own) :]
+        reads = execute(lm, batch, own + ops).reads[len(own) :]
     if not mean:
         return reads
     weights = [loc.valid.to(h.device, torch.float32)[..., None] for h, loc in zip(reads, locs)]
     return [(h.float() * w).sum(1) / w.sum(1).clamp(min=1) for h, w in zip(reads, weights)]
 
 
-def run(model, inputs, *, logits_at: Position | None = None, backend: str = "nnsight", full: bool = False) -> DIIResult:
+def run(
+    model, inputs, *, logits_at: Position | None = None, backend: str | None = None, full: bool | None = None
+) -> DIIResult:
     """The model's own run (with its edits, for a ReFT) as a :class:`DIIResult`: logits where asked, metrics.
 
     Example:
@@ -210,7 +213,8 @@ def run(model, inputs, *, logits_at: Position | None = None, backend: str = "nns
         >>> res.accuracy(5)                                  # fraction predicting token 5 (or a word: " Mary")
         0.0
     """
-    return intervene(model, inputs, at=[], logits_at=logits_at, backend=backend, full=full)
+    with legacy("run", backend, full):
+        return intervene(model, inputs, at=[], logits_at=logits_at)
 
 
 def intervene(
@@ -222,8 +226,8 @@ def intervene(
     sources: Sequence[torch.Tensor | None] | None = None,
     logits_at: Position | None = None,
     grad: bool = False,
-    backend: str = "nnsight",
-    full: bool = False,
+    backend: str | None = None,
+    full: bool | None = None,
 ) -> DIIResult:
     """Run ``base`` with an intervention at each site; ``sources`` holds source vectors per site if needed.
 
@@ -253,8 +257,8 @@ def intervene(
                 )
         ops.append(Op(site, target, pos, fn=_bind(iv, src)))
     read_at = (logits_at or last()).resolve(batch.attention_mask, batch.input_ids, lm.tokenizer)
-    with torch.set_grad_enabled(grad):
-        logits = execute(lm, batch, ops, logits_at=read_at, backend=backend, full=full).logits
+    with torch.set_grad_enabled(grad), legacy("intervene", backend, full):
+        logits = execute(lm, batch, ops, logits_at=read_at).logits
     if logits_at is None:
         logits = logits[:, -1]
     return DIIResult(logits, lm)
@@ -273,8 +277,8 @@ def interchange(
     via=None,
     logits_at: Position | None = None,
     grad: bool = False,
-    backend: str = "nnsight",
-    full: bool = False,
+    backend: str | None = None,
+    full: bool | None = None,
 ) -> DIIResult:
     """DII: run ``base`` with the ``via`` subspace at each site taken from ``source``'s run at that site.
 
@@ -284,7 +288,8 @@ def interchange(
         at: a Site or a list of Sites (applied in one forward, in execution order).
         via: None (the whole vector: activation patching), a Basis, an Intervention, or a list per site.
         logits_at: positions whose logits are kept (default: the last token).
-        backend: ``"nnsight"`` (default) or ``"hooks"``; both run the same plan.
+        backend, full: deprecated; use ``with interp.engine.options(backend=..., full=...)`` (both backends run
+            the same plan).
     """
     lm, _ = _unwrap(model)
     base_batch = encode(lm, base)
@@ -312,9 +317,9 @@ def interchange(
         plan(lm, base_batch, [sites[i] for i in idx])
         for i, (_, t, _p) in zip(idx, plan(lm, src_batch, [sites[i] for i in idx])):
             ivs[i].check(t.width)
-    for idx in by_source.values():
-        reads = collect(model, srcs[idx[0]], at=[sites[i] for i in idx], backend=backend, full=full)
-        for i, r in zip(idx, reads):
-            sources[i] = r
-    kw = dict(logits_at=logits_at, grad=grad, backend=backend, full=full)
-    return intervene(model, base_batch, at=sites, via=ivs, sources=sources, **kw)
+    with legacy("interchange", backend, full):
+        for idx in by_source.values():
+            reads = collect(model, srcs[idx[0]], at=[sites[i] for i in idx])
+            for i, r in zip(idx, reads):
+                sources[i] = r
+        return intervene(model, base_batch, at=sites, via=ivs, sources=sources, logits_at=logits_at, grad=grad)

@@ -28,13 +28,13 @@ import torch
 
 from . import sites as _sites
 from .dii import collect
-from .engine import readout
+from .engine import legacy, readout
 from .inputs import InputError, encode, token_ids
 from .positions import Position, last
 from .sites import Site
 
 
-def cache(model, inputs, *, at: Site | Sequence[Site], backend: str = "nnsight") -> dict[Site, torch.Tensor]:
+def cache(model, inputs, *, at: Site | Sequence[Site], backend: str | None = None) -> dict[Site, torch.Tensor]:
     """The vectors at every site, ``{Site: (B, k, w)}``, from one run that stops after the last site.
 
     Example:
@@ -48,7 +48,8 @@ def cache(model, inputs, *, at: Site | Sequence[Site], backend: str = "nnsight")
     sites = [at] if isinstance(at, Site) else list(dict.fromkeys(at))
     if not sites:
         raise InputError("cache(at=[]) has no sites to read; pass a Site or a list of them")
-    return dict(zip(sites, collect(model, inputs, at=sites, backend=backend)))
+    with legacy("cache", backend, None):
+        return dict(zip(sites, collect(model, inputs, at=sites)))
 
 
 @dataclass
@@ -105,7 +106,12 @@ class LogitLens:
 
 
 def logit_lens(
-    model, inputs, *, layers: Iterable[int] | None = None, pos: Position | None = None, backend: str = "nnsight"
+    model,
+    inputs,
+    *,
+    layers: Iterable[int] | None = None,
+    pos: Position | None = None,
+    backend: str | None = None,
 ) -> LogitLens:
     """Decode each layer's ``resid_post`` through the model's final norm and unembedding.
 
@@ -132,7 +138,8 @@ def logit_lens(
     pos = last() if pos is None else pos
     batch = encode(lm, inputs)
     sites = [Site("resid_post", layer, pos) for layer in layers]
-    reads = collect(model, batch, at=sites, backend=backend)  # [(B, k, d)] per layer
+    with legacy("logit_lens", backend, None):
+        reads = collect(model, batch, at=sites)  # [(B, k, d)] per layer
     norm = lm.hf.get_submodule(_sites.architecture(lm).final_norm)
     with torch.no_grad():
         logits = torch.stack([readout(lm, norm(h)) for h in reads])  # (L, B, k, d) -> (L, B, k, V)

@@ -49,6 +49,8 @@ address against it (:func:`resolve`), and never runs or hooks the model itself (
 
 from __future__ import annotations
 
+import contextlib
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import torch
@@ -161,6 +163,43 @@ def resolve(lm, site: Site) -> Target:
         )
     rel, io = getattr(arch, site.component)
     return Target(f"{layer}.{rel}", io, None, spec.n_heads, spec.d_model)
+
+
+_scope: ContextVar[tuple[object, dict] | None] = ContextVar("interp_sites_scope", default=None)
+
+
+@contextlib.contextmanager
+def resolving(lm):
+    """Within the block, each site of ``lm`` resolves once: a fit's steps reuse its Target (the memo ends with it).
+
+    Example:
+        >>> resolved(lm, site) is resolved(lm, site)          # outside a block: resolved afresh each time
+        False
+        >>> with resolving(lm):
+        ...     resolved(lm, site) is resolved(lm, site)
+        True
+    """
+    outer = _scope.get()
+    token = _scope.set(outer if outer is not None and outer[0] is lm else (lm, {}))
+    try:
+        yield
+    finally:
+        _scope.reset(token)
+
+
+def resolved(lm, site: Site) -> Target:
+    """:func:`resolve`, remembered for the enclosing :func:`resolving` block of ``lm`` (plain resolve outside one)."""
+    scope = _scope.get()
+    if scope is None or scope[0] is not lm:
+        return resolve(lm, site)
+    memo = scope[1]
+    try:
+        hit = memo.get(site)
+    except TypeError:  # a site whose (user-defined) position is unhashable: resolved every time
+        return resolve(lm, site)
+    if hit is None:
+        hit = memo[site] = resolve(lm, site)
+    return hit
 
 
 def n_kv_heads(lm) -> int:
@@ -346,4 +385,6 @@ __all__ = [
     "n_kv_heads",
     "query_heads",
     "resolve",
+    "resolved",
+    "resolving",
 ]

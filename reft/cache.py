@@ -59,6 +59,8 @@ class StreamCache:
 
     def __init__(self, lm, layer: int, rows: Sequence[_data.Tokenized], vocab: torch.Tensor | None = None):
         self.lm, self.layer, self.rows, self.vocab = lm, layer, rows, vocab
+        self.site = _sites.Site("resid_pre", layer)
+        self.target = _sites.resolve(lm, self.site)  # once per cache (per fit), not once per fill
         self.prefix = PrefixCache(layer, [None] * len(rows))  # type: ignore[list-item]  # filled by fill()
 
     @classmethod
@@ -84,10 +86,9 @@ class StreamCache:
         if not todo:
             return
         rb = _data.collate(self.lm, [self.rows[i] for i in todo], self.vocab)  # the tokens training runs on
-        site = _sites.Site("resid_pre", self.layer)
         B, T = rb.batch.input_ids.shape
         cols = torch.arange(T, device=rb.batch.input_ids.device).expand(B, T)
-        op = Op(site, _sites.resolve(self.lm, site), cols, read=True)
+        op = Op(self.site, self.target, cols, read=True)
         (h,) = execute(self.lm, rb.batch, [op], backend="hooks").reads  # (B, T, d)
         real = rb.batch.attention_mask.bool().to(h.device)
         for b, i in enumerate(todo):

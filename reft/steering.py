@@ -39,7 +39,7 @@ import torch
 
 from interp import sites as _sites
 from interp.dii import collect
-from interp.engine import Op
+from interp.engine import Op, options
 from interp.interventions import Steer
 from interp.position_text import parse_positions
 from interp.positions import Position, all_tokens, last
@@ -73,7 +73,8 @@ def activations(lm, inputs, site: Site, *, batch_size: int = 16) -> torch.Tensor
     inputs = list(inputs) if not isinstance(inputs, torch.Tensor) else inputs
     if len(inputs) == 0:
         raise ReftError("no inputs to read activations from")
-    return collect(lm, inputs, at=site, batch_size=batch_size, mean=True, backend="hooks")
+    with options(backend="hooks"):
+        return collect(lm, inputs, at=site, batch_size=batch_size, mean=True)
 
 
 def diff_in_means(lm, pos_prompts, neg_prompts, site: Site, *, batch_size: int = 16) -> torch.Tensor:

@@ -31,6 +31,7 @@ from interp import (
     token,
 )
 from interp.causal import CausalModel, CausalModelError, Pairs
+from interp.engine import options
 from interp.inputs import PaddingWarning
 from interp.metrics import iia, task_accuracy
 from reft.data import as_examples, read_jsonl
@@ -388,9 +389,15 @@ INTERCHANGE = [
 def _beyond_on(backend):
     def call(env):
         batch = encode(env.lm, [_ids(n, seed=n).tolist() for n in (5, 3, 4)])  # left-padded, with a mask
-        return interp.intervene(env.lm, batch, at=Site("resid_post", 0, at(4)), via=Zero(), backend=backend)
+        return _on(backend, interp.intervene, env.lm, batch, at=Site("resid_post", 0, at(4)), via=Zero())
 
     return call
+
+
+def _on(backend, verb, *args, **kw):
+    """``verb(*args, **kw)`` run on ``backend`` (an engine option)."""
+    with options(backend=backend):
+        return verb(*args, **kw)
 
 
 BACKENDS = [
@@ -609,8 +616,8 @@ BEFORE_THE_FORWARD = [
                                 via=_Fails()),
         RuntimeError, r"\A(?!.*same length)my intervention failed\Z"),
     Bad("attn_pattern: a source of another length, said so",
-        lambda env: interchange(env.lm, _ids(2, 5), _ids(2, 4, seed=1), at=Site("attn_pattern", 0, last()),
-                                backend="hooks"),
+        lambda env: _on("hooks", interchange, env.lm, _ids(2, 5), _ids(2, 4, seed=1),
+                        at=Site("attn_pattern", 0, last())),
         SiteError, r"same length \(and padding\); the source's vectors have 4 entries but the base's 5"),
 ]  # fmt: skip
 

@@ -22,6 +22,7 @@ import interp
 from interp import InputError, Site, SiteError, at, attribution_patch, collect, intervene, last
 from interp.attribution import compare_with_patching, report
 from interp.causal import Pairs
+from interp.engine import options
 from interp.patching import patch_grid
 from interp.sites import architecture
 
@@ -64,14 +65,19 @@ def _exact(lm, base, source, *, layers, positions, component, metric, ts=(1.0,),
 
     Returns ``{t: m(patched) - m(base)}``, the raw change of the mean metric: (L, P), or (L, H, P) with ``heads``.
     """
-    m_base = metric(interp.run(lm, base, backend="hooks").logits).mean().double()
+    with options(backend="hooks"):
+        return _integrated(lm, base, source, layers, positions, component, heads, metric, ts)
+
+
+def _integrated(lm, base, source, layers, positions, component, heads, metric, ts):
+    m_base = metric(interp.run(lm, base).logits).mean().double()
     sites = [Site(component, l, pos, head=h) for l in layers for h in heads or [None] for pos in positions.values()]
-    a_b, a_s = collect(lm, base, at=sites, backend="hooks"), collect(lm, source, at=sites, backend="hooks")
+    a_b, a_s = collect(lm, base, at=sites), collect(lm, source, at=sites)
     out = {}
     for t in ts:
         cells = []
         for site, b, s in zip(sites, a_b, a_s):
-            res = intervene(lm, base, at=site, sources=[b + t * (s - b)], backend="hooks")
+            res = intervene(lm, base, at=site, sources=[b + t * (s - b)])
             cells.append(metric(res.logits).mean().double() - m_base)
         shape = (len(layers), len(heads), len(positions)) if heads else (len(layers), len(positions))
         out[t] = torch.stack(cells).reshape(shape)
@@ -162,8 +168,10 @@ def test_backends_agree_and_every_component_runs(arch):
     lm = tiny_lm(arch)
     pairs = _pairs()
     for component in ("resid_pre", "resid_mid", "attn_out", "mlp_out", "resid_post", "head", "k", "attn_pattern"):
-        a = attribution_patch(lm, pairs, positions=POSITIONS, component=component, backend="nnsight")
-        b = attribution_patch(lm, pairs, positions=POSITIONS, component=component, backend="hooks")
+        with options(backend="nnsight"):
+            a = attribution_patch(lm, pairs, positions=POSITIONS, component=component)
+        with options(backend="hooks"):
+            b = attribution_patch(lm, pairs, positions=POSITIONS, component=component)
         torch.testing.assert_close(a.effect, b.effect, atol=1e-5, rtol=1e-5)
         assert torch.isfinite(a.effect).all() and a.method == "atp" and a.component == component
 

@@ -24,6 +24,7 @@ from conftest import ARCHS, tiny_lm
 import interp
 import reft
 from interp import Site, Steer, Zero, first, last
+from interp.engine import options
 from interp.sites import COMPONENTS, INNER_COMPONENTS, resolve
 
 INTERVENTIONS = ("interchange", "zero", "steer", "loreft")
@@ -99,18 +100,23 @@ def _site(component, pos):
     return Site(component, 1, pos, head=HEAD.get(component))
 
 
-def _run(arch, component, kind, base, source, **kw):
+def _run(arch, component, kind, base, source, *, backend, full=False):
+    with options(backend=backend, full=full):
+        return _edited(arch, component, kind, base, source)
+
+
+def _edited(arch, component, kind, base, source):
     lm = model(arch, component in SHARP)
     site = _site(component, POS)
     width = resolve(lm, site).width
     if kind == "interchange":
-        return interp.interchange(lm, base, source, at=site, **kw).logits
+        return interp.interchange(lm, base, source, at=site).logits
     if kind == "zero":
-        return interp.intervene(lm, base, at=site, via=Zero(), **kw).logits
+        return interp.intervene(lm, base, at=site, via=Zero()).logits
     if kind == "steer":
         vec = torch.randn(width, generator=torch.Generator().manual_seed(2))
-        return interp.intervene(lm, base, at=site, via=Steer(vec, scale=3.0), **kw).logits
-    return interp.run(_loreft(arch, component), base, **kw).logits
+        return interp.intervene(lm, base, at=site, via=Steer(vec, scale=3.0)).logits
+    return interp.run(_loreft(arch, component), base).logits
 
 
 @pytest.mark.parametrize(("arch", "component", "kind", "backend", "side"), CASES)
@@ -120,7 +126,8 @@ def test_conformance(arch, component, kind, backend, side):
     got = _run(arch, component, kind, base, source, backend=backend)
     ref = _run(arch, component, kind, base, source, backend="hooks", full=True)
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
-    plain = interp.run(model(arch, component in SHARP), base, backend=backend).logits
+    with options(backend=backend):
+        plain = interp.run(model(arch, component in SHARP), base).logits
     assert (got - plain).abs().max() > 1e-3, "the edit did not change the logits"
     for b, (row, src) in enumerate(zip(base_rows, src_rows)):
         alone = _run(arch, component, kind, torch.tensor([row]), torch.tensor([src]), backend=backend)
@@ -136,5 +143,5 @@ def test_the_table_covers_every_combination():
 def test_the_pattern_run_restores_the_attention_implementation():
     lm = model("llama")
     before = lm.hf.config._attn_implementation
-    _run("llama", "attn_pattern", "zero", torch.tensor([_rows(0)[0]]), None)
+    _run("llama", "attn_pattern", "zero", torch.tensor([_rows(0)[0]]), None, backend="nnsight")
     assert lm.hf.config._attn_implementation == before

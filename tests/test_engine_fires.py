@@ -17,7 +17,7 @@ import reft
 from interp import Site, Zero, first, generated, last
 from interp.arch import ARCHITECTURES, architecture
 from interp.causal import Pairs
-from interp.engine import Op, execute, swapped
+from interp.engine import Op, execute, options, swapped
 from interp.errors import EditNotAppliedError
 from interp.fastpatch import CleanRun
 from interp.inputs import encode
@@ -69,7 +69,8 @@ def site_routed_around(monkeypatch, backend):
     lm.hf.model.layers[1].add_module("unused", torch.nn.Identity())
     entry = dataclasses.replace(ARCHITECTURES["LlamaForCausalLM"], mlp_out=("unused", "output"))
     monkeypatch.setitem(ARCHITECTURES, "LlamaForCausalLM", entry)
-    interp.intervene(lm, BASE, at=Site("mlp_out", 1, last()), via=Zero(), backend=backend)
+    with options(backend=backend):
+        interp.intervene(lm, BASE, at=Site("mlp_out", 1, last()), via=Zero())
 
 
 def stand_in_replay(monkeypatch, backend):
@@ -178,8 +179,9 @@ def test_normal_analysis_paths_fire_once(arch):
     lm = tiny_lm(arch)
     src = torch.randint(3, 97, (3, 6), generator=torch.Generator().manual_seed(3))
     for backend in interp.engine.BACKENDS:
-        interp.interchange(lm, BASE, src, at=Site("mlp_out", 1, last()), backend=backend)
-        interp.collect(lm, BASE, at=Site("resid_pre", 0, first(2)), backend=backend)
+        with options(backend=backend):
+            interp.interchange(lm, BASE, src, at=Site("mlp_out", 1, last()))
+            interp.collect(lm, BASE, at=Site("resid_pre", 0, first(2)))
     pairs = _pairs(lm)
     kw = dict(layers=[0, 1], positions={"last": last()}, component="mlp_out", progress=False)
     cached, full = patch_grid(lm, pairs, **kw), patch_grid(lm, pairs, method="full", **kw)

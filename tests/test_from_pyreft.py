@@ -19,6 +19,7 @@ from conftest import tiny_lm
 import interp
 import reft
 from interp import Site, first, last
+from interp.engine import options
 from interp.io import FormatError, load_compact
 from interp.sites import architecture
 
@@ -188,8 +189,8 @@ def reference_logits(lm, ids: torch.Tensor, edits: list[tuple[int, list[int], st
 
 
 def logits(model, ids: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return interp.run(model, ids, logits_at=first(ids.shape[1]), backend="hooks").logits  # (B, T, V)
+    with torch.no_grad(), options(backend="hooks"):
+        return interp.run(model, ids, logits_at=first(ids.shape[1])).logits  # (B, T, V)
 
 
 def _ids(seed: int = 1) -> torch.Tensor:

@@ -10,6 +10,7 @@ from conftest import ARCHS, tiny_lm
 import interp
 import reft
 from interp import InputError, Site, at, cache, collect, first, last, logit_lens
+from interp.engine import options
 from interp.viz import plot_logit_lens
 
 matplotlib.use("Agg")
@@ -54,7 +55,8 @@ def test_cache_stops_after_its_last_site():
     handle = lm.hf.model.layers[1].mlp.register_forward_hook(lambda *_: calls.append(1))  # runs inside layer 1
     try:
         for backend in ("nnsight", "hooks"):
-            cache(lm, _ids(0), at=[Site("resid_post", 0, last())], backend=backend)
+            with options(backend=backend):
+                cache(lm, _ids(0), at=[Site("resid_post", 0, last())])
         assert calls == []  # layer 1 never ran
         cache(lm, _ids(0), at=[Site("resid_post", 1, last())])
         assert calls == [1]

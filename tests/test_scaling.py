@@ -21,6 +21,7 @@ import interp
 import reft
 from interp import Interchange, LowRankRotation, Site, first, last
 from interp.causal import CausalModel
+from interp.engine import options
 from interp.models import LoadError
 
 BASE = torch.tensor([[5, 6, 7, 8, 9], [9, 10, 11, 12, 13], [20, 21, 22, 23, 24]])
@@ -70,11 +71,13 @@ def test_dii_on_a_dispatched_model_equals_the_plain_model(arch, component, tmp_p
     R = LowRankRotation(32, 8)
     clean = interp.run(plain, BASE).logits
     for backend in interp.engine.BACKENDS:
-        want = interp.interchange(plain, BASE, SOURCE, at=site, via=R, backend=backend).logits
-        got = interp.interchange(lm, BASE, SOURCE, at=site, via=R, backend=backend).logits
+        with options(backend=backend):
+            want = interp.interchange(plain, BASE, SOURCE, at=site, via=R).logits
+            got = interp.interchange(lm, BASE, SOURCE, at=site, via=R).logits
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
         assert (want - clean).abs().max() > 1e-3  # the edit moves the logits far more than the tolerance
-    torch.testing.assert_close(interp.run(lm, BASE, full=True).logits, clean, atol=1e-5, rtol=0)
+    with options(full=True):
+        torch.testing.assert_close(interp.run(lm, BASE).logits, clean, atol=1e-5, rtol=0)
     torch.testing.assert_close(interp.collect(lm, BASE, at=site), interp.collect(plain, BASE, at=site), atol=1e-5,
                                rtol=0)  # fmt: skip
 
@@ -180,7 +183,8 @@ def test_our_hooks_compose_with_accelerates(tmp_path):
     seen = []
     h = lm.hf.model.layers[1].register_forward_hook(lambda m, a, o: seen.append(o.device))
     site = Site("resid_post", 1, last())
-    out = interp.intervene(lm, BASE, at=site, via=interp.Zero(), backend="hooks").logits
+    with options(backend="hooks"):
+        out = interp.intervene(lm, BASE, at=site, via=interp.Zero()).logits
     h.remove()
     assert seen == [torch.device("cpu")]
     assert (out - interp.run(lm, BASE).logits).abs().max() > 1e-3

@@ -5,6 +5,7 @@ import torch
 from conftest import ARCHS, tiny_lm
 
 from interp import Site, at, collect, first, interchange, last, span
+from interp.engine import options
 from interp.sites import COMPONENTS, INNER_COMPONENTS, envoy, kv_group, n_kv_heads, query_heads, resolve
 
 PAIRS = [(a, c) for a in ARCHS for c in COMPONENTS]
@@ -92,7 +93,8 @@ def test_a_basis_of_the_module_width_works_at_an_activation_function(arch, backe
     R = LowRankRotation(WIDTH[arch], 8)
     g = torch.Generator().manual_seed(1)
     base, source = torch.randint(3, 97, (2, 5), generator=g), torch.randint(3, 97, (2, 5), generator=g)
-    out = interchange(lm, base, source, at=site, via=R, backend=backend)
+    with options(backend=backend):
+        out = interchange(lm, base, source, at=site, via=R)
 
     module = lm.hf.get_submodule(ACT[arch])
     seen = {}
@@ -188,7 +190,8 @@ def test_qkv_equals_the_projection_output_split_by_hand(arch, component):
     whole = collect(lm, ids, at=Site(component, 1, span(0, 5)))
     torch.testing.assert_close(whole, want.reshape(2, 5, -1), atol=1e-5, rtol=0)
     for h in range(n):
-        got = collect(lm, ids, at=Site(component, 1, span(0, 5), head=h), backend="hooks")
+        with options(backend="hooks"):
+            got = collect(lm, ids, at=Site(component, 1, span(0, 5), head=h))
         torch.testing.assert_close(got, want[:, :, h], atol=1e-5, rtol=0)
 
 
@@ -200,9 +203,9 @@ def test_mlp_hidden_is_the_down_projection_input(arch):
     want = _hook_io(lm, path.get(arch, "model.layers.0.mlp.down_proj"), "input", ids)
     assert want.shape[-1] == {"gpt2": 128}.get(arch, 64) == resolve(lm, Site("mlp_hidden", 0)).width
     for backend in ("nnsight", "hooks"):
-        torch.testing.assert_close(
-            collect(lm, ids, at=Site("mlp_hidden", 0, span(0, 5)), backend=backend), want, atol=1e-6, rtol=0
-        )
+        with options(backend=backend):
+            got = collect(lm, ids, at=Site("mlp_hidden", 0, span(0, 5)))
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
 
 
 def _left_padded():
@@ -236,7 +239,8 @@ def test_attn_pattern_rows_are_the_eager_attention_weights(arch):
             lm.hf.config._attn_implementation = before
         want = out.attentions[layer].transpose(1, 2)[rows, cols]  # (B, H, T, T) -> (B, 4, H, T) at the rows read
         for backend in ("nnsight", "hooks"):
-            got = collect(lm, batch, at=Site("attn_pattern", layer, pos), backend=backend)  # (B, 4, H, T)
+            with options(backend=backend):
+                got = collect(lm, batch, at=Site("attn_pattern", layer, pos))  # (B, 4, H, T)
             assert lm.hf.config._attn_implementation == before
             torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
             sums = (got * mask[:, None, None, :]).sum(-1)  # over the real keys
@@ -244,8 +248,9 @@ def test_attn_pattern_rows_are_the_eager_attention_weights(arch):
             assert (got * (~real)[:, None, None, :]).abs().max() < 1e-6  # no mass on padding
             future = torch.arange(6)[None, None, None, :] > cols[:, :, None, None]  # keys after the query
             assert (got * future).abs().max() < 1e-6
-            one = collect(lm, batch, at=Site("attn_pattern", layer, last(), head=2), backend=backend)  # (B, 1, T)
-            every = collect(lm, batch, at=Site("attn_pattern", layer, last()), backend=backend)  # (B, 1, H, T)
+            with options(backend=backend):
+                one = collect(lm, batch, at=Site("attn_pattern", layer, last(), head=2))  # (B, 1, T)
+                every = collect(lm, batch, at=Site("attn_pattern", layer, last()))  # (B, 1, H, T)
             torch.testing.assert_close(one, every[:, :, 2], atol=0, rtol=0)
 
 

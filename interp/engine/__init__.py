@@ -12,10 +12,12 @@ Every capability (DII, collection, DAS, patching grids, ReFT training and genera
 :class:`Op` (read or edit a site at some rows and positions), and calls :func:`execute` (or :func:`hooked` and
 :func:`generating` around ``generate``). Two backends run the same plan with the same edit code
 (:func:`apply_ops`): ``"nnsight"`` (a trace; the default for analysis, and what raw nnsight can be mixed with) and
-``"hooks"`` (plain module hooks; the hot paths). Work that is never read is not done: the forward stops after the
-last op, or, when logits are asked for, after the final norm at the positions asked for, and :func:`readout`
+``"hooks"`` (plain module hooks; the hot paths), chosen for a block of calls with ``with options(backend="hooks"):``
+(:mod:`~interp.engine.options`; :func:`configure` sets the process-wide default). Work that is never read is not
+done: the forward stops after the last op, or, when logits are asked for, after the final norm at the positions
+asked for, and :func:`readout`
 applies the architecture's unembedding (and Gemma's final softcapping) there alone, over a restricted vocabulary
-when given. ``full=True`` is the reference a plain implementation pays: nothing stops early and logits are
+when given. ``options(full=True)`` is the reference a plain implementation pays: nothing stops early and logits are
 computed at every position. A plan that touches ``attn_pattern`` runs under the eager attention that exposes the
 probabilities (:func:`pattern_attention`), and the model's own attention implementation is restored after. Under a
 device map (accelerate) each edit runs on the device of its site's module, whatever dtype and device its
@@ -41,6 +43,7 @@ from .attention import PATTERN, PATTERN_ATTENTION, PatternPoint, attach_patterns
 from .generation import generating
 from .hooks import contiguous_unembedding, forward, hooked, refuse_unfireable
 from .nnsight_backend import envoy_at, run_nnsight
+from .options import Options, configure, current, legacy, options
 from .plan import Batch, Op, Outcome, Stop, apply_ops, edit, group_ops, select
 from .probe import PROBE, Recording, execution_order, module_shapes, recorded, recording
 from .runner import BACKENDS, execute
@@ -53,6 +56,7 @@ __all__ = [
     "Batch",
     "Narrowed",
     "Op",
+    "Options",
     "Outcome",
     "PATTERN",
     "PATTERN_ATTENTION",
@@ -65,7 +69,9 @@ __all__ = [
     "apply_ops",
     "attach_patterns",
     "blocked",
+    "configure",
     "contiguous_unembedding",
+    "current",
     "describe",
     "edit",
     "envoy_at",
@@ -78,9 +84,11 @@ __all__ = [
     "hooked",
     "is_swapped",
     "layer_stand_ins",
+    "legacy",
     "module_shapes",
     "narrowed_mlp",
     "onloaded",
+    "options",
     "pattern_attention",
     "readout",
     "recorded",

@@ -20,10 +20,9 @@ from ..arch import ARCHITECTURES
 from .attention import pattern_attention, uses_patterns
 from .hooks import forward, refuse_unfireable
 from .nnsight_backend import run_nnsight
+from .options import BACKENDS, current
 from .plan import Batch, Op, Outcome
 from .unembed import final_norm_target, readout
-
-BACKENDS = ("nnsight", "hooks")
 
 
 def execute(
@@ -34,8 +33,8 @@ def execute(
     logits_at: torch.Tensor | None = None,
     vocab: torch.Tensor | None = None,
     head: torch.nn.Module | None = None,
-    backend: str = "nnsight",
-    full: bool = False,
+    backend: str | None = None,
+    full: bool | None = None,
     hf: torch.nn.Module | None = None,
 ) -> Outcome:
     """One forward of ``batch`` with ``ops``. Logits (B, k, V) only at the (B, k) columns ``logits_at``.
@@ -43,13 +42,18 @@ def execute(
     Args:
         vocab: token ids: logits over these words only (B, k, len(vocab)).
         head: a linear head over the final hidden states instead of the unembedding (B, k, n_labels).
-        backend: ``"nnsight"`` or ``"hooks"``.
-        full: the unoptimised reference: no early stop, logits at every position, then ``logits_at`` read.
+        backend: ``"nnsight"`` or ``"hooks"`` (default: :func:`interp.engine.options` in force; the hot paths
+            of reft name ``"hooks"`` here).
+        full: the unoptimised reference: no early stop, logits at every position, then ``logits_at`` read
+            (default: :func:`interp.engine.options` in force).
         hf: run this module instead of ``lm.hf`` (same architecture; e.g. a LoRA copy; hooks backend only).
 
     Raises:
         EditNotAppliedError: an op fired zero times or more than once (see :class:`interp.engine.Tally`).
     """
+    opts = current()
+    backend = opts.backend if backend is None else backend
+    full = opts.full if full is None else full
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
     if hf is not None and backend != "hooks":
