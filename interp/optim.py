@@ -236,8 +236,9 @@ def train(
         if not math.isfinite(value):
             raise NonFiniteError(_advice(f"the loss is {value}", *where))
         norm = torch.nn.utils.get_total_norm([p.grad for p in trainable if p.grad is not None])
-        if not torch.isfinite(norm):
-            raise NonFiniteError(_advice(f"the gradient norm is {norm.item()}", *where))
+        grad_norm = norm.item()
+        if not math.isfinite(grad_norm):
+            raise NonFiniteError(_advice(f"the gradient norm is {grad_norm}", *where))
         if stop is not None and stop(hist):
             hist.seconds += time.perf_counter() - t0
             hist.stopped = "stop"
@@ -249,7 +250,7 @@ def train(
         hist.seconds += time.perf_counter() - t0
         hist.losses.append(value)
         hist.lrs.append(rate)
-        hist.grad_norms.append(norm.item())
+        hist.grad_norms.append(grad_norm)
         hist.steps = step + 1
         postfix = {"loss": f"{value:.4g}"}
         last = step + 1 == steps
@@ -272,7 +273,8 @@ def train(
             elif progress and main:
                 bar.write(f"step {step + 1}: {result}")
             hist.evals.append((step + 1, result))
-        bar.set_postfix(postfix)
+        if not bar.disable:
+            bar.set_postfix(postfix)
         if checkpoint is not None and checkpoint_every and ((step + 1) % checkpoint_every == 0 or last) and main:
             _check_finite(trainable, f"before the checkpoint of step {step + 1}", *where)
             checkpoint(step + 1)
@@ -304,7 +306,7 @@ def _accumulate(model, stream, grad_accum: int, world: int, hist: History) -> fl
                 hist.tokens += int(n)
                 out = part * world / max(n, 1)
             out = out / grad_accum
-            out.backward()
+            torch.autograd.backward(out)  # not out.backward(): nnsight wraps that one, at a cost on every step
         total += out.item()
     if world > 1:
         (total,) = _dist.all_sum([total])
