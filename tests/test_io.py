@@ -450,3 +450,22 @@ def test_a_rank_1_das_result_on_gemma_is_small_and_reloads_identically(gemma, tm
     a = interchange(gemma, base.input_ids, source.input_ids, at=das.site, via=das.basis).logits
     b = interchange(gemma, base.input_ids, source.input_ids, at=again.site, via=again.basis).logits
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["das", "reft"])
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_non_finite_result_is_never_saved(kind, overwrite, tmp_path):
+    """A NaN weight is refused by the save itself (a load would refuse it): the old result, or nothing, stays."""
+    lm = tiny_lm("llama")
+    obj = das_result(lm) if kind == "das" else reft_model(lm)
+    path = tmp_path / "run"
+    if overwrite:
+        _save(kind, obj, path)
+    before = snapshot(path) if overwrite else None
+    with torch.no_grad():
+        w = next(obj.basis.parameters()) if kind == "das" else obj.interventions[0].W.weight
+        w.view(-1)[0] = float("nan")
+    with pytest.raises(FormatError, match="NaN or inf|not orthonormal"):
+        _save(kind, obj, path, overwrite=overwrite)
+    assert (snapshot(path) == before) if overwrite else not path.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["run"] if overwrite else [])

@@ -54,6 +54,13 @@ def save_das(result, path, *, overwrite: bool = False) -> Path:
         )
     basis = {"kind": kind, "d_model": b.d_model, "rank": b.rank}
     tensors = {"R": b.weight}  # (rank, d)
+    try:
+        check_orthonormal(b.weight, "R")
+    except FormatError:  # a save refuses what its load would refuse
+        raise FormatError(
+            "cannot save this DAS result: its basis rows are not orthonormal (NaN or inf in its parameters, or a "
+            "diverged fit), and a load would refuse it; fit again (training stops at the first non-finite loss)"
+        ) from None
     if isinstance(b, Boundless):
         basis["temperature"], tensors["boundary"] = b.temperature, b.boundary
     if isinstance(b, Coordinate):

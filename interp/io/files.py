@@ -66,7 +66,18 @@ def dumps(obj: dict) -> str:
 
 
 def encode_tensors(tensors: dict[str, torch.Tensor]) -> bytes:
-    """The safetensors bytes of ``tensors`` (CPU, contiguous copies)."""
+    """The safetensors bytes of ``tensors`` (CPU, contiguous copies).
+
+    A non-finite tensor (NaN or inf) is refused here, before a save writes anything: a load would refuse it, so
+    a save never leaves behind what cannot be loaded (the path keeps the old result, or nothing).
+    """
+    for name, t in tensors.items():
+        if t.is_floating_point() and t.device.type != "meta" and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise FormatError(
+                f"cannot save tensor {name!r}: {bad} of its {t.numel()} values are NaN or inf, and a load would "
+                "refuse it; training stops at the first non-finite loss (NonFiniteError): save from before it"
+            )
     return save_bytes({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()})
 
 

@@ -52,6 +52,14 @@ def compact_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
             prefix = k[: -len(_ORIGINAL)]
             v = module.get_submodule(prefix.rstrip(".")).weight  # the materialised R
             k = prefix + "weight"
+            try:
+                check_orthonormal(v, k)
+            except FormatError:  # a save refuses what its load would refuse
+                raise FormatError(
+                    f"cannot save basis {k!r}: its rows are not orthonormal (NaN or inf in its parameters, or a "
+                    "diverged run), and a load would refuse it; training stops at the first non-finite loss "
+                    "(NonFiniteError): save from before it"
+                ) from None
         out[k] = v.detach().contiguous().cpu()
     return out
 
