@@ -34,12 +34,10 @@ counterfactual pairs of token-id prompts, ``das`` is a DAS fit on them and ``rlm
 the real model the same calls take prompts (strings) and answer words.
 """
 
-import importlib
-import warnings
-
 from .attribution import attribution_patch
 from .causal import CausalModel, Pairs
 from .das import DASConfig, DASResult, fit_das, neuron_aligned
+from .deprecation import moved_names
 from .dii import DIIResult, collect, interchange, intervene, run
 from .errors import (
     BasisError,
@@ -142,15 +140,4 @@ MOVED = {
 }
 
 
-def __getattr__(name: str):
-    """``interp.rows`` and the other names of :data:`MOVED`: the object, with a DeprecationWarning naming its home."""
-    if name in MOVED:
-        home = MOVED[name]
-        warnings.warn(
-            f"interp.{name} is not a public name of interp any more and goes in the next release; "
-            f"import it from its module: `from {home} import {name}`",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(importlib.import_module(home), name)
-    raise AttributeError(f"module 'interp' has no attribute {name!r}")
+__getattr__ = moved_names('interp', MOVED)  # the names of MOVED resolve, with a DeprecationWarning

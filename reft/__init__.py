@@ -23,9 +23,7 @@ A LoReFT edits hidden vectors at a few prompt positions: ``h + R^T (W h + b - R 
 ``reft.attach(lm, {reft.Site("resid_post", 6, reft.first(1) + reft.last(1)): reft.LoReFT(lm.d_model, rank=4)})``.
 """
 
-import importlib
-import warnings
-
+from interp.deprecation import moved_names
 from interp.positions import all_tokens, at, first, generated, last, recent, span, token
 from interp.sites import Site
 
@@ -99,15 +97,4 @@ __all__ = [
 MOVED = {"serve_ops": "reft.model"}
 
 
-def __getattr__(name: str):
-    """``reft.serve_ops``: the object, with a DeprecationWarning naming its module."""
-    if name in MOVED:
-        home = MOVED[name]
-        warnings.warn(
-            f"reft.{name} is not a public name of reft any more and goes in the next release; "
-            f"import it from its module: `from {home} import {name}`",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(importlib.import_module(home), name)
-    raise AttributeError(f"module 'reft' has no attribute {name!r}")
+__getattr__ = moved_names('reft', MOVED)  # the names of MOVED resolve, with a DeprecationWarning
