@@ -100,6 +100,14 @@ class UnknownTaskError(InterpError):
     """A task name (or kind) that the registry does not hold."""
 
 
+class FeaturizerError(InterpError):
+    """A featurizer (difference of means, probe, PCA, k-means, LDA, random, SAE, mask) given data it cannot use."""
+
+
+class BenchmarkDataError(InterpError, FileNotFoundError):
+    """A benchmark's public data file is missing or malformed; the message says where to get it."""
+
+
 # ---------------------------------------------------------------------------------------------- files
 
 

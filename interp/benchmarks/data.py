@@ -1,0 +1,62 @@
+"""Where the benchmarks' public data is read from, and the error that says where to get a missing file.
+
+Nothing of the benchmarks is copied into this repository: the data is read by path, from ``--data`` (or
+``data=``), else the environment variable ``INTERP_BENCHMARKS``, else ``../shared/benchmarks`` beside the checkout.
+
+Example:
+    >>> root = data_root(tmp)
+    >>> require(root, "mib-ioi", "IOI_task/names.json")
+    Traceback (most recent call last):
+    interp.errors.BenchmarkDataError: mib-ioi needs '.../IOI_task/names.json', which is missing; get it from ...
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from interp.errors import BenchmarkDataError
+
+ENV = "INTERP_BENCHMARKS"
+DEFAULT = Path(__file__).resolve().parents[3] / "shared" / "benchmarks"  # ../shared/benchmarks beside the checkout
+
+# benchmark -> (folder under the data root, public repository @ commit, folder in that repository)
+SOURCES = {
+    "ravel": ("ravel", "explanare/ravel (commit e421fc9)", ""),
+    "mib-mcqa": ("mib_variable_track", "aaronmueller/MIB (commit cc2a160)", "MIB-causal-variable-track/tasks/"),
+    "mib-ioi": ("mib_variable_track", "aaronmueller/MIB (commit cc2a160)", "MIB-causal-variable-track/tasks/"),
+    "mib-ravel": ("mib_variable_track", "aaronmueller/MIB (commit cc2a160)", "MIB-causal-variable-track/tasks/"),
+    "axbench-concept10": ("axbench_concept10", "stanfordnlp/axbench (commit e9b8cd4)", "axbench/concept10/"),
+}
+
+
+def data_root(data=None) -> Path:
+    """The folder that holds the benchmarks' data: ``data``, else ``$INTERP_BENCHMARKS``, else the default.
+
+    Example:
+        >>> data_root("/data/benchmarks")
+        PosixPath('/data/benchmarks')
+    """
+    given = data if data is not None else os.environ.get(ENV)
+    root = Path(given).expanduser() if given else DEFAULT
+    if root.exists() and not root.is_dir():
+        raise BenchmarkDataError(f"the benchmark data folder {str(root)!r} is a file; give the folder that holds them")
+    return root
+
+
+def require(root: Path, benchmark: str, relative: str) -> Path:
+    """``root / <benchmark's folder> / relative``, or a :class:`BenchmarkDataError` saying where to get it."""
+    if benchmark not in SOURCES:
+        raise BenchmarkDataError(f"unknown benchmark {benchmark!r}; known: {', '.join(SOURCES)}")
+    folder, repo, upstream = SOURCES[benchmark]
+    path = Path(root) / folder / relative
+    if not path.is_file():
+        where = f"{upstream}{relative}" if upstream else relative
+        raise BenchmarkDataError(
+            f"{benchmark} needs {str(path)!r}, which is missing; get it from {repo}, path {where}, and put it "
+            f"there (or pass --data / set {ENV} to the folder that holds {folder}/)"
+        )
+    return path
+
+
+__all__ = ["DEFAULT", "ENV", "SOURCES", "data_root", "require"]
