@@ -42,16 +42,15 @@ def refuse_unfireable(model: torch.nn.Module, ops: Sequence[Op]) -> None:
     seen: set[int] = set()
     for i, op in enumerate(ops):
         if id(op) in seen:
-            raise EditNotAppliedError(
-                f"{describe(op, i)} ({op.target.path} {op.target.io}) is listed twice in the plan, so it would fire "
-                "twice in the forward; planned 1"
-            )
+            raise _unfireable(op, i, "is listed twice in the plan, so it would fire twice in the forward")
         seen.add(id(op))
         why = blocked(model, op.target.path, op.target.io)
         if why is not None:
-            raise EditNotAppliedError(
-                f"{describe(op, i)} ({op.target.path} {op.target.io}) would never fire; planned 1: {why}"
-            )
+            raise _unfireable(op, i, f"would never fire ({why})")
+
+
+def _unfireable(op: Op, i: int, why: str) -> EditNotAppliedError:
+    return EditNotAppliedError(f"{describe(op, i)} ({op.target.path} {op.target.io}) {why}; planned 1")
 
 
 @contextlib.contextmanager
@@ -63,10 +62,8 @@ def _claimed(model: torch.nn.Module, ops: Sequence[Op]):
     try:
         for i, op in enumerate(ops):
             if id(op) in active:
-                raise EditNotAppliedError(
-                    f"{describe(op, i)} ({op.target.path} {op.target.io}) is hooked on this model already (by an "
-                    "enclosing run), so it would fire twice in every forward; planned 1"
-                )
+                why = "is hooked on this model already (by an enclosing run), so it would fire twice in every forward"
+                raise _unfireable(op, i, why)
             active.add(id(op))
             mine.append(id(op))
         yield
