@@ -38,7 +38,7 @@ from interp.engine import Op, generating
 from interp.inputs import encode
 
 from .interventions import ReftError
-from .model import ReftModel, serve_ops, served_rows
+from .model import ReftModel, check_served, serve_ops, served_rows
 
 
 @dataclass
@@ -76,6 +76,7 @@ def generate_ids(
     serve = list(serve)
     if len(serve) != B:
         raise ReftError(f"serve= has {len(serve)} entries for {B} prompts; give one ReftModel or None per prompt")
+    check_served(lm, serve)  # another model's interventions would meet vectors of another width mid-generation
     pad = lm.tokenizer.pad_token_id if lm.tokenizer is not None else 0
     steps = serve_step_ops(serve, device=batch.input_ids.device)
     # The weights are fixed while generating: an orthogonal basis (LoReFT's R) is computed once, not at every

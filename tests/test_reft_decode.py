@@ -290,3 +290,14 @@ def test_a_decode_time_model_refuses_uncached_decoding():
     ids, mask = _left_padded([[1, 5, 6, 7]])
     with pytest.raises(reft.ReftError, match="one new token per step"):
         reft.generate_ids(rlm, {"input_ids": ids, "attention_mask": mask}, max_new_tokens=3, use_cache=False)
+
+
+def test_generate_ids_refuses_a_reft_of_another_model_before_any_forward():
+    """serve= entries are checked against the model generating, as serve_logits checks them (issue 22)."""
+    lm, other = tiny_lm("llama"), tiny_lm("gpt2")
+    alien = _model(other, "g", 0)
+    calls = []
+    lm.hf.register_forward_pre_hook(lambda *a: calls.append(1))
+    with pytest.raises(reft.ReftError, match=r"serve\[1\] was built for"):
+        reft.generate_ids(lm, torch.tensor([[5, 6, 7], [8, 9, 10]]), serve=[None, alien], max_new_tokens=2)
+    assert calls == []  # refused before any forward
