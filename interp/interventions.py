@@ -48,6 +48,12 @@ class Intervention:
             self.via.check_width(width, "site's vectors")
 
     def __post_init__(self):  # the dataclass interventions: checked when built, not inside a forward pass
+        if isinstance(self.via, torch.Tensor):  # a direction or rows given as they are: say how, not its numbers
+            shape = tuple(self.via.shape)
+            raise TypeError(
+                f"{type(self).__name__}(via=...) must be None (the whole vector) or a Basis; got a tensor of shape "
+                f"{shape}: wrap rows or a direction as interp.subspace.Fixed(vectors) (orthonormalised, not trained)"
+            )
         if self.via is not None and not isinstance(self.via, Basis):
             raise TypeError(
                 f"{type(self).__name__}(via=...) must be None (the whole vector) or a Basis such as "
@@ -160,4 +166,5 @@ def as_intervention(via) -> Intervention:
         return Interchange(via)
     if isinstance(via, Intervention):
         return via
-    raise TypeError(f"via must be None, a Basis or an Intervention; got {type(via).__name__}")
+    hint = f" of shape {tuple(via.shape)}: wrap it as interp.subspace.Fixed(vectors)" if torch.is_tensor(via) else ""
+    raise TypeError(f"via must be None, a Basis or an Intervention; got {type(via).__name__}{hint}")

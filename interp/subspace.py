@@ -54,6 +54,7 @@ class Basis(nn.Module):
 
     d_model: int
     rank: int
+    linear = True  # the edit is h + R^T (m * (target - R h)); False: the basis defines interchange() itself
 
     @property
     def weight(self) -> torch.Tensor:
@@ -115,6 +116,76 @@ class Coordinate(Basis):
         return self._weight
 
 
+def independent_rows(R: torch.Tensor) -> int:
+    """The numerical rank of ``R``: singular values above 1e-5 of the largest (0 for an all-zero matrix)."""
+    s = torch.linalg.svdvals(R.detach().double().cpu())  # largest first
+    return int((s > s[0] * 1e-5).sum()) if s.numel() and s[0] > 0 else 0
+
+
+def orthonormal_rows(R: torch.Tensor) -> torch.Tensor:
+    """Orthonormal rows spanning the rows of ``R`` (k, d), by QR; row i keeps the sign of R's row i's new part
+    (a single row comes back as ``R / |R|``)."""
+    q, r = torch.linalg.qr(R.T)  # (d, k), (k, k)
+    sign = torch.where(torch.diagonal(r) < 0, -1.0, 1.0).to(q.dtype)
+    return (q * sign).T.contiguous() + 0.0  # + 0.0: no -0. entries
+
+
+class Fixed(Basis):
+    """A frozen basis: the row space of given vectors, orthonormalised by QR; nothing in it trains.
+
+    ``rows`` is a (k, d) matrix or a (d,) vector (one row), e.g. a difference of class means or a probe's
+    direction (:mod:`interp.featurizers` returns these). Use it as ``via=`` of any interchange, or under a
+    :class:`interp.featurizers.Mask`.
+
+    Example:
+        >>> B = Fixed(torch.tensor([3.0, 4.0, 0.0]))   # one direction: normalised to length 1
+        >>> B
+        Fixed(d_model=3, rank=1)
+        >>> B.weight
+        tensor([[0.6000, 0.8000, 0.0000]])
+        >>> Fixed(torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])).weight @ torch.tensor([0.0, 0.0, 5.0])
+        tensor([0., 0.])
+    """
+
+    def __init__(self, rows):
+        super().__init__()
+        if isinstance(rows, Basis):
+            rows = rows.weight.detach()
+        if not isinstance(rows, torch.Tensor):
+            try:
+                rows = torch.as_tensor(rows, dtype=torch.float32)
+            except (TypeError, ValueError, RuntimeError):
+                raise BasisError(
+                    f"Fixed(rows) takes a (k, d) tensor of rows or a (d,) vector; got {type(rows).__name__}"
+                ) from None
+        if rows.dim() == 1:
+            rows = rows[None]
+        if rows.dim() != 2 or rows.shape[0] < 1 or rows.shape[1] < 1 or rows.dtype == torch.bool:
+            raise BasisError(
+                f"Fixed(rows) takes a (k, d) tensor of rows or a (d,) vector of numbers; got a {rows.dtype} tensor "
+                f"of shape {tuple(rows.shape)}"
+            )
+        if rows.is_meta:
+            raise BasisError("Fixed(rows) got a tensor on the meta device (a shape with no values); pass real rows")
+        rows = rows.detach().to(torch.float64 if rows.dtype == torch.float64 else torch.float32)
+        finite(rows, f"Fixed(rows) of shape {tuple(rows.shape)}", error=BasisError)
+        k, d = rows.shape
+        if k > d:
+            raise BasisError(f"Fixed(rows) got {k} rows of width {d}: at most {d} independent rows fit in width {d}")
+        found = independent_rows(rows)
+        if found < k:
+            raise BasisError(
+                f"Fixed(rows) needs {k} linearly independent rows; got a rank-deficient {k} x {d} matrix (numerical "
+                f"rank {found}: zero, repeated or dependent rows); drop the dependent rows or keep {max(found, 1)}"
+            )
+        self.d_model, self.rank = d, k
+        self.register_buffer("_weight", orthonormal_rows(rows.cpu()).to(rows.device))
+
+    @property
+    def weight(self):
+        return self._weight
+
+
 class LowRankRotation(Basis):
     """A trainable ``rank``-dim subspace; its rows stay orthonormal under any optimiser (parametrisation).
 
@@ -148,8 +219,7 @@ class LowRankRotation(Basis):
         if R.shape != (self.rank, self.d_model):
             raise BasisError(f"init must have shape ({self.rank}, {self.d_model}); got {tuple(R.shape)}")
         finite(R, "init", error=BasisError)
-        s = torch.linalg.svdvals(R.detach().double().cpu())  # (rank,), largest first
-        found = int((s > s[0] * 1e-5).sum()) if s[0] > 0 else 0
+        found = independent_rows(R)
         if found < self.rank:
             raise BasisError(
                 f"init must have {self.rank} linearly independent rows to span a {self.rank}-dim subspace; got a "
