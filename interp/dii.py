@@ -26,80 +26,17 @@ stand in for ``lm``: its edits apply first, then the reads and interventions ask
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
-from . import display
 from . import sites as _sites
 from .checks import as_int
+from .dii_result import DIIResult, vocab_ids
 from .engine import Batch, Op, execute, legacy
-from .inputs import InputError, encode, token_ids
+from .inputs import InputError, encode
 from .interventions import Intervention, as_intervention
 from .positions import Position, PositionError, last
 from .sites import Site
-
-
-@dataclass
-class DIIResult:
-    """Logits of an intervened run at the positions read; metrics take answer words or token ids.
-
-    Attributes:
-        logits: (B, V) at ``last()`` (or (B, k, V) when several positions were asked for).
-    """
-
-    logits: torch.Tensor
-    lm: object = None
-
-    def __repr__(self) -> str:
-        return display.dii_repr(self)
-
-    def _repr_html_(self) -> str:
-        return display.dii_html(self)
-
-    def _last(self):
-        return self.logits if self.logits.dim() == 2 else self.logits[:, -1]
-
-    def logit_diff(self, a, b) -> torch.Tensor:
-        """logit(a) - logit(b) per example, shape (B,). ``a``/``b``: a word, one word per example, or ids."""
-        lg = self._last()
-        n = lg.shape[0]
-        ia, ib = token_ids(self.lm, a, n), token_ids(self.lm, b, n)
-        rows = torch.arange(n)
-        return lg[rows, ia] - lg[rows, ib]
-
-    def prob(self, target) -> torch.Tensor:
-        """Probability of the target token(s) per example, shape (B,)."""
-        lg = self._last()
-        ids = token_ids(self.lm, target, lg.shape[0])
-        return lg.float().softmax(-1)[torch.arange(lg.shape[0]), ids]
-
-    def predictions(self) -> torch.Tensor:
-        """Argmax token id per example, shape (B,)."""
-        return self._last().argmax(-1)
-
-    def accuracy(self, target) -> float:
-        """Fraction of examples whose top prediction is ``target``."""
-        ids = token_ids(self.lm, target, self._last().shape[0])
-        return (self.predictions() == ids).float().mean().item()
-
-    def top_k(self, k: int = 5) -> list[list[tuple[str | int, float]]]:
-        """The k most likely next tokens per example, as (token, probability), most likely first.
-
-        The token is the decoded string, or the token id (int) when the model has no tokenizer.
-
-        Example:
-            >>> token, p = run(lm, base).top_k(3)[0][0]        # no tokenizer here, so the token is its id
-            >>> type(token).__name__, 0 < p < 1
-            ('int', True)
-        """
-        lg = self._last()
-        if not 1 <= k <= lg.shape[-1]:
-            raise InputError(f"top_k(k={k!r}): k must be between 1 and the vocabulary size {lg.shape[-1]}")
-        p, i = lg.float().softmax(-1).topk(k, dim=-1)
-        tok = getattr(self.lm, "tokenizer", None)
-        name = (lambda t: tok.decode([t])) if tok is not None else (lambda t: t)
-        return [[(name(int(t)), float(q)) for t, q in zip(ti, pi)] for ti, pi in zip(i, p)]
 
 
 def _as_list(x, n=None):
@@ -202,7 +139,14 @@ def _read(model, inputs, sites: list[Site], *, mean: bool) -> list[torch.Tensor]
 
 
 def run(
-    model, inputs, *, logits_at: Position | None = None, backend: str | None = None, full: bool | None = None
+    model,
+    inputs,
+    *,
+    logits_at: Position | None = None,
+    vocab=None,
+    batch_size: int | None = None,
+    backend: str | None = None,
+    full: bool | None = None,
 ) -> DIIResult:
     """The model's own run (with its edits, for a ReFT) as a :class:`DIIResult`: logits where asked, metrics.
 
@@ -212,9 +156,13 @@ def run(
         (torch.Size([8, 97]), torch.Size([8]))
         >>> res.accuracy(5)                                  # fraction predicting token 5 (or a word: " Mary")
         0.0
+        >>> run(lm, prompts, vocab=[5, 6], batch_size=3).logits.shape   # two words, three prompts a forward
+        torch.Size([8, 2])
+
+    ``vocab`` and ``batch_size`` as in :func:`intervene`.
     """
     with legacy("run", backend, full):
-        return intervene(model, inputs, at=[], logits_at=logits_at)
+        return intervene(model, inputs, at=[], logits_at=logits_at, vocab=vocab, batch_size=batch_size)
 
 
 def intervene(
@@ -225,25 +173,46 @@ def intervene(
     via=None,
     sources: Sequence[torch.Tensor | None] | None = None,
     logits_at: Position | None = None,
+    vocab=None,
+    batch_size: int | None = None,
     grad: bool = False,
     backend: str | None = None,
     full: bool | None = None,
 ) -> DIIResult:
     """Run ``base`` with an intervention at each site; ``sources`` holds source vectors per site if needed.
 
-    ``via`` is one Basis/Intervention for all sites or a list with one per site; ``at=[]`` is a plain run.
-    Logits are computed only at ``logits_at`` (default: the last token).
+    Example:
+        >>> site = Site("resid_post", 1, last())
+        >>> src = collect(lm, source, at=site)                                  # (B, 1, 32)
+        >>> res = intervene(lm, base, at=site, sources=[src], vocab=[5, 6])     # logits of two words only
+        >>> res.logits.shape, res.logit_diff(5, 6).shape
+        (torch.Size([4, 2]), torch.Size([4]))
+        >>> whole = intervene(lm, base, at=site, sources=[src], batch_size=1)   # one prompt a forward
+        >>> torch.allclose(whole.logits[:, [5, 6]], res.logits, atol=1e-5)
+        True
+
+    Args:
+        via: one Basis/Intervention for all sites or a list with one per site; ``at=[]`` is a plain run.
+        logits_at: positions whose logits are computed (default: the last token).
+        vocab: token ids or single-token words: only these rows of the unembedding are computed, and ``logits``
+            has one column per entry, in the order given (``result.vocab`` keeps the ids; the result's metrics
+            map words to columns). Default: the whole vocabulary.
+        batch_size: run so many rows a forward (default: all at once); the results are concatenated. The batch
+            is padded once, so every forward sees the same padding.
+        grad: keep the graph (for training an intervention).
     """
     lm, edited = _unwrap(model)
     batch = encode(lm, base)
     sites = _as_list(at)
+    ids = vocab_ids(lm, vocab)
+    size = len(batch) if batch_size is None else as_int(batch_size, "batch_size", low=1, error=InputError)
     ivs = [as_intervention(v) for v in _as_list(via, len(sites))] if sites else []
     sources = list(sources) if sources is not None else [None] * len(sites)
     if not len(ivs) == len(sources) == len(sites):
         raise InputError(
             f"got {len(sites)} sites, {len(ivs)} interventions and {len(sources)} sources; expected one each"
         )
-    ops = _own_ops(edited, batch)
+    edits = []  # (site, target, positions (B, k), intervention, source vectors (B, k, w) or None)
     for (site, target, pos), iv, src in zip(plan(lm, batch, sites), ivs, sources):
         iv.check(target.width)
         if iv.needs_source:
@@ -255,13 +224,21 @@ def intervene(
                     f"{tuple(pos.shape)}; base and source batches must have the same size and the same number of "
                     "positions"
                 )
-        ops.append(Op(site, target, pos, fn=_bind(iv, src)))
+        edits.append((site, target, pos, iv, src if iv.needs_source else None))
     read_at = (logits_at or last()).resolve(batch.attention_mask, batch.input_ids, lm.tokenizer)
+    parts = []
     with torch.set_grad_enabled(grad), legacy("intervene", backend, full):
-        logits = execute(lm, batch, ops, logits_at=read_at).logits
+        for a in range(0, len(batch), size):
+            sl = slice(a, a + size)
+            part = batch if size >= len(batch) else Batch(batch.input_ids[sl], batch.attention_mask[sl])
+            ops = _own_ops(edited, part)
+            for site, target, pos, iv, src in edits:
+                ops.append(Op(site, target, pos[sl], fn=_bind(iv, None if src is None else src[sl])))
+            parts.append(execute(lm, part, ops, logits_at=read_at[sl], vocab=ids).logits)
+    logits = parts[0] if len(parts) == 1 else torch.cat(parts)
     if logits_at is None:
         logits = logits[:, -1]
-    return DIIResult(logits, lm)
+    return DIIResult(logits, lm, ids)
 
 
 def _bind(iv: Intervention, src):
@@ -276,11 +253,18 @@ def interchange(
     at: Site | Sequence[Site],
     via=None,
     logits_at: Position | None = None,
+    vocab=None,
+    batch_size: int | None = None,
     grad: bool = False,
     backend: str | None = None,
     full: bool | None = None,
 ) -> DIIResult:
     """DII: run ``base`` with the ``via`` subspace at each site taken from ``source``'s run at that site.
+
+    Example:
+        >>> site = Site("resid_post", 1, last())
+        >>> interchange(lm, base, source, at=site, vocab=[5, 6], batch_size=2).logits.shape   # (B, 2)
+        torch.Size([4, 2])
 
     Args:
         base: prompts (list of str) or a tokenized batch.
@@ -288,12 +272,16 @@ def interchange(
         at: a Site or a list of Sites (applied in one forward, in execution order).
         via: None (the whole vector: activation patching), a Basis, an Intervention, or a list per site.
         logits_at: positions whose logits are kept (default: the last token).
+        vocab: token ids or words whose logits alone are computed (see :func:`intervene`).
+        batch_size: rows a forward, for the source runs and the base runs alike (default: all at once).
         backend, full: deprecated; use ``with interp.engine.options(backend=..., full=...)`` (both backends run
             the same plan).
     """
     lm, _ = _unwrap(model)
     base_batch = encode(lm, base)
     sites = _as_list(at)
+    if batch_size is not None:
+        batch_size = as_int(batch_size, "batch_size", low=1, error=InputError)
     per_site = source if isinstance(source, (list, tuple)) and source and not isinstance(source[0], str) else None
     srcs = per_site if per_site is not None else [source] * len(sites)
     if len(srcs) != len(sites):
@@ -307,8 +295,9 @@ def interchange(
                 raise InputError(f"interchange at {sites[i]!r} needs a source batch; pass source=...")
             by_source.setdefault(id(s), []).append(i)
     # Validate everything (sizes, positions on both sides) before running anything.
-    for idx in by_source.values():
-        src_batch = encode(lm, srcs[idx[0]])
+    src_batches = {}
+    for key, idx in by_source.items():
+        src_batch = src_batches[key] = encode(lm, srcs[idx[0]])
         if len(src_batch) != len(base_batch):
             raise InputError(
                 f"base has {len(base_batch)} examples but source has {len(src_batch)}; DII pairs them row by row, "
@@ -317,9 +306,20 @@ def interchange(
         plan(lm, base_batch, [sites[i] for i in idx])
         for i, (_, t, _p) in zip(idx, plan(lm, src_batch, [sites[i] for i in idx])):
             ivs[i].check(t.width)
+    ids = vocab_ids(lm, vocab)  # checked before any run too
     with legacy("interchange", backend, full):
-        for idx in by_source.values():
-            reads = collect(model, srcs[idx[0]], at=[sites[i] for i in idx])
+        for key, idx in by_source.items():
+            reads = collect(model, src_batches[key], at=[sites[i] for i in idx], batch_size=batch_size)
             for i, r in zip(idx, reads):
                 sources[i] = r
-        return intervene(model, base_batch, at=sites, via=ivs, sources=sources, logits_at=logits_at, grad=grad)
+        return intervene(
+            model,
+            base_batch,
+            at=sites,
+            via=ivs,
+            sources=sources,
+            logits_at=logits_at,
+            vocab=ids,
+            batch_size=batch_size,
+            grad=grad,
+        )

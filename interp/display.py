@@ -44,14 +44,20 @@ def token_text(tokenizer, token_id: int, width: int = 16) -> str:
     return text if len(text) <= width else text[: width - 2] + "…" + text[-1]
 
 
-def top_tokens(logits: torch.Tensor, tokenizer, k: int) -> list[list[tuple[str, float]]]:
+def top_tokens(logits: torch.Tensor, tokenizer, k: int, vocab=None) -> list[list[tuple[str, float]]]:
     """Per row of ``logits`` (n, vocab): the ``k`` most likely tokens as (text, probability), most likely first.
+
+    With ``vocab`` (token ids, one per column) the columns are those words and probabilities are among them.
 
     Example:
         >>> top_tokens(torch.tensor([[0.0, 2.0, 1.0]]), None, 2)
         [[('1', 0.665...), ('2', 0.244...)]]
+        >>> top_tokens(torch.tensor([[0.0, 2.0]]), None, 1, vocab=torch.tensor([40, 41]))
+        [[('41', 0.880...)]]
     """
     p, i = logits.detach().float().softmax(-1).topk(min(k, logits.shape[-1]), dim=-1)
+    if vocab is not None:
+        i = vocab.to(i.device)[i]
     return [[(token_text(tokenizer, int(t)), float(q)) for t, q in zip(ti, pi)] for ti, pi in zip(i, p)]
 
 
@@ -79,12 +85,14 @@ def _where(logits: torch.Tensor) -> str:
 def dii_repr(result) -> str:
     """``DIIResult((4, 262144) logits at the last token; top-1 of 4 prompts: ' Mary' 0.81, ' John' 0.77, …)``."""
     logits, tokenizer = result.logits, getattr(result.lm, "tokenizer", None)
-    head = f"DIIResult({tuple(logits.shape)} logits {_where(logits)}"
+    vocab = getattr(result, "vocab", None)
+    over = "" if vocab is None else f" over {vocab.numel()} words"
+    head = f"DIIResult({tuple(logits.shape)} logits{over} {_where(logits)}"
     n = logits.shape[0]
     if n == 0 or logits.shape[-1] == 0:
         return head + ")"
     last = logits if logits.dim() == 2 else logits[:, -1]
-    tops = [f"{t} {p:.2f}" for ((t, p),) in top_tokens(last[:ROWS], tokenizer, 1)]
+    tops = [f"{t} {p:.2f}" for ((t, p),) in top_tokens(last[:ROWS], tokenizer, 1, vocab)]
     more = ", …" if n > ROWS else ""
     return f"{head}; top-1 of {n} prompt{'s' * (n != 1)}: {', '.join(tops)}{more})"
 
@@ -97,7 +105,7 @@ def dii_html(result, k: int = 3) -> str:
     if n == 0 or logits.shape[-1] == 0:
         return f"<p>{html.escape(caption)}</p>"
     last = logits if logits.dim() == 2 else logits[:, -1]
-    rows = top_tokens(last[:HTML_ROWS], tokenizer, k)
+    rows = top_tokens(last[:HTML_ROWS], tokenizer, k, getattr(result, "vocab", None))
     head = "".join(f"<th>top {j + 1}</th>" for j in range(len(rows[0])))
     body = "".join(
         f"<tr><td>{i}</td>" + "".join(f"<td>{html.escape(t)} {p:.2f}</td>" for t, p in row) + "</tr>"
@@ -124,6 +132,8 @@ def grid_repr(grid) -> str:
     text = f"Grid({grid.name}: {axes}" + (f"; best {where}: {_number(value)}" if best else "")
     if grid.extra:
         text += f"; extra {list(grid.extra)}"
+    if getattr(grid, "per_pair", None) is not None:
+        text += f"; per_pair over {grid.per_pair.shape[-1]} pairs"
     if grid.meta.get("component"):
         text += f"; component {grid.meta['component']!r}"
     return text + ")"
@@ -184,6 +194,23 @@ def _product(lists: list[list]) -> list[tuple]:
     return out
 
 
+# ------------------------------------------------------------------------------------------- PairScores
+
+
+def _signed(v: float) -> str:
+    return "nan" if math.isnan(v) else f"{v:+.2f}"
+
+
+def scores_repr(scores) -> str:
+    """``PairScores(40 pairs: iia 0.60, iia_labels 0.75, logit_diff +1.20 (clean -0.90), log_odds_ratio +2.10)``."""
+    n, k = len(scores), scores.n_contrast
+    parts = [] if scores.iia is None else [f"iia {_number(scores.iia)}"]
+    parts.append(f"iia_labels {_number(scores.iia_labels)}" + (f" ({k} of {n} with distinct labels)" if k < n else ""))
+    parts.append(f"logit_diff {_signed(scores.mean_logit_diff)} (clean {_signed(scores.mean_clean_logit_diff)})")
+    parts.append(f"log_odds_ratio {_signed(scores.mean_log_odds_ratio)}")
+    return f"PairScores({n} pair{'s' * (n != 1)}: " + ", ".join(parts) + ")"
+
+
 # ------------------------------------------------------------------------------------------- DAS
 
 
@@ -202,4 +229,14 @@ def das_repr(result) -> str:
     )
 
 
-__all__ = ["token_text", "top_tokens", "labels_text", "dii_repr", "dii_html", "grid_repr", "grid_html", "das_repr"]
+__all__ = [
+    "token_text",
+    "top_tokens",
+    "labels_text",
+    "dii_repr",
+    "dii_html",
+    "grid_repr",
+    "grid_html",
+    "scores_repr",
+    "das_repr",
+]

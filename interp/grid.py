@@ -41,12 +41,21 @@ class Grid:
     axes: dict[str, list]  # plural axis name -> labels: {"ranks": [1], "layers": [0, 3], "positions": ["last"]}
     extra: dict[str, torch.Tensor] = field(default_factory=dict)  # same shape as values, e.g. {"iia_train": ...}
     meta: dict = field(default_factory=dict)  # scalars: component, clean_accuracy, n_pairs, ...
+    per_pair: torch.Tensor | None = None  # values.shape + (n_pairs,): each pair's value; their mean is ``values``
+    pair_extra: dict[str, torch.Tensor] = field(default_factory=dict)  # values.shape + (n_pairs,) each
 
     def __post_init__(self):
         shape = tuple(len(labels) for labels in self.axes.values())
         for key, t in {self.name: self.values, **self.extra}.items():
             if tuple(t.shape) != shape:
                 raise ValueError(f"Grid {key!r} has shape {tuple(t.shape)}; the axes {list(self.axes)} give {shape}")
+        pairs = {"per_pair": self.per_pair, **self.pair_extra} if self.per_pair is not None else self.pair_extra
+        for key, t in pairs.items():
+            if tuple(t.shape[:-1]) != shape or t.dim() != len(shape) + 1:
+                raise ValueError(
+                    f"Grid {key!r} has shape {tuple(t.shape)}; per-pair values need the axes' shape {shape} and "
+                    "one more axis, over the pairs"
+                )
 
     def __repr__(self) -> str:
         return display.grid_repr(self)
@@ -60,12 +69,12 @@ class Grid:
             raise AttributeError(key)
         if key == d["name"]:
             return d["values"]
-        for part in ("axes", "extra", "meta"):
+        for part in ("axes", "extra", "meta", "pair_extra"):
             if key in d[part]:
                 return d[part][key]
         raise AttributeError(
             f"this Grid of {d['name']!r} has no {key!r}; it has axes {list(d['axes'])}, extra {list(d['extra'])} "
-            f"and meta {list(d['meta'])}"
+            f"and meta {list(d['meta'])}" + (f", per-pair {list(d['pair_extra'])}" if d.get("pair_extra") else "")
         )
 
     def best(self) -> dict:
@@ -110,17 +119,36 @@ class Grid:
         rows, cols = self.layers, self.positions
         return viz.heatmap(values, rows=rows, cols=cols, cmap="viridis", vmin=0.0, vmax=1.0, cbar_label=self.name, **kw)
 
-    def to_dict(self) -> dict:
-        """JSON-ready: axis labels, values and extras as nested lists, the metadata, ``best`` and a ``grid`` key."""
+    def to_dict(self, *, per_pair: bool = False) -> dict:
+        """JSON-ready: axis labels, values and extras as nested lists, the metadata, ``best`` and a ``grid`` key;
+        with ``per_pair=True`` the per-pair values too (``per_pair`` and the ``pair_extra`` tensors).
+
+        Example:
+            >>> g = Grid("effect", torch.tensor([[0.5]]), {"layers": [0], "positions": ["last"]},
+            ...          per_pair=torch.tensor([[[0.0, 1.0]]]))
+            >>> Grid.from_dict(g.to_dict(per_pair=True)).per_pair.tolist(), "per_pair" in g.to_dict()
+            ([[[0.0, 1.0]]], False)
+        """
         best = self.best()
         best[self.name] = _plain(torch.tensor(best[self.name]))
+        pairs = {}
+        if per_pair:
+            pairs = {k: _plain(v) for k, v in self.pair_extra.items()}
+            if self.per_pair is not None:
+                pairs["per_pair"] = _plain(self.per_pair)
         return {
             **self.axes,
             self.name: _plain(self.values),
             **{k: _plain(v) for k, v in self.extra.items()},
             **self.meta,
+            **pairs,
             "best": best,
-            "grid": {"value": self.name, "axes": list(self.axes), "extra": list(self.extra)},
+            "grid": {
+                "value": self.name,
+                "axes": list(self.axes),
+                "extra": list(self.extra),
+                "pair_extra": list(self.pair_extra) if per_pair else [],
+            },
         }
 
     @classmethod
@@ -129,13 +157,16 @@ class Grid:
         if "grid" not in d:
             raise ValueError(f"not a Grid.to_dict() result: no 'grid' key among {sorted(d)}")
         name, axes, extra = d["grid"]["value"], d["grid"]["axes"], d["grid"]["extra"]
-        own = {name, *axes, *extra, "best", "grid"}
+        pair_extra = d["grid"].get("pair_extra", [])
+        own = {name, *axes, *extra, *pair_extra, "per_pair", "best", "grid"}
         return cls(
             name,
             torch.tensor(d[name]),
             {k: list(d[k]) for k in axes},
             {k: torch.tensor(d[k]) for k in extra},
             {k: v for k, v in d.items() if k not in own},
+            torch.tensor(d["per_pair"]) if "per_pair" in d else None,
+            {k: torch.tensor(d[k]) for k in pair_extra},
         )
 
 

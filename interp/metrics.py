@@ -1,21 +1,28 @@
-"""Scores of interchange interventions: IIA, the DAS loss, and the unintervened model's task accuracy.
+"""Scores of interchange interventions: IIA, per-pair scores, the DAS loss, and the model's task accuracy.
 
 Example:
     >>> iia(lm, test, at=das.site, via=das.intervention)       # learned subspace
     0.6
     >>> iia(lm, test, at=site)                                 # via=None: whole-vector activation patching
     0.6
+    >>> score(lm, test, at=das.site, via=das.intervention)     # per pair, with the label-word metrics
+    PairScores(10 pairs: iia 0.60, iia_labels 0.60, logit_diff ..., log_odds_ratio ...)
     >>> task_accuracy(lm, test.base, test.base_labels, candidates=test.candidates)   # does it solve the task?
     0.4
 
 IIA (Geiger et al. 2023) is the fraction of pairs whose argmax next token under the interchange (over the
 vocabulary, or over ``pairs.candidates``) is the causal model's counterfactual label; the DAS loss is the
-cross-entropy of those labels, differentiable in the intervention's weights.
+cross-entropy of those labels, differentiable in the intervention's weights. :func:`score` gives per-pair values:
+the argmax hit, whether the counterfactual label's logit beats the base label's (the comparison between the two
+label words that benchmarks report; ``iia(..., against="base")`` is its mean), their logit difference and the
+log odds-ratio of the interchange against the clean run (:class:`interp.scores.PairScores`). Every score computes
+only the unembedding rows it reads (the labels, the candidates) unless it needs the argmax over the vocabulary.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 
 import torch
@@ -23,10 +30,12 @@ from torch.nn import functional as F
 
 from .batches import check_pairs, chunks, collect_sources, rows
 from .causal import Pairs
+from .checks import as_int
 from .dii import intervene, run
 from .inputs import InputError, token_ids
 from .interventions import Intervention, as_intervention
 from .replay import PrefixCache
+from .scores import PairScores
 from .sites import Site
 from .subspace import Basis
 
@@ -108,6 +117,97 @@ def _check_candidates(ids: torch.Tensor, cand: torch.Tensor | None, given: Seque
         )
 
 
+def _intervention(pairs: Pairs, via):
+    if len(pairs.variables) > 1 and not isinstance(via, Intervention):
+        raise InputError(f"pairs align {len(pairs.variables)} variables; pass via=das.intervention or an Alignment")
+    return as_intervention(via)
+
+
+def pair_logits(
+    lm,
+    pairs: Pairs,
+    *,
+    at: Site | None,
+    via=None,
+    sources: torch.Tensor | None = None,
+    prefix: PrefixCache | None = None,
+    batch_size: int = 128,
+    vocab: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Logits (N, V) at the last token of every base prompt, under the interchange at ``at`` (None: the clean run),
+    over the token ids ``vocab`` (columns in its order) or the whole vocabulary; batches of ``batch_size``.
+
+    Example:
+        >>> lg = pair_logits(lm, test, at=site, vocab=torch.tensor([5, 6]))     # only two unembedding rows
+        >>> lg.shape
+        torch.Size([10, 2])
+    """
+    batch_size = as_int(batch_size, "batch_size", low=1, error=InputError)
+    iv = _intervention(pairs, via) if at is not None else None
+    if at is not None and sources is None and iv.needs_source:
+        sources = collect_sources(lm, pairs, [at], batch_size=batch_size)[0]
+    out = []
+    for sl in chunks(len(pairs), batch_size):
+        batch = rows(lm, pairs.base[sl])
+        with replaying(prefix, lm, range(sl.start, sl.stop), batch):
+            if at is None:
+                out.append(run(lm, batch, vocab=vocab).logits)
+            else:
+                src = [sources[sl] if sources is not None else None]
+                out.append(intervene(lm, batch, at=at, via=iv, sources=src, vocab=vocab).logits)
+    return torch.cat(out).float()
+
+
+@torch.no_grad()
+def score(
+    lm,
+    pairs: Pairs,
+    *,
+    at: Site,
+    via: Basis | Intervention | None = None,
+    sources: torch.Tensor | None = None,
+    prefix: PrefixCache | None = None,
+    batch_size: int = 128,
+    argmax: bool = True,
+) -> PairScores:
+    """Per-pair scores of the interchange at ``at`` along ``via``: argmax hits, label-word comparisons, log odds.
+
+    Example:
+        >>> s = score(lm, test, at=das.site, via=das.intervention)
+        >>> s.hit.shape, s.logit_diff.shape, s.iia == iia(lm, test, at=das.site, via=das.intervention)
+        (torch.Size([10]), torch.Size([10]), True)
+        >>> s.iia_labels == iia(lm, test, at=das.site, via=das.intervention, against="base")
+        True
+
+    One interchange run and one clean run of the base prompts. Only the label words' rows of the unembedding
+    (and the candidates') are computed, except for the argmax over the whole vocabulary (``hit`` when the pairs
+    have no candidates): ``argmax=False`` skips that (``hit`` is None) so every run reads a few rows only.
+    ``via``, ``sources`` and ``prefix`` as in :func:`iia`. See :class:`interp.scores.PairScores`.
+    """
+    pairs = check_pairs(pairs)
+    iv = _intervention(pairs, via)
+    labels, base = label_ids(lm, pairs.labels), label_ids(lm, pairs.base_labels)
+    cand = _candidate_ids(lm, pairs)
+    _check_candidates(labels, cand, pairs.labels, pairs.candidates, "label")
+    words = torch.unique(torch.cat([labels, base] + ([cand] if cand is not None else [])))  # sorted
+    vocab = None if argmax and cand is None else words
+    kw = dict(sources=sources, prefix=prefix, batch_size=batch_size)
+    lg = pair_logits(lm, pairs, at=at, via=iv, vocab=vocab, **kw)
+    clean = pair_logits(lm, pairs, at=None, vocab=words, prefix=prefix, batch_size=batch_size)
+    lg, clean = lg.cpu(), clean.cpu()
+    cols = (lambda ids: ids.cpu()) if vocab is None else (lambda ids: torch.searchsorted(words.cpu(), ids.cpu()))
+    n = torch.arange(len(pairs))
+    ld = lg[n, cols(labels)] - lg[n, cols(base)]
+    w = lambda ids: torch.searchsorted(words.cpu(), ids.cpu())  # noqa: E731
+    clean_ld = clean[n, w(labels)] - clean[n, w(base)]
+    if cand is not None:
+        hit = cand.cpu()[lg[:, cols(cand)].argmax(-1)] == labels.cpu()
+    else:
+        hit = lg.argmax(-1) == labels.cpu() if argmax else None
+    contrast = labels.cpu() != base.cpu()
+    return PairScores(hit, (ld > 0) & contrast, contrast, ld, clean_ld)
+
+
 @torch.no_grad()
 def iia(
     lm,
@@ -118,34 +218,45 @@ def iia(
     sources: torch.Tensor | None = None,
     prefix: PrefixCache | None = None,
     batch_size: int = 128,
+    against: str | None = None,
 ) -> float:
     """Interchange intervention accuracy: the fraction of pairs whose intervened prediction is the label.
 
     Example:
         >>> iia(lm, test, at=das.site, via=das.intervention)
         0.6
+        >>> iia(lm, test, at=das.site, via=das.intervention, against="base")   # cf label's logit > base label's
+        0.6
 
     ``via`` is None for the whole vector (activation patching), a Basis for an interchange along it, or an
     Intervention (``das.intervention`` for several variables). Predictions are the argmax over the whole
-    vocabulary, or over ``pairs.candidates`` when set. ``sources`` and ``prefix``
-    (:class:`interp.replay.PrefixCache` of ``pairs.base``) reuse cached activations.
+    vocabulary, or over ``pairs.candidates`` when set (then only the candidates' logits are computed).
+    ``against="base"`` scores instead the comparison between the two label words: the fraction of pairs (with
+    distinct labels) whose counterfactual label's logit beats the base label's, computing those two rows of the
+    unembedding only. ``sources`` and ``prefix`` (:class:`interp.replay.PrefixCache` of ``pairs.base``) reuse
+    cached activations. Per-pair values and more metrics: :func:`score`.
     """
+    if against not in (None, "base"):
+        raise InputError(f"against must be None (the argmax) or 'base' (cf label vs base label); got {against!r}")
     pairs = check_pairs(pairs)
-    iv = as_intervention(via)
-    if len(pairs.variables) > 1 and not isinstance(via, Intervention):
-        raise InputError(f"pairs align {len(pairs.variables)} variables; pass via=das.intervention or an Alignment")
+    iv = _intervention(pairs, via)
     labels = label_ids(lm, pairs.labels)
+    kw = dict(at=at, via=iv, sources=sources, prefix=prefix, batch_size=batch_size)
+    if against == "base":
+        base = label_ids(lm, pairs.base_labels)
+        contrast = labels != base
+        if not bool(contrast.any()):
+            return math.nan
+        words = torch.unique(torch.cat([labels, base]))  # sorted: a label's column is its rank
+        lg = pair_logits(lm, pairs, vocab=words, **kw).to(labels.device)
+        n = torch.arange(len(pairs), device=lg.device)
+        win = lg[n, torch.searchsorted(words, labels)] > lg[n, torch.searchsorted(words, base)]
+        return int(win[contrast].sum()) / int(contrast.sum())
     cand = _candidate_ids(lm, pairs)
     _check_candidates(labels, cand, pairs.labels, pairs.candidates, "label")
-    if sources is None:
-        sources = collect_sources(lm, pairs, [at], batch_size=batch_size)[0]
-    hits = 0
-    for sl in chunks(len(pairs), batch_size):
-        batch = rows(lm, pairs.base[sl])
-        with replaying(prefix, lm, range(sl.start, sl.stop), batch):
-            logits = das_logits(lm, batch, sources[sl], at=at, via=iv)
-        hits += int((predict(logits, cand) == labels[sl]).sum())
-    return hits / len(pairs)
+    lg = pair_logits(lm, pairs, vocab=cand, **kw)
+    pred = lg.argmax(-1) if cand is None else cand[lg.argmax(-1).to(cand.device)]
+    return int((pred.to(labels.device) == labels).sum()) / len(pairs)
 
 
 @torch.no_grad()
@@ -159,8 +270,8 @@ def task_accuracy(lm, inputs: Sequence, answers: Sequence, *, candidates=None, b
     hits = 0
     for sl in chunks(len(inputs), batch_size):
         batch = rows(lm, inputs[sl])
-        hits += int((predict(run(lm, batch).logits, cand) == want[sl]).sum())
+        hits += int((run(lm, batch, vocab=cand).predictions() == want[sl]).sum())
     return hits / len(inputs)
 
 
-__all__ = ["iia", "task_accuracy", "label_ids", "das_logits", "das_loss"]
+__all__ = ["iia", "score", "pair_logits", "task_accuracy", "label_ids", "das_logits", "das_loss"]
