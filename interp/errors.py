@@ -108,6 +108,10 @@ class BenchmarkDataError(InterpError, FileNotFoundError):
     """A benchmark's public data file is missing or malformed; the message says where to get it."""
 
 
+class BenchmarkOptionError(ConfigError):
+    """A benchmark runner's option (methods, layers, sizes) is not one it takes; refused before any work."""
+
+
 # ---------------------------------------------------------------------------------------------- files
 
 
