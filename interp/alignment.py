@@ -27,6 +27,8 @@ class Alignment(Intervention):
 
     ``source`` holds the variables' source vectors side by side: (B, k, w * n_variables). Rows of ``via``
     beyond ``sum(splits)`` keep the base's coordinates. With one variable this is ``Interchange(via)``.
+    A featurizer whose edit is not linear (``via.linear`` False: a mask over SAE features) aligns one variable
+    and does the interchange itself, ``via.interchange(h, source)``.
 
     Example:
         >>> iv = Alignment(Rotation(16), splits=(8, 8))   # WX -> rows 0..7, YZ -> rows 8..15
@@ -43,6 +45,14 @@ class Alignment(Intervention):
         if not isinstance(self.via, Basis):
             raise DASError(f"Alignment(via=...) must be a Basis (LowRankRotation, Rotation, ...); got {self.via!r}")
         self.splits = tuple(as_int(s, f"splits {self.splits!r}: each", low=1, error=DASError) for s in self.splits)
+        if not getattr(self.via, "linear", True):
+            if len(self.splits) > 1:
+                raise DASError(
+                    f"{type(self.via).__name__} is not a linear edit (it does its own interchange), so it aligns "
+                    f"one variable; got splits={self.splits}: fit one per variable"
+                )
+            self.splits = self.splits or (self.via.rank,)
+            return
         self.splits = self.splits or (self.via.rank,)
         if min(self.splits) < 1 or sum(self.splits) > self.via.rank:
             raise DASError(f"splits {self.splits} must be positive and sum to at most the basis rank {self.via.rank}")
@@ -52,6 +62,10 @@ class Alignment(Intervention):
     def __call__(self, h, source=None):
         if source is None:
             raise InputError("Alignment needs source activations")
+        if not getattr(self.via, "linear", True):  # e.g. SAE features: encode, swap the masked ones, decode
+            if source.shape[-1] != h.shape[-1]:
+                raise InputError(f"source vectors have width {source.shape[-1]}; expected {h.shape[-1]}")
+            return self.via.interchange(h, source.to(h.device, h.dtype))
         R = self.via.weight  # (r, w), in the basis's dtype and on its device: the edit runs there, in float32
         w = h.shape[-1]
         if source.shape[-1] != w * len(self.splits):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import random
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -38,82 +38,17 @@ from . import distributed as _dist
 from . import io as _io
 from . import sites as _sites
 from .alignment import Alignment, neuron_aligned
-from .batches import DASError, check_pairs, check_positions, collect_sources, rows
+from .batches import DASError, check_pairs, check_positions, rows
 from .causal import Pairs
-from .checks import as_float, is_int
-from .errors import DASConfigError
+from .checks import is_int
+from .das_config import DASConfig, renamed_options
+from .das_objective import annealer, interchange_loss, param_groups, regulariser
 from .io.das import load_das, save_das
-from .metrics import das_loss, iia, label_ids, replaying
+from .metrics import iia, label_ids, replaying
+from .paircache import PairCache
 from .replay import PrefixCache
 from .sites import Site
-from .subspace import Basis, Boundless, LowRankRotation
-
-
-@dataclass(frozen=True, kw_only=True)
-class DASConfig:
-    """Hyper-parameters of one DAS run. Change with ``dataclasses.replace`` or keyword overrides of fit_das.
-
-    Example:
-        >>> DASConfig(steps=300, lr=3e-3).to_dict()["steps"]
-        300
-        >>> DASConfig.from_dict({"steps": 300, "warmup": 0.2}).warmup_ratio   # a config saved before the rename
-        0.2
-
-    The training options share :mod:`interp.optim`'s vocabulary and checks with ``reft.TrainConfig``; a bad value
-    raises :class:`interp.errors.DASConfigError` (a ConfigError and a DASError).
-    """
-
-    steps: int = 200  # optimiser steps at most (early stopping may end sooner)
-    batch_size: int = 32
-    lr: float = 2e-3
-    schedule: str = "linear"  # "linear" (warm-up then linear decay), "cosine" or "constant"
-    warmup_ratio: float = 0.1  # fraction of steps spent warming up (saved configs' "warmup" loads as this)
-    max_grad_norm: float | None = None  # clip the gradient norm to this (None or 0: no clipping)
-    eval_every: int = 25  # steps between held-out IIA evaluations (0: after the last step only)
-    patience: int = 4  # evaluations without improvement before stopping; 0 never stops early
-    val_fraction: float = 0.1  # held-out part of the training pairs used for early stopping (without held_out=)
-    eval_batch_size: int = 128
-    seed: int = 0
-    boundary_lr: float = 1e-2  # Boundless: learning rate of the mask boundary
-    temperature: tuple[float, float] = (50.0, 0.1)  # Boundless: mask temperature annealed from first to second
-    boundary_weight: float = 0.0  # Boundless: penalty on the interchanged fraction (smaller subspaces)
-    progress: bool = True
-
-    def __post_init__(self):
-        values = optim.check_options(asdict(self), owner="DASConfig", error=DASConfigError)  # the shared options
-        reals = {
-            "val_fraction": dict(low=0, high=1, open_high=True),
-            "boundary_lr": dict(low=0, open_low=True),
-            "boundary_weight": dict(low=0),
-        }
-        for name, bounds in reals.items():  # NaN and inf refused
-            values[name] = as_float(values[name], f"DASConfig.{name}", error=DASConfigError, **bounds)
-        for name, value in values.items():
-            object.__setattr__(self, name, value)
-        temps = self.temperature
-        if isinstance(temps, (str, bytes)) or not hasattr(temps, "__len__") or len(temps) != 2:
-            raise DASConfigError(
-                f"DASConfig.temperature must be two positive numbers (start, end); got {temps!r}; try (50.0, 0.1)"
-            )
-        hint = f" in temperature={tuple(temps)!r}; the Boundless mask anneals from start to end, both > 0; try (50, .1)"
-        temps = tuple(
-            as_float(t, f"DASConfig.temperature {which}", low=0, open_low=True, error=DASConfigError, hint=hint)
-            for t, which in zip(temps, ("start", "end"))
-        )
-        object.__setattr__(self, "temperature", temps)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> DASConfig:
-        d = _renamed(d)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise DASError(f"unknown DASConfig keys {unknown}; known: {sorted(known)}")
-        return cls(**d)
-
+from .subspace import Basis, LowRankRotation
 
 # ----------------------------------------------------------------------------------------------- fitting
 
@@ -215,14 +150,6 @@ def _make_basis(lm, site: Site, via, rank, n_vars: int) -> Basis:
     return LowRankRotation(width, int(rank))
 
 
-def _renamed(options: dict) -> dict:
-    """``warmup`` (the name before ``warmup_ratio``, in saved configs and old calls) as ``warmup_ratio``."""
-    options = dict(options)
-    if "warmup" in options and "warmup_ratio" not in options:
-        options["warmup_ratio"] = options.pop("warmup")
-    return options
-
-
 def _batches(n: int, batch_size: int, seed: int):
     """Endless batches of pair indices cut from shuffled epochs (an epoch's tail starts the next batch)."""
     rng, order = random.Random(seed), []
@@ -246,6 +173,7 @@ def fit_das(
     held_out: Pairs | None = None,
     test: Pairs | None = None,
     config: DASConfig | None = None,
+    cache: PairCache | None = None,
     **overrides,
 ) -> DASResult:
     """Learn the subspace at ``at`` whose interchange makes the model follow the counterfactual labels.
@@ -261,49 +189,57 @@ def fit_das(
         ...               splits=(8, 8), steps=2)
         >>> das.variables, das.splits
         (('WX', 'YZ'), (8, 8))
+        >>> cache = PairCache(lm)                         # sources and streams collected once for both fits
+        >>> fits = [fit_das(lm, train, at=site, rank=r, steps=2, cache=cache, score_train=False) for r in (1, 2)]
+        >>> fits[1].iia_train is None                     # score_train=False: no IIA on the training set
+        True
 
     Args:
-        pairs: training pairs (:class:`interp.causal.Pairs`), one source list per variable.
+        pairs: training pairs (:class:`interp.causal.Pairs`), one source list per variable; their ``weights``
+            (if any) multiply each example's cross-entropy.
         at: the site; base and source must both have its positions.
-        via: a basis to train (LowRankRotation, Rotation, Boundless); or give ``rank`` for a LowRankRotation.
+        via: a basis to train (LowRankRotation, Rotation, Boundless, a DBM ``Mask``: anything with trainable
+            parameters); or give ``rank`` for a LowRankRotation.
         splits: rows of the basis per variable (default: the rank divided evenly).
         held_out: pairs for early stopping; default: ``config.val_fraction`` of ``pairs`` set aside.
         test: pairs to report ``iia_test`` on (not used for any decision).
         config: a :class:`DASConfig`; keyword ``overrides`` replace its fields (``steps=100, lr=1e-3``).
+        cache: a :class:`interp.paircache.PairCache` of this model: sources and prefix streams are read from it
+            (collected into it the first time), so fits at one site or layer share them.
 
     Returns:
         :class:`DASResult` with the best basis on the held-out pairs, its history and IIA.
+
+    Any basis with a ``temperature`` attribute is annealed along ``config.temperature``, and one with a
+    ``penalty()`` adds ``config.penalty_weight * basis.penalty()`` to each step's loss; only parameters that
+    require grad train, and a basis with none (``Fixed``) is refused: score it with ``iia`` instead.
 
     Under ``torchrun --nproc_per_node N`` (:mod:`interp.distributed`) the basis trains data parallel: every rank
     draws the same batch, takes ``batch[rank::N]`` and DistributedDataParallel averages the gradients, so the fit
     equals one process's (``batch_size`` must be a multiple of N). Sources and IIA are computed on every rank.
     """
-    cfg = config or DASConfig()
-    if "warmup" in overrides:
-        warnings.warn("fit_das(warmup=...) is now warmup_ratio=...", DeprecationWarning, stacklevel=2)
-        overrides = _renamed(overrides)
-    if overrides:
-        bad = sorted(set(overrides) - {f.name for f in fields(DASConfig)})
-        if bad:
-            raise DASError(f"unknown options {bad}; fit_das takes DASConfig fields: {[f.name for f in fields(cfg)]}")
-        cfg = replace(cfg, **overrides)
+    cfg = _config(config, overrides)
     _dist.check_divisible(cfg.batch_size, "DASConfig.batch_size", error=DASError)  # under torchrun: equal shards
     pairs = check_pairs(pairs)
     n_vars = len(pairs.variables)
     _sites.resolve(lm, at)
+    if cache is not None and not isinstance(cache, PairCache):
+        raise DASError(f"cache must be an interp.paircache.PairCache(lm); got {type(cache).__name__}")
+    cache = cache if cache is not None else PairCache(lm, batch_size=cfg.eval_batch_size)
+    cache.check(lm)
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         basis = _make_basis(lm, at, via, rank, n_vars)
+    groups = param_groups(basis, cfg)  # refuses a basis with nothing to train before any model work
     if splits is None:
         q, r = divmod(basis.rank, n_vars)
         splits = [q + (1 if j < r else 0) for j in range(n_vars)]
     if len(splits) != n_vars:
         raise DASError(f"splits {tuple(splits)} has {len(splits)} blocks for {n_vars} variables {pairs.variables}")
     iv = Alignment(basis, tuple(splits))
-    labels = label_ids(lm, pairs.labels)  # errors on multi-token labels before anything runs
+    label_ids(lm, pairs.labels)  # errors on multi-token labels before anything runs
     if held_out is None and cfg.val_fraction > 0 and len(pairs) >= 10:
         pairs, held_out = pairs.split(1 - cfg.val_fraction, seed=cfg.seed)
-        labels = label_ids(lm, pairs.labels)
     for p in [pairs, held_out, test]:
         if p is not None:
             check_pairs(p)
@@ -311,32 +247,21 @@ def fit_das(
             check_positions(lm, p, at)
             if tuple(p.variables) != tuple(pairs.variables):
                 raise DASError(f"held-out/test variables {p.variables} differ from training's {pairs.variables}")
+    labels = label_ids(lm, pairs.labels)
+    weights = None if pairs.weights is None else torch.tensor(pairs.weights, device=labels.device)
     basis.to(lm.device)
+    groups = param_groups(basis, cfg)  # the parameters as they are on the model's device
 
-    src = collect_sources(lm, pairs, [at], batch_size=cfg.eval_batch_size)[0]  # (N, k, w * n_vars), no grad
-    val_src = collect_sources(lm, held_out, [at], batch_size=cfg.eval_batch_size)[0] if held_out else None
-    prefix = val_prefix = None
-    if PrefixCache.applies(lm, at):  # the frozen layers below the site run once per prompt, not once per step
-        prefix = PrefixCache.collect(lm, pairs.base, layer=at.layer, batch_size=cfg.eval_batch_size)
-        if held_out is not None:
-            val_prefix = PrefixCache.collect(lm, held_out.base, layer=at.layer, batch_size=cfg.eval_batch_size)
-
-    rot = [p for n, p in basis.named_parameters() if n != "boundary"]
-    groups = [{"params": rot}]  # no weight decay: it would shrink R toward 0 and switch the edit off
-    if isinstance(basis, Boundless):
-        groups.append({"params": [basis.boundary], "lr": cfg.boundary_lr})
-    t0, t1 = cfg.temperature
-
-    def anneal(step):  # Boundless: the mask's temperature falls geometrically from t0 to t1
-        basis.temperature = t0 * (t1 / t0) ** (step / max(1, cfg.steps - 1))
+    src, prefix = _cached(cache, lm, pairs, at)  # (N, k, w * n_vars) no grad; the stream below the site, once
+    val_src, val_prefix = _cached(cache, lm, held_out, at) if held_out is not None else (None, None)
+    extra = regulariser(basis, cfg)
 
     def batch_loss(idx):  # the mean over this rank's pairs of the batch (all of it in one process)
         base = rows(lm, [pairs.base[i] for i in idx])
+        w = weights[idx] if weights is not None else None
         with replaying(prefix, lm, idx, base):
-            loss = das_loss(lm, base, src[idx], labels[idx], at=at, via=iv)
-        if isinstance(basis, Boundless) and cfg.boundary_weight:
-            loss = loss + cfg.boundary_weight * basis.boundary.clamp(0, 1)
-        return loss
+            loss = interchange_loss(lm, base, src[idx], labels[idx], at=at, via=iv, weights=w)
+        return loss + extra() if extra is not None else loss
 
     def held_out_iia():
         return iia(lm, held_out, at=at, via=iv, sources=val_src, prefix=val_prefix, batch_size=cfg.eval_batch_size)
@@ -358,7 +283,7 @@ def fit_das(
             patience=cfg.patience,
             stop_at=1.0,
             keep_best=True,
-            before_step=anneal if isinstance(basis, Boundless) else None,
+            before_step=annealer(basis, cfg),
             module=basis,
             find_unused=False,
             progress=cfg.progress,
@@ -380,10 +305,34 @@ def fit_das(
         fingerprint=_io.fingerprint(lm),
         lm=lm,
     )
-    result.iia_train = iia(lm, pairs, at=at, via=iv, sources=src, prefix=prefix, batch_size=cfg.eval_batch_size)
+    if cfg.score_train:
+        result.iia_train = iia(lm, pairs, at=at, via=iv, sources=src, prefix=prefix, batch_size=cfg.eval_batch_size)
     if test is not None:
-        result.iia_test = iia(lm, test, at=at, via=iv, batch_size=cfg.eval_batch_size)
+        test_src, test_prefix = _cached(cache, lm, test, at)
+        result.iia_test = iia(
+            lm, test, at=at, via=iv, sources=test_src, prefix=test_prefix, batch_size=cfg.eval_batch_size
+        )
     return result
 
 
-__all__ = ["DASConfig", "DASError", "DASResult", "Alignment", "fit_das", "neuron_aligned"]
+def _config(config: DASConfig | None, overrides: dict) -> DASConfig:
+    """``config`` (default DASConfig()) with the keyword ``overrides`` of fit_das applied and checked."""
+    cfg = config or DASConfig()
+    if "warmup" in overrides:
+        warnings.warn("fit_das(warmup=...) is now warmup_ratio=...", DeprecationWarning, stacklevel=3)
+        overrides = renamed_options(overrides)
+    if overrides:
+        bad = sorted(set(overrides) - {f.name for f in fields(DASConfig)})
+        if bad:
+            raise DASError(f"unknown options {bad}; fit_das takes DASConfig fields: {[f.name for f in fields(cfg)]}")
+        cfg = replace(cfg, **overrides)
+    return cfg
+
+
+def _cached(cache: PairCache, lm, pairs: Pairs, at: Site) -> tuple[torch.Tensor, PrefixCache | None]:
+    """The pairs' source vectors at ``at`` and, where the site allows replay, their bases' prefix streams."""
+    prefix = cache.prefix(pairs.base, layer=at.layer) if PrefixCache.applies(lm, at) else None
+    return cache.sources(pairs, at), prefix
+
+
+__all__ = ["DASConfig", "DASError", "DASResult", "Alignment", "PairCache", "fit_das", "neuron_aligned"]

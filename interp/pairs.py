@@ -10,8 +10,9 @@ Example:
 
 from __future__ import annotations
 
+import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -48,6 +49,11 @@ class Pairs:
         base_labels: the answer on the base alone (for task accuracy).
         candidates: optional answer set; when given, predictions are the argmax over these tokens only.
         data: the :class:`CounterfactualDataset` it was rendered from, if any.
+        weights: optional per-example loss weights (non-negative numbers; None: all 1). ``fit_das`` multiplies
+            each example's cross-entropy by its weight before taking the batch mean (``fit_mdas`` weighs its
+            isolation examples this way); IIA ignores them.
+
+    ``pairs + other`` (or :meth:`Pairs.concat`) joins pair sets of the same variables.
     """
 
     variables: tuple[str, ...]
@@ -57,6 +63,7 @@ class Pairs:
     base_labels: list
     candidates: list | None = None
     data: CounterfactualDataset | None = field(default=None, repr=False)
+    weights: list[float] | None = field(default=None, repr=False)
 
     def __post_init__(self):
         self.variables = tuple(self.variables)
@@ -68,6 +75,9 @@ class Pairs:
         n = len(self.base)
         lengths = {"labels": len(self.labels), "base_labels": len(self.base_labels)}
         lengths.update({f"sources[{j}]": len(s) for j, s in enumerate(self.sources)})
+        if self.weights is not None:
+            self.weights = _check_weights(self.weights)
+            lengths["weights"] = len(self.weights)
         bad = {k: v for k, v in lengths.items() if v != n}
         if bad:
             raise CausalModelError(f"base has {n} examples but {bad}; every field needs one entry per example")
@@ -127,7 +137,67 @@ class Pairs:
             [self.base_labels[i] for i in idx],
             self.candidates,
             self.data[idx] if self.data is not None else None,
+            [self.weights[i] for i in idx] if self.weights is not None else None,
         )
+
+    @classmethod
+    def concat(cls, *parts: Pairs) -> Pairs:
+        """One pair set holding ``parts`` in order: the same variables and candidates are required.
+
+        Example:
+            >>> both = Pairs.concat(train, test)                 # or train + test
+            >>> len(both) == len(train) + len(test), both.variables
+            (True, ('G',))
+
+        Weights are kept (a part without weights counts 1 per example); ``data`` is dropped (the rendered
+        datasets are not joined).
+        """
+        if not parts:
+            raise CausalModelError("Pairs.concat needs at least one Pairs; got none")
+        for i, p in enumerate(parts):
+            if not isinstance(p, Pairs):
+                raise CausalModelError(f"Pairs.concat takes Pairs; argument {i} is {type(p).__name__}")
+        first = parts[0]
+        for i, p in enumerate(parts[1:], 1):
+            if p.variables != first.variables:
+                raise CausalModelError(
+                    f"Pairs.concat: part {i} interchanges {p.variables} but part 0 {first.variables}; join pairs of "
+                    "the same variables (fit_mdas takes a mapping of variable -> Pairs for several)"
+                )
+            if p.candidates != first.candidates:
+                raise CausalModelError(
+                    f"Pairs.concat: part {i} has candidates={p.candidates} but part 0 {first.candidates}; give "
+                    "every part the same candidates"
+                )
+        weights = None
+        if any(p.weights is not None for p in parts):
+            weights = [w for p in parts for w in (p.weights if p.weights is not None else [1.0] * len(p))]
+        return cls(
+            first.variables,
+            [x for p in parts for x in p.base],
+            [[x for p in parts for x in p.sources[j]] for j in range(len(first.variables))],
+            [x for p in parts for x in p.labels],
+            [x for p in parts for x in p.base_labels],
+            first.candidates,
+            None,
+            weights,
+        )
+
+    def __add__(self, other: Pairs) -> Pairs:
+        if not isinstance(other, Pairs):
+            return NotImplemented
+        return Pairs.concat(self, other)
+
+    def weighted(self, weight: float) -> Pairs:
+        """These pairs with every example's loss weight set to ``weight`` (``fit_das`` multiplies its
+        cross-entropy by it).
+
+        Example:
+            >>> mix = train + test.weighted(0.5)                  # test's examples count half in a fit
+            >>> mix.weights[-1]
+            0.5
+        """
+        return replace(self, weights=[weight] * len(self))
 
     def split(self, train: float = 0.8, *, seed: int = 0) -> tuple[Pairs, Pairs]:
         """Shuffle and split into (train, test) with ``train`` the training fraction."""
@@ -137,6 +207,24 @@ class Pairs:
     def changed(self) -> Pairs:
         """Only the examples whose counterfactual label differs from the base label."""
         return self[[i for i in range(len(self)) if self.labels[i] != self.base_labels[i]]]
+
+
+def _check_weights(weights) -> list[float]:
+    """``weights`` as a list of finite non-negative floats; CausalModelError naming the first bad one."""
+    if isinstance(weights, torch.Tensor):
+        weights = weights.tolist()
+    out = []
+    for i, w in enumerate(weights):
+        try:
+            x = float(w)
+        except (TypeError, ValueError):
+            x = float("nan")
+        if isinstance(w, bool) or not math.isfinite(x) or x < 0:
+            raise CausalModelError(
+                f"weights[{i}] is {w!r}; loss weights must be finite non-negative numbers (1.0: a plain example)"
+            )
+        out.append(x)
+    return out
 
 
 def _answer_key(y):
