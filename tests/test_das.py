@@ -10,16 +10,19 @@ import torch
 from conftest import ARCHS, tiny_lm
 from torch.nn import functional as F
 
-from interp import Boundless, Coordinate, LowRankRotation, Site, interchange, last
+from interp import Boundless, Coordinate, LowRankRotation, Site, at, interchange, last, paircache
 from interp.batches import collect_rows, collect_sources, rows
 from interp.causal import CausalModel, Pairs
-from interp.das import Alignment, DASResult, fit_das
+from interp.das import Alignment, DASConfig, DASResult, fit_das
 from interp.engine import StandIn
+from interp.errors import DASError
 from interp.grid import Grid
 from interp.metrics import das_loss, iia, task_accuracy
+from interp.paircache import PairCache
 from interp.probe import fit_probe, probe_sweep
 from interp.replay import PrefixCache
-from interp.sweep import sweep_das
+from interp.subspace import Fixed
+from interp.sweep import SweepResult, sweep_das
 
 GROUP_A, GROUP_B = list(range(10, 30)), list(range(30, 50))
 YES, NO = 5, 6
@@ -204,3 +207,116 @@ def test_sweep_grid():
     assert again.axes == sw.axes and again.component == "resid_post" and again.best() == sw.best()
     ax = sw.plot()
     assert ax.get_title()
+
+
+# ------------------------------------------ issue 23: one cache for many fits, any featurizer basis, kept results
+
+
+def test_pair_cache_serves_later_fits_without_collecting(monkeypatch):
+    lm, u, pairs = planted()
+    train, test = pairs.split(0.7, seed=0)
+    site, opts = Site("resid_post", 1, last()), FAST | {"steps": 6}
+    plain = fit_das(lm, train, at=site, rank=2, test=test, **opts)
+    cache = PairCache(lm)
+    first = fit_das(lm, train, at=site, rank=2, test=test, cache=cache, **opts)
+    torch.testing.assert_close(cache.sources(train, site), collect_sources(lm, train, [site])[0], atol=1e-5, rtol=0)
+    calls = []
+    real_rows, real_prefix = paircache.collect_rows, PrefixCache.collect.__func__
+    monkeypatch.setattr(paircache, "collect_rows", lambda *a, **k: calls.append("rows") or real_rows(*a, **k))
+    monkeypatch.setattr(PrefixCache, "collect", classmethod(lambda c, *a, **k: calls.append("prefix") or
+                                                           real_prefix(c, *a, **k)))  # fmt: skip
+    second = fit_das(lm, train, at=site, rank=2, test=test, cache=cache, **opts)
+    assert calls == []  # sources, streams (train, held-out, test): all from the cache
+    assert torch.equal(plain.rotation, first.rotation) and torch.equal(first.rotation, second.rotation)
+    assert plain.iia_test == second.iia_test and plain.iia_train == second.iia_train
+    fit_das(lm, train, at=Site("resid_post", 1, at(0)), rank=1, cache=cache, **opts)  # same layer, new position
+    assert calls == ["rows"]  # its sources are new; the stream entering layer 1 is not
+    assert repr(cache).startswith("PairCache(2 sites, 1 layer,")
+    with pytest.raises(DASError, match="one cache per model"):
+        fit_das(tiny_lm("gpt2"), train, at=site, rank=1, cache=cache, **opts)
+
+
+def test_score_train_off_and_sweep_keeps_its_fits():
+    lm, u, pairs = planted()
+    train, test = pairs.split(0.7, seed=0)
+    das = fit_das(lm, train, at=Site("resid_post", 0, last()), rank=1, score_train=False, **FAST | {"steps": 3})
+    assert (
+        das.iia_train is None
+        and das.iia_test is None
+        and DASConfig(score_train=False).to_dict()["score_train"] is False
+    )
+    opts = {k: v for k, v in FAST.items() if k != "progress"} | {"steps": 5}
+    sw = sweep_das(lm, train, test, layers=[0, 1], positions={"last": last()}, ranks=[1, 2], progress=False, **opts)
+    assert isinstance(sw, SweepResult) and sorted(sw.results) == [(l, "last", r) for l in (0, 1) for r in (1, 2)]
+    res = sw.results[(1, "last", 2)]
+    assert res.rotation.shape == (2, 32) and res.site == Site("resid_post", 1, last())
+    assert res.iia(test) == float(sw.iia[1, 1, 0])  # the kept basis is the one that was scored
+    quick = sweep_das(lm, train, test, layers=[0], positions=[last()], progress=False, score_train=False, **opts)
+    assert torch.isnan(quick.iia_train).all() and not torch.isnan(quick.iia).any()
+
+
+class Annealed(LowRankRotation):
+    """A basis with a temperature (recorded as it is set) and a constant penalty: what fit_das must use."""
+
+    def __init__(self, d: int, rank: int):
+        super().__init__(d, rank)
+        self.temps: list[float] = []
+
+    @property
+    def temperature(self) -> float:
+        return self.temps[-1] if self.temps else 1.0
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self.temps.append(value)
+
+    def penalty(self) -> torch.Tensor:
+        return torch.tensor(100.0)
+
+
+def test_any_basis_with_a_temperature_is_annealed_and_its_penalty_added():
+    lm, u, pairs = planted()
+    site, opts = Site("resid_post", 0, last()), FAST | {"steps": 5, "eval_every": 0, "temperature": (8.0, 0.5)}
+    torch.manual_seed(0)
+    a = Annealed(32, 1)
+    fa = fit_das(lm, pairs, at=site, via=a, penalty_weight=0.5, **opts)
+    torch.manual_seed(0)
+    b = Annealed(32, 1)
+    fb = fit_das(lm, pairs, at=site, via=b, penalty_weight=0.0, **opts)
+    assert a.temps[0] == 8.0 and a.temps[-1] == pytest.approx(0.5) and len(a.temps) == 5
+    assert all(x > y for x, y in zip(a.temps, a.temps[1:]))  # geometric, as Boundless's
+    for x, y in zip(fa.history, fb.history):  # a constant penalty moves no parameter: only the loss differs
+        assert x["loss"] - y["loss"] == pytest.approx(50.0, abs=1e-4)
+    torch.testing.assert_close(fa.rotation, fb.rotation, atol=0, rtol=0)
+
+
+def test_only_parameters_that_require_grad_train():
+    lm, u, pairs = planted()
+    site, opts = Site("resid_post", 0, last()), FAST | {"steps": 5}
+    with pytest.raises(DASError, match="LowRankRotation has no trainable parameters"):
+        fit_das(lm, pairs, at=site, via=LowRankRotation(32, 1).requires_grad_(False), **opts)
+    with pytest.raises(DASError, match="Fixed has no trainable parameters .* score it with"):
+        fit_das(lm, pairs, at=site, via=Fixed(u), **opts)
+    B = Boundless(32, init_fraction=0.25)
+    for name, p in B.named_parameters():
+        p.requires_grad_(name == "boundary")  # the rotation frozen: only the mask's boundary learns
+    before = B.weight.detach().clone()
+    boundary = float(B.boundary.detach())
+    fit_das(lm, pairs, at=site, via=B, **opts)
+    assert torch.equal(B.weight.detach(), before) and float(B.boundary.detach()) != boundary
+
+
+class Doubling(LowRankRotation):
+    """Not a linear edit: its interchange is its own (here: twice the source)."""
+
+    linear = False
+
+    def interchange(self, h, source):
+        return 2 * source
+
+
+def test_alignment_defers_to_a_nonlinear_featurizer():
+    h, s = torch.randn(2, 3, 1, 8).unbind(0)
+    torch.testing.assert_close(Alignment(Doubling(8, 2))(h, s), 2 * s, atol=0, rtol=0)
+    with pytest.raises(DASError, match="not a linear edit .* aligns one variable; got splits=\\(1, 1\\)"):
+        Alignment(Doubling(8, 2), (1, 1))
