@@ -142,11 +142,15 @@ def probe_acts(
     seed: int = 0,
     l2: float = 1e-3,
     steps: int = 100,
+    scale: str = "feature",
 ) -> ProbeResult:
     """Fit a probe on precollected activations ``acts`` (N, ...) (flattened per row), one value per row.
 
     ``test_fraction`` of the rows (shuffled with ``seed``) are held out for ``accuracy_test``; 0 fits on all
-    of them (``accuracy_test`` None).
+    of them (``accuracy_test`` None). ``scale="feature"`` standardises each feature (the classic probe);
+    ``"global"`` divides by one number (the features' mean standard deviation), so the L2 penalty is the same in
+    every direction of activation space and the direction is not bent toward low-variance features (what
+    :func:`interp.featurizers.probe_direction` uses).
 
     Example:
         >>> acts = collect(lm, pairs.base, at=Site("resid_post", 1, last()))
@@ -172,7 +176,11 @@ def probe_acts(
         raise FeaturizerError(
             f"{n} rows with test_fraction={test_fraction} leave {len(tr)} to train on; give more rows"
         )
+    if scale not in ("feature", "global"):
+        raise FeaturizerError(f"probe scale must be 'feature' or 'global'; got {scale!r}")
     mu, sd = x[tr].mean(0), x[tr].std(0) + 1e-6
+    if scale == "global":
+        sd = torch.full_like(sd, float(sd.mean()))
     z = (x - mu) / sd
     W, b = logistic(z[tr], y[tr], len(classes), l2=l2, steps=steps)
     acc = [float(((z[i] @ W.T + b).argmax(-1) == y[i]).float().mean()) if len(i) else None for i in (tr, te)]

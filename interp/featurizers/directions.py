@@ -67,10 +67,11 @@ def diff_means(acts: torch.Tensor, labels: Sequence) -> Fixed:
 
 
 def probe_direction(acts: torch.Tensor, labels: Sequence, *, l2: float = 1e-3, steps: int = 100) -> Fixed:
-    """A logistic-regression probe's direction(s), in activation space (fitted on standardised activations,
-    then divided by the scale: the scaler is undone). Two classes: one row, from the first class to the second;
-    ``c`` classes: the ``c - 1`` differences of class weights, orthonormalised. Fits on all rows
-    (:func:`interp.probe.probe_acts` for a held-out accuracy).
+    """A logistic-regression probe's direction(s), in activation space. Two classes: one row, from the first
+    class to the second; ``c`` classes: the ``c - 1`` differences of class weights, orthonormalised. Fits on all
+    rows (:func:`interp.probe.probe_acts` for a held-out accuracy), centred and divided by one scale (the
+    scaler is undone after): a per-feature standardisation would make the L2 penalty favour low-variance
+    features and bend the direction away from where the classes differ.
 
     Example:
         >>> acts = torch.randn(60, 8); acts[:, 5] *= 100.0            # a wide, uninformative axis ...
@@ -83,7 +84,7 @@ def probe_direction(acts: torch.Tensor, labels: Sequence, *, l2: float = 1e-3, s
     l2 = as_float(l2, "probe_direction l2", low=0, error=FeaturizerError, hint="; try l2=1e-3")
     if len(classes) - 1 > x.shape[1]:
         raise FeaturizerError(f"probe_direction: {len(classes)} classes give more directions than width {x.shape[1]}")
-    result = probe_acts(x, labels, test_fraction=0, l2=l2, steps=steps)
+    result = probe_acts(x, labels, test_fraction=0, l2=l2, steps=steps, scale="global")
     return _span(result.direction, "probe_direction", "the probe's class weights are collinear")
 
 

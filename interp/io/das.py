@@ -27,6 +27,7 @@ import torch
 from .. import sites as _sites
 from ..errors import FormatError
 from ..subspace import Basis, Boundless, Coordinate, LowRankRotation, Rotation
+from . import featurizers as feat
 from .commit import clean_leftovers
 from .fingerprint import MODEL, check_model, fingerprint
 from .paths import CONFIG
@@ -39,6 +40,7 @@ _NUMBER = (float, type(None))
 KEYS = {"format": str, "kind": str, "model": dict, "site": dict, "basis": dict, "variables": list, "splits": list,
         "iia_train": _NUMBER, "iia_test": _NUMBER, "config": dict, "history": dict}  # fmt: skip
 BASES = {"LowRankRotation": LowRankRotation, "Rotation": Rotation, "Boundless": Boundless, "Coordinate": Coordinate}
+BASES |= feat.KINDS  # Fixed, Mask (DBM): interp.io.featurizers
 _BASIS_EXTRA = {"Boundless": {"temperature": float}, "Coordinate": {"dims": list}}  # keys beyond kind, d_model, rank
 
 
@@ -53,9 +55,13 @@ def save_das(result, path, *, overwrite: bool = False) -> Path:
             f"{', '.join(BASES)}; fit with one of those"
         )
     basis = {"kind": kind, "d_model": b.d_model, "rank": b.rank}
-    tensors = {"R": b.weight}  # (rank, d)
+    tensors = {"R": b.weight} if kind not in feat.KINDS else {}  # (rank, d)
+    if kind in feat.KINDS:
+        extra, tensors = feat.describe(b)
+        basis |= extra
     try:
-        check_orthonormal(b.weight, "R")
+        if "R" in tensors:
+            check_orthonormal(tensors["R"], "R")
     except FormatError:  # a save refuses what its load would refuse
         raise FormatError(
             "cannot save this DAS result: its basis rows are not orthonormal (NaN or inf in its parameters, or a "
@@ -119,14 +125,14 @@ def load_das(path, lm, *, make_config: Callable[[dict], object], make_alignment:
 
 
 def _restore(cfg: Config, d: dict, lm, snap: Snapshot, hooks, legacy_read=None) -> dict:
-    make_config, make_alignment = hooks
     check_model(cfg, d["model"], lm, what="the DAS result")
     site = read_site(cfg, "site", d["site"])
     target = cfg.build("site", _sites.resolve, lm, site)
     kind = d["basis"].get("kind") if isinstance(d["basis"], dict) else None
     if kind not in BASES:
         raise cfg.error("basis.kind", f"unknown basis kind {kind!r}; known: {', '.join(BASES)}")
-    b = cfg.section("basis", {"kind": str, "d_model": int, "rank": int, **_BASIS_EXTRA.get(kind, {})}, d["basis"])
+    extra = {**_BASIS_EXTRA, **feat.EXTRA}.get(kind, {})
+    b = cfg.section("basis", {"kind": str, "d_model": int, "rank": int, **extra}, d["basis"])
     width = target.width  # sizes checked against the model before anything of their size is read or built
     if b["d_model"] != width:
         raise cfg.error(
@@ -134,6 +140,14 @@ def _restore(cfg: Config, d: dict, lm, snap: Snapshot, hooks, legacy_read=None) 
             f"{b['d_model']}, but {site!r} of this model has width {width}: the file was edited or saved from "
             "another model",
         )
+    if kind in feat.KINDS:
+        if kind == "Mask" and b["features"] == "sae":
+            cfg.section("basis.sae", feat.SAE_KEYS, b["sae"])
+        cfg.size("basis.rank", b["rank"], 1, width if kind == "Fixed" or b["features"] == "rows" else 1 << 24)
+        shapes = cfg.build("basis", feat.shapes, kind, b, b["d_model"], b["rank"])
+        with same_rng():
+            basis = cfg.build("basis", feat.build, kind, b, b["d_model"], b["rank"], snap.tensors(shapes))
+        return _finish(cfg, d, basis, site, width, hooks, lm)
     cfg.size("basis.rank", b["rank"], 1, width)
     shapes = {"R": (b["rank"], b["d_model"])} | ({"boundary": ()} if kind == "Boundless" else {})
     tensors = legacy_read(shapes) if legacy_read else snap.tensors(shapes)
@@ -154,6 +168,11 @@ def _restore(cfg: Config, d: dict, lm, snap: Snapshot, hooks, legacy_read=None) 
                 load_compact(basis, state, tol=tolerance(R.dtype))
             except FormatError as e:
                 raise FormatError(f"{snap.weights_file}: {e}") from None
+    return _finish(cfg, d, basis, site, width, hooks, lm)
+
+
+def _finish(cfg: Config, d: dict, basis: Basis, site, width: int, hooks, lm) -> dict:
+    make_config, make_alignment = hooks
     cfg.build("basis", basis.check_width, width, f"vectors at {site!r}")
     for key, t in (("variables", str), ("splits", int)):
         for x in d[key]:
