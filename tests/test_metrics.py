@@ -18,7 +18,7 @@ from conftest import ARCHS, tiny_lm
 from interp import LowRankRotation, Site, at, encode, interchange, intervene, last, run
 from interp.causal import Pairs
 from interp.dii import collect
-from interp.engine import options
+from interp.engine import options, runner
 from interp.grid import Grid
 from interp.metrics import iia, pair_logits, score
 from interp.patching import patch_grid
@@ -242,3 +242,39 @@ def test_grid_round_trips_per_pair_values():
     assert torch.equal(again.per_pair, grid.per_pair) or torch.allclose(again.per_pair, grid.per_pair, atol=1e-6)
     assert torch.allclose(again.logit_diffs, grid.logit_diffs, atol=1e-5) and "per_pair" not in grid.to_dict()
     assert "per_pair over 6 pairs" in repr(grid)
+
+
+# ---- the real model -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_gemma_unembeds_only_the_words_read(gemma, monkeypatch):
+    """On Gemma-3-270M (262k-row unembedding, final softcapping) vocab= computes the few rows asked for, equal to
+    the full logits' columns, and the label-word scores of 8 IOI pairs read only their label rows."""
+    from interp.tasks import ioi_pairs
+
+    pairs = ioi_pairs(8, seed=0)
+    words = sorted(set(pairs.base_answer) | set(pairs.source_answer)) + [" the"]
+    full = run(gemma, pairs.base)
+    widths = []
+    real = runner.readout
+
+    def spy(*args, **kw):
+        out = real(*args, **kw)
+        widths.append(out.shape[-1])
+        return out
+
+    monkeypatch.setattr(runner, "readout", spy)
+    few = run(gemma, pairs.base, vocab=words)
+    assert widths == [len(words)] and few.logits.shape == (8, len(words)) and len(words) < 20
+    torch.testing.assert_close(few.logits, full.logits[:, few.vocab], atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        few.logit_diff(pairs.base_answer, pairs.source_answer),
+        full.logit_diff(pairs.base_answer, pairs.source_answer),
+        atol=1e-4,
+        rtol=0,
+    )
+    widths.clear()
+    s = score(gemma, pairs, at=Site("resid_post", 16, last()), argmax=False)
+    assert widths and max(widths) <= 2 * len(pairs)  # the label words, never the vocabulary
+    assert s.iia_labels > 0.9 and s.mean_log_odds_ratio > 1  # late last-token patching flips IOI
