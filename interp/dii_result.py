@@ -30,7 +30,10 @@ def vocab_ids(lm, vocab) -> torch.Tensor | None:
     """
     if vocab is None:
         return None
-    ids = token_ids(lm, vocab)
+    try:
+        ids = token_ids(lm, vocab)
+    except InputError as e:
+        raise InputError(f"vocab={vocab!r}: {e}") from None
     if ids.numel() == 0:
         raise InputError("vocab= is empty; give the token ids or words whose logits to compute, or None for all")
     return ids

@@ -196,7 +196,24 @@ LABELS = [
         InputError,
         r"got 2 inputs and 1 answers",
     ),
-]
+    Bad("iia: against an unknown label", lambda env: iia(env.lm, _pairs([5, 6]), at=Site("resid_post", 0, last()),
+        against="labels"), InputError, r"against must be None .* or 'base' .*; got 'labels'"),
+    Bad("run: vocab= outside the vocabulary", lambda env: interp.run(env.lm, _ids(2, 4), vocab=[5, 200]),
+        InputError, r"vocab=\[5, 200\]: answer ids \[200\] are outside the vocabulary \[0, 97\)"),
+    Bad("run: an empty vocab=", lambda env: interp.run(env.lm, _ids(2, 4), vocab=[]), InputError,
+        r"vocab= is empty"),
+    Bad("intervene: batch_size=0", lambda env: interp.intervene(env.lm, _ids(2, 4), at=[], batch_size=0),
+        InputError, r"batch_size.*positive integer.*0"),
+    Bad("DIIResult: a word outside its vocab=",
+        lambda env: interp.run(env.lm, _ids(2, 4), vocab=[5, 6]).logit_diff(5, 7), InputError,
+        r"token ids \[7\] are not in this result's vocab=\[5, 6\]"),
+    Bad("DIIResult: prob over a restricted vocab=", lambda env: interp.run(env.lm, _ids(2, 4), vocab=[5, 6]).prob(5),
+        InputError, r"logits for 2 words only \(vocab=\)"),
+    Bad("patch_grid: an answer that is not a pair",
+        lambda env: interp.patch_grid(env.lm, Pairs.of(_ids(2, 4), _ids(2, 4, seed=1), base_answer=[5, 5],
+                                      source_answer=[6, 6]), answers={"a": 5}, progress=False),
+        InputError, r"answers\['a'\] is 5; expected a \(base answer, source answer\) pair"),
+]  # fmt: skip
 
 # ---- reft: training data files --------------------------------------------------------------------------------
 DATA = [
