@@ -25,6 +25,7 @@ stand in for ``lm``: its edits apply first, then the reads and interventions ask
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -145,6 +146,7 @@ def run(
     logits_at: Position | None = None,
     vocab=None,
     batch_size: int | None = None,
+    prefix=None,
     backend: str | None = None,
     full: bool | None = None,
 ) -> DIIResult:
@@ -159,10 +161,10 @@ def run(
         >>> run(lm, prompts, vocab=[5, 6], batch_size=3).logits.shape   # two words, three prompts a forward
         torch.Size([8, 2])
 
-    ``vocab`` and ``batch_size`` as in :func:`intervene`.
+    ``vocab``, ``batch_size`` and ``prefix`` as in :func:`intervene`.
     """
     with legacy("run", backend, full):
-        return intervene(model, inputs, at=[], logits_at=logits_at, vocab=vocab, batch_size=batch_size)
+        return intervene(model, inputs, at=[], logits_at=logits_at, vocab=vocab, batch_size=batch_size, prefix=prefix)
 
 
 def intervene(
@@ -175,6 +177,7 @@ def intervene(
     logits_at: Position | None = None,
     vocab=None,
     batch_size: int | None = None,
+    prefix=None,
     grad: bool = False,
     backend: str | None = None,
     full: bool | None = None,
@@ -199,6 +202,9 @@ def intervene(
             map words to columns). Default: the whole vocabulary.
         batch_size: run so many rows a forward (default: all at once); the results are concatenated. The batch
             is padded once, so every forward sees the same padding.
+        prefix: a :class:`interp.replay.PrefixCache` collected on these base inputs (in this order): layers below
+            its layer are not run, their output is replayed from the cache (exact; every site must be at that layer
+            or above). Pays when the same prompts are run many times (several bases, layers or directions).
         grad: keep the graph (for training an intervention).
     """
     lm, edited = _unwrap(model)
@@ -234,7 +240,8 @@ def intervene(
             ops = _own_ops(edited, part)
             for site, target, pos, iv, src in edits:
                 ops.append(Op(site, target, pos[sl], fn=_bind(iv, None if src is None else src[sl])))
-            parts.append(execute(lm, part, ops, logits_at=read_at[sl], vocab=ids).logits)
+            with prefix.replay(lm, range(a, a + len(part)), part) if prefix is not None else contextlib.nullcontext():
+                parts.append(execute(lm, part, ops, logits_at=read_at[sl], vocab=ids).logits)
     logits = parts[0] if len(parts) == 1 else torch.cat(parts)
     if logits_at is None:
         logits = logits[:, -1]

@@ -22,6 +22,7 @@ from interp.engine import options, runner
 from interp.grid import Grid
 from interp.metrics import iia, pair_logits, score
 from interp.patching import patch_grid
+from interp.replay import PrefixCache
 from interp.scores import PairScores
 
 LENGTHS = (5, 3, 6, 4, 5, 6)  # prompts of different lengths: padding differs between rows and batches
@@ -188,6 +189,24 @@ def test_batch_size_gives_one_batch_results(arch, size):
     one, many = score(lm, pairs, at=SITE, via=basis), score(lm, pairs, at=SITE, via=basis, batch_size=size)
     torch.testing.assert_close(many.logit_diff, one.logit_diff, atol=1e-5, rtol=0)
     assert torch.equal(many.hit, one.hit)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_prefix_replay_in_intervene_and_run_is_exact(arch):
+    lm = model(arch)
+    site = Site("resid_post", 1, last())
+    base, src = _prompts(0), collect(lm, encode(lm, _prompts(1)), at=site)
+    cache = PrefixCache.collect(lm, base, layer=1)
+    basis = LowRankRotation(lm.d_model, 4)
+    kw = dict(at=site, via=basis, sources=[src], vocab=[5, 6, 7])
+    want = intervene(lm, base, **kw).logits
+    assert (want - run(lm, base, vocab=[5, 6, 7]).logits).abs().max() > 1e-2  # the edit shows
+    for size in (None, 4):
+        torch.testing.assert_close(intervene(lm, base, prefix=cache, batch_size=size, **kw).logits, want,
+                                   atol=1e-4, rtol=0)  # fmt: skip
+    torch.testing.assert_close(run(lm, base, prefix=cache).logits, run(lm, base).logits, atol=1e-4, rtol=0)
+    moved = PrefixCache(1, [h + 1.0 for h in cache.streams])  # the layers below really are replayed from the cache
+    assert (intervene(lm, base, prefix=moved, **kw).logits - want).abs().max() > 1e-2
 
 
 def test_results_refuse_what_their_vocab_lacks():
