@@ -6,7 +6,7 @@ Example:
     >>> v = torch.zeros(16); v[3] = 1.0                              # the planted direction
     >>> acts = torch.randn(400, 16, generator=g) + 4 * torch.tensor(labels)[:, None] * v
     >>> [round(abs(float(f.weight[0] @ v)), 2) for f in (diff_means(acts, labels), lda(acts, labels))]
-    [0.99, 0.98]
+    [0.99, 0.99]
     >>> pca(acts, 1).weight[0].abs().argmax().item(), kmeans(acts, 2).rank, random_basis(16, 2).rank
     (3, 1, 2)
 
@@ -88,11 +88,33 @@ def probe_direction(acts: torch.Tensor, labels: Sequence, *, l2: float = 1e-3, s
     return _span(result.direction, "probe_direction", "the probe's class weights are collinear")
 
 
-def lda(acts: torch.Tensor, labels: Sequence, *, k: int | None = None, shrinkage: float = 0.1) -> Fixed:
+def ledoit_wolf(X: torch.Tensor) -> float:
+    """The Ledoit-Wolf shrinkage intensity in [0, 1] for the covariance of centred rows ``X`` (n, d): how far to
+    pull ``X^T X / n`` toward ``tr/d * I`` to minimise the expected squared error (Ledoit & Wolf 2004).
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> spread = torch.tensor([1.0, 2.0, 3.0, 4.0])                  # a covariance far from a multiple of I
+        >>> few, many = torch.randn(5, 4, generator=g) * spread, torch.randn(5000, 4, generator=g) * spread
+        >>> round(ledoit_wolf(few), 2), round(ledoit_wolf(many), 3)        # few rows: shrink a lot; many: hardly
+        (0.74, 0.002)
+    """
+    n, d = X.shape
+    X = X.double()
+    cov = X.T @ X / n
+    mu = float(cov.diagonal().sum()) / d
+    delta = float(((cov - mu * torch.eye(d, dtype=X.dtype)) ** 2).sum()) / d
+    X2 = X**2
+    beta = float(((X2.T @ X2) / n - cov**2).sum()) / (d * n)
+    return 0.0 if delta <= 0 else max(0.0, min(beta, delta) / delta)
+
+
+def lda(acts: torch.Tensor, labels: Sequence, *, k: int | None = None, shrinkage: float | str = "auto") -> Fixed:
     """Fisher's linear discriminant: the ``k`` directions (default and at most ``c - 1`` for ``c`` classes)
-    that maximise between-class over within-class variance. The within-class covariance is shrunk toward a
-    multiple of the identity (``(1 - shrinkage) S + shrinkage * tr(S)/d * I``), so it works with fewer rows than
-    dimensions.
+    that maximise between-class over within-class variance. The within-class covariance ``S`` is shrunk toward a
+    multiple of the identity, ``(1 - shrinkage) S + shrinkage * tr(S)/d * I``, by the Ledoit-Wolf intensity
+    (``"auto"``, :func:`ledoit_wolf`) or a given number in [0, 1]: with fewer rows than dimensions (96 prompts
+    at Gemma's width 640) ``S`` alone is mostly noise.
 
     Example:
         >>> acts = torch.randn(80, 6) * torch.tensor([5.0, 1, 1, 1, 1, 1])   # large noise on axis 0
@@ -105,11 +127,13 @@ def lda(acts: torch.Tensor, labels: Sequence, *, k: int | None = None, shrinkage
     c, d = len(classes), x.shape[1]
     most = min(c - 1, d)
     k = most if k is None else count(k, "lda k", high=most, why=f"{c} classes give at most {most} directions")
-    shrinkage = as_float(shrinkage, "lda shrinkage", low=0, high=1, error=FeaturizerError)
+    if shrinkage != "auto":
+        shrinkage = as_float(shrinkage, "lda shrinkage", low=0, high=1, error=FeaturizerError, hint=" or 'auto'")
     x = x.double()
     means = _class_means(x, y, c)
     within = x - means[y]  # (N, d)
     S = within.T @ within / len(x)
+    shrinkage = ledoit_wolf(within) if shrinkage == "auto" else shrinkage
     S = (1 - shrinkage) * S + shrinkage * (S.diagonal().sum() / d + 1e-12) * torch.eye(d, dtype=x.dtype)
     centred = (means - x.mean(0)) * torch.bincount(y, minlength=c).double().sqrt()[:, None] / len(x) ** 0.5
     L = torch.linalg.cholesky(S)  # S = L L^T; maximise u^T L^-1 Sb L^-T u over unit u, then w = L^-T u
@@ -193,4 +217,4 @@ def random_basis(d: int, k: int, *, seed: int = 0) -> Fixed:
     return Fixed(torch.randn(k, d, generator=g))
 
 
-__all__ = ["diff_means", "probe_direction", "lda", "pca", "kmeans", "random_basis"]
+__all__ = ["diff_means", "probe_direction", "lda", "pca", "kmeans", "random_basis", "ledoit_wolf"]
