@@ -14,6 +14,11 @@ Variants, on the same 32 IOI prompts (each timed as the median of interleaved re
          (interp.replay), so layers below the site are not recomputed each step.
 Prints das/bare, fit/bare and naive/bare, the one-off caching costs, peak extra RSS of each, and the difference
 between fit and naive (loss and gradient of R), which must be zero up to float error.
+
+``--fits`` also times whole ``fit_das`` calls as a sweep makes them (ranks 1, 2, 4 at the site; 64 training and 32
+test IOI pairs, 10 steps each): "fresh", each fit collecting its own sources and streams and scoring the whole
+training set (what every fit did before issue 23), against "shared", one :class:`interp.paircache.PairCache` for
+the three fits and ``score_train=False``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import time
 
 import torch
 from bench_dii import peak_mb, timed
@@ -28,10 +34,11 @@ from torch.nn import functional as F
 
 import interp
 from interp import LowRankRotation, Site, collect, encode, interchange, last
-from interp.das import Alignment
+from interp.das import Alignment, fit_das
 from interp.engine import options
 from interp.inputs import token_ids
 from interp.metrics import das_loss
+from interp.paircache import PairCache
 from interp.replay import PrefixCache
 from interp.tasks import ioi_pairs
 
@@ -43,6 +50,7 @@ def main():
     ap.add_argument("--layer", type=int, default=13)
     ap.add_argument("--rank", type=int, default=4)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--fits", action="store_true", help="also time whole fit_das calls: fresh vs one shared cache")
     args = ap.parse_args()
 
     lm = interp.load()
@@ -119,6 +127,8 @@ def main():
         "peak_extra_rss_mb": {k: round(v, 1) for k, v in mem.items()},
         "max_abs_diff_vs_naive": diff,
     }
+    if args.fits:
+        res["fits"] = fit_times(lm, site)
     if args.json:
         print(json.dumps(res))
         return
@@ -131,6 +141,28 @@ def main():
     print(f"  source cache (once per dataset) = {res['cache_over_bare']:.2f}x a bare step")
     print(f"  base-stream cache (once per dataset) = {res['prefix_over_bare']:.2f}x a bare step")
     print(f"  fit vs naive: |loss diff| {diff['loss']:.2e}, max |grad diff| {diff['grad']:.2e}")
+    if args.fits:
+        f = res["fits"]
+        print(
+            f"  3 fits (ranks 1, 2, 4): fresh {f['fresh_s']:.1f} s, shared cache + score_train=False "
+            f"{f['shared_s']:.1f} s ({f['fresh_s'] / f['shared_s']:.2f}x); per fit {f['per_fit']}"
+        )
+
+
+def fit_times(lm, site) -> dict:
+    """Seconds for three fits at ``site`` collecting everything each time vs sharing one PairCache."""
+    pairs = ioi_pairs(96, seed=0)
+    train, test = pairs[:64], pairs[64:]
+    kw = dict(steps=10, eval_every=5, batch_size=32, progress=False, val_fraction=0.0)
+    out, per_fit = {}, {}
+    for mode in ("fresh", "shared"):
+        cache, t0 = (PairCache(lm) if mode == "shared" else None), time.perf_counter()
+        for rank in (1, 2, 4):
+            t = time.perf_counter()
+            fit_das(lm, train, at=site, rank=rank, test=test, cache=cache, score_train=mode == "fresh", **kw)
+            per_fit[f"{mode}_rank{rank}"] = round(time.perf_counter() - t, 2)
+        out[f"{mode}_s"] = round(time.perf_counter() - t0, 2)
+    return out | {"per_fit": per_fit}
 
 
 if __name__ == "__main__":

@@ -2,12 +2,17 @@
 leave the others alone.
 
 Example:
-    >>> both = fit_mdas(lm, {"G": train}, {"G": iso}, at=site, rank=1, steps=2)   # cause + isolation examples
-    >>> both.variables, both.splits
-    (('G',), (1,))
-    >>> scores = cause_isolate(both, {"G": test}, {"G": iso})
-    >>> sorted(scores)
-    ['cause', 'disentangle', 'isolate']
+    >>> from interp.tasks.two_attributes import HIDDEN_SITE, TwoAttributes, attribute_pairs
+    >>> net = TwoAttributes(seed=0)                      # attributes A and B, correlated (interp.tasks.two_attributes)
+    >>> toy, pairs = interp.LM(net), lambda seed, **kw: attribute_pairs(net, 100, seed=seed, **kw)
+    >>> cause, iso = pairs(1), pairs(3, ask="B")         # interchange A; ask A (source's value) or B (base's value)
+    >>> fit = dict(at=HIDDEN_SITE, rank=1, steps=100, eval_every=0, lr=1e-2, progress=False)
+    >>> das, mdas = fit_das(toy, cause, **fit), fit_mdas(toy, {"A": cause}, {"A": iso}, **fit)
+    >>> heldout = dict(cause={"A": pairs(2)}, isolate={"A": pairs(4, ask="B")})
+    >>> cause_isolate(das, **heldout)                    # Cause alone: A moves, and B with it
+    {'cause': {'A': 1.0, 'mean': 1.0}, 'isolate': {'A': 0.0, 'mean': 0.0}, 'disentangle': 0.5}
+    >>> cause_isolate(mdas, **heldout)                   # with isolation examples: A moves, B stays
+    {'cause': {'A': 1.0, 'mean': 1.0}, 'isolate': {'A': 1.0, 'mean': 1.0}, 'disentangle': 1.0}
 
 DAS trained for Cause alone finds a subspace whose interchange moves its variable, but often other attributes
 with it (RAVEL on Gemma-2-2B: Cause 0.97, Isolate 0.04). MDAS adds *isolation* examples: the same interchange of
@@ -76,9 +81,9 @@ def mdas_pairs(
     ``variables`` (default: ``cause``'s keys, in order) and joined; isolation examples weigh ``isolate_weight``.
 
     Example:
-        >>> joint = mdas_pairs({"G": train}, {"G": iso}, isolate_weight=0.5)
-        >>> len(joint) == len(train) + len(iso), joint.weights[-1]
-        (True, 0.5)
+        >>> joint = mdas_pairs({"G": train}, {"G": test}, isolate_weight=0.5)   # test as if isolation pairs
+        >>> len(joint) == len(train) + len(test), joint.weights[-1], joint.labels[-1] == test.base_labels[-1]
+        (True, 0.5, True)
     """
     isolate_weight = as_float(
         isolate_weight, "isolate_weight", low=0, error=DASError, hint="; 1.0 weighs them as cause examples"
@@ -120,9 +125,13 @@ def fit_mdas(
     """Fit one block of rows per variable of ``cause`` with cause and isolation examples (see the module).
 
     Example:
-        >>> mdas = fit_mdas(lm, {"G": train}, {"G": iso}, at=site, rank=1, isolate_weight=2.0, steps=2)
-        >>> mdas.iia_train is not None, mdas.rotation.shape
-        (True, torch.Size([1, 32]))
+        >>> from interp.tasks.two_attributes import HIDDEN_SITE, TwoAttributes, attribute_pairs
+        >>> net = TwoAttributes(seed=0)
+        >>> cause, iso = attribute_pairs(net, 64, seed=1), attribute_pairs(net, 64, seed=3, ask="B")
+        >>> mdas = fit_mdas(interp.LM(net), {"A": cause}, {"A": iso}, at=HIDDEN_SITE, rank=1, isolate_weight=2.0,
+        ...                 steps=2, progress=False)
+        >>> mdas.variables, mdas.rotation.shape
+        (('A',), torch.Size([1, 8]))
 
     Args:
         cause: variable -> its cause pairs (one variable each; labels are the source's values).
@@ -155,7 +164,7 @@ def cause_isolate(
     isolation pairs against the base's answers) and Disentangle (their mean).
 
     Example:
-        >>> s = cause_isolate(das, {"G": test}, {"G": iso})
+        >>> s = cause_isolate(das, {"G": test}, {"G": test})    # das: a fit over the variable G
         >>> sorted(s["cause"]), 0 <= s["disentangle"] <= 1
         (['G', 'mean'], True)
 

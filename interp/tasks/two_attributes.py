@@ -6,7 +6,7 @@ Example:
     >>> lm = interp.LM(net)                              # a one-"layer" model; its hidden vector is "encoder"
     >>> cause, iso = attribute_pairs(net, 64, seed=1), attribute_pairs(net, 64, seed=2, ask="B")
     >>> cause.labels[:4], iso.labels == iso.base_labels  # cause: the source's A; isolation: the base's B
-    ([1, 0, 1, 0], True)
+    ([0, 0, 0, 1], True)
 
 Each entity ``e`` has attributes ``a, b`` in {0, 1}, equal for a fraction ``rho`` of the entities, stored at
 orthonormal directions ``u, v`` of its hidden vector ``h = a u + b v`` (plus a little noise). Asked for A the
