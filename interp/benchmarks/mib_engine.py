@@ -1,10 +1,12 @@
 """The MIB runners' shared engine: last-token interchanges that run one token, collected once per example.
 
 Example:
-    >>> cells = Prepared.of(lm, prompts, layers=[2, 5])          # one clean forward per prompt, all layers
-    >>> cells.vectors[5].shape                                   # last-token resid_post vectors (N, d)
-    torch.Size([8, 640])
-    >>> logits = cells.logits(lm, 0, layer=5, edit=lambda h: h)  # chunk 0 with an identity edit = clean logits
+    >>> cells = Prepared.of(lm, prompts, layers=[0, 1], keep=True)     # one clean forward per prompt
+    >>> cells.vectors[1].shape                                           # last-token resid_post vectors (N, d)
+    torch.Size([8, 32])
+    >>> clean = cells.logits(lm, 0, layer=1, edit=lambda h: h)          # chunk 0, an identity edit: clean logits
+    >>> torch.equal(clean.argmax(-1), cells.top)
+    True
 
 Every MIB intervention here is an interchange at the residual stream after layer ``l`` at the last token. Such an
 edit changes nothing below layer ``l`` and nothing before the last token, so one clean forward per base prompt
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
+from tqdm.auto import tqdm
 
 from interp import optim
 from interp.engine import Op
@@ -36,11 +39,7 @@ CHUNK = 16  # prompts per cached batch (a training step takes one chunk)
 
 def progress_bar(items, progress: bool, desc: str):
     """``items`` wrapped in a tqdm bar when ``progress`` (tqdm is a dependency of transformers)."""
-    if not progress:
-        return items
-    from tqdm.auto import tqdm  # noqa: PLC0415  (only when a bar is shown)
-
-    return tqdm(items, desc=desc, leave=False)
+    return tqdm(items, desc=desc, leave=False) if progress else items
 
 
 @dataclass
@@ -178,9 +177,9 @@ def evaluate(lm, base: Prepared, groups: Sequence[tuple], *, layer: int, basis: 
 
 
 def default_layers(n_layers: int, quick: bool) -> list[int]:
-    """A handful of layers spread over the depth (quick: two)."""
+    """A handful of layers spread over the depth (quick: one, two thirds of the way up)."""
     if quick:
-        return [n_layers // 3, (2 * n_layers) // 3]
+        return [(2 * n_layers) // 3]
     return sorted({round(i * (n_layers - 1) / 5) for i in range(6)})
 
 
