@@ -133,15 +133,21 @@ def pair_logits(
     prefix: PrefixCache | None = None,
     batch_size: int = 128,
     vocab: torch.Tensor | None = None,
+    keep=None,
 ) -> torch.Tensor:
     """Logits (N, V) at the last token of every base prompt, under the interchange at ``at`` (None: the clean run),
     over the token ids ``vocab`` (columns in its order) or the whole vocabulary; batches of ``batch_size``.
+    ``keep`` maps each batch's float logits (B, V) to what is kept of them (B, ...), so that whole-vocabulary
+    logits of many pairs are never held at once.
 
     Example:
         >>> lg = pair_logits(lm, test, at=site, vocab=torch.tensor([5, 6]))     # only two unembedding rows
         >>> lg.shape
         torch.Size([10, 2])
+        >>> pair_logits(lm, test, at=site, keep=lambda lg: lg.argmax(-1)).shape    # the argmax of each pair
+        torch.Size([10])
     """
+    keep = keep or (lambda lg: lg)
     batch_size = as_int(batch_size, "batch_size", low=1, error=InputError)
     iv = _intervention(pairs, via) if at is not None else None
     if at is not None and sources is None and iv.needs_source:
@@ -151,11 +157,12 @@ def pair_logits(
         batch = rows(lm, pairs.base[sl])
         with replaying(prefix, lm, range(sl.start, sl.stop), batch):
             if at is None:
-                out.append(run(lm, batch, vocab=vocab).logits)
+                lg = run(lm, batch, vocab=vocab).logits
             else:
                 src = [sources[sl] if sources is not None else None]
-                out.append(intervene(lm, batch, at=at, via=iv, sources=src, vocab=vocab).logits)
-    return torch.cat(out).float()
+                lg = intervene(lm, batch, at=at, via=iv, sources=src, vocab=vocab).logits
+        out.append(keep(lg.float()))
+    return torch.cat(out)
 
 
 @torch.no_grad()
@@ -190,20 +197,22 @@ def score(
     cand = _candidate_ids(lm, pairs)
     _check_candidates(labels, cand, pairs.labels, pairs.candidates, "label")
     words = torch.unique(torch.cat([labels, base] + ([cand] if cand is not None else [])))  # sorted
-    vocab = None if argmax and cand is None else words
-    kw = dict(sources=sources, prefix=prefix, batch_size=batch_size)
-    lg = pair_logits(lm, pairs, at=at, via=iv, vocab=vocab, **kw)
-    clean = pair_logits(lm, pairs, at=None, vocab=words, prefix=prefix, batch_size=batch_size)
-    lg, clean = lg.cpu(), clean.cpu()
-    cols = (lambda ids: ids.cpu()) if vocab is None else (lambda ids: torch.searchsorted(words.cpu(), ids.cpu()))
-    n = torch.arange(len(pairs))
-    ld = lg[n, cols(labels)] - lg[n, cols(base)]
-    w = lambda ids: torch.searchsorted(words.cpu(), ids.cpu())  # noqa: E731
-    clean_ld = clean[n, w(labels)] - clean[n, w(base)]
-    if cand is not None:
-        hit = cand.cpu()[lg[:, cols(cand)].argmax(-1)] == labels.cpu()
+    kw = dict(prefix=prefix, batch_size=batch_size)
+    if argmax and cand is None:  # the whole vocabulary, of which each batch keeps the words' columns and the argmax
+        keep = lambda lg: torch.cat([lg[:, words.to(lg.device)], lg.argmax(-1, keepdim=True).float()], -1)  # noqa: E731
+        lg = pair_logits(lm, pairs, at=at, via=iv, sources=sources, keep=keep, **kw).cpu()
+        lg, top = lg[:, :-1], lg[:, -1].long()
     else:
-        hit = lg.argmax(-1) == labels.cpu() if argmax else None
+        lg = pair_logits(lm, pairs, at=at, via=iv, sources=sources, vocab=words, **kw).cpu()
+    clean = pair_logits(lm, pairs, at=None, vocab=words, **kw).cpu()
+    col = lambda ids: torch.searchsorted(words.cpu(), ids.cpu())  # noqa: E731  (a word's column is its rank)
+    n = torch.arange(len(pairs))
+    ld = lg[n, col(labels)] - lg[n, col(base)]
+    clean_ld = clean[n, col(labels)] - clean[n, col(base)]
+    if cand is not None:
+        hit = cand.cpu()[lg[:, col(cand)].argmax(-1)] == labels.cpu()
+    else:
+        hit = top == labels.cpu() if argmax else None
     contrast = labels.cpu() != base.cpu()
     return PairScores(hit, (ld > 0) & contrast, contrast, ld, clean_ld)
 
@@ -254,8 +263,8 @@ def iia(
         return int(win[contrast].sum()) / int(contrast.sum())
     cand = _candidate_ids(lm, pairs)
     _check_candidates(labels, cand, pairs.labels, pairs.candidates, "label")
-    lg = pair_logits(lm, pairs, vocab=cand, **kw)
-    pred = lg.argmax(-1) if cand is None else cand[lg.argmax(-1).to(cand.device)]
+    top = pair_logits(lm, pairs, vocab=cand, keep=lambda lg: lg.argmax(-1), **kw)
+    pred = top if cand is None else cand[top.to(cand.device)]
     return int((pred.to(labels.device) == labels).sum()) / len(pairs)
 
 
