@@ -13,7 +13,7 @@ Example:
     >>> probe_acts(acts, values).accuracy_train                            # ... probed without the model
     1.0
     >>> ps = probe_sweep(lm, pairs.base, values, layers=range(2), positions={"a": at(1), "last": last()})
-    >>> ps.accuracy.shape, type(ps.probes[1, "last"]).__name__   # (n_layers, n_positions), and every fit
+    >>> ps.accuracy.shape, type(ps.results[1, "last"]).__name__   # (n_layers, n_positions), and every fit
     (torch.Size([2, 2]), 'ProbeResult')
 
 A multinomial logistic regression on standardised activations, trained full-batch with L-BFGS and an L2
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.nn import functional as F
@@ -90,6 +90,20 @@ class ProbeResult:
 
     def predict(self, acts: torch.Tensor) -> list:
         return [self.classes[int(i)] for i in self.logits(acts).argmax(-1)]
+
+
+@dataclass
+class ProbeSweep(Grid):
+    """A probe sweep's :class:`interp.grid.Grid` of test accuracy that keeps what it fitted: ``results[(layer,
+    position)]`` is the cell's :class:`ProbeResult` (classifier, scaler, direction).
+
+    Example:
+        >>> ps = probe_sweep(lm, pairs.base, pairs.base_labels, layers=[0, 1], positions={"last": last()})
+        >>> sorted(ps.results), ps.results[1, "last"].direction.shape
+        ([(0, 'last'), (1, 'last')], torch.Size([1, 32]))
+    """
+
+    results: dict[tuple, ProbeResult] = field(default_factory=dict, repr=False)
 
 
 def logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int, *, l2: float, steps: int):
@@ -231,8 +245,8 @@ def probe_sweep(
                 [0.5833]])
 
     Returns:
-        A :class:`interp.grid.Grid` of test ``accuracy`` (n_layers, n_positions), with ``accuracy_train``; its
-        ``probes`` attribute keeps every fitted :class:`ProbeResult` by ``(layer, position name)``.
+        A :class:`ProbeSweep` (a :class:`interp.grid.Grid`) of test ``accuracy`` (n_layers, n_positions), with
+        ``accuracy_train``; its ``results`` keep every fitted :class:`ProbeResult` by ``(layer, position name)``.
     """
     _check(inputs, values)
     layers = [int(x) for x in layers]
@@ -248,9 +262,7 @@ def probe_sweep(
         acc_tr[li, pi] = r.accuracy_train
         probes[layers[li], list(positions)[pi]] = r
     axes = {"layers": layers, "positions": list(positions)}
-    grid = Grid("accuracy", acc, axes, {"accuracy_train": acc_tr}, {"component": component})
-    grid.probes = probes  # kept beside the grid (not in its JSON)
-    return grid
+    return ProbeSweep("accuracy", acc, axes, {"accuracy_train": acc_tr}, {"component": component}, results=probes)
 
 
 def _check(inputs, values):

@@ -186,9 +186,9 @@ def test_probe_keeps_its_fits_and_takes_precollected_activations(model):
     assert torch.equal(a.weight, b.weight) and a.accuracy_test == b.accuracy_test == 1.0
     assert b.site == site and b.basis().rank == 1
     ps = probe_sweep(lm, train.base, values, layers=[0, 1], positions={"last": last()})
-    assert set(ps.probes) == {(0, "last"), (1, "last")}
-    assert ps.probes[0, "last"].accuracy_test == float(ps.accuracy[0, 0])
-    assert torch.equal(ps.probes[0, "last"].weight, a.weight)
+    assert set(ps.results) == {(0, "last"), (1, "last")}
+    assert ps.results[0, "last"].accuracy_test == float(ps.accuracy[0, 0])
+    assert torch.equal(ps.results[0, "last"].weight, a.weight)
 
 
 def test_mask_learns_to_keep_the_planted_coordinate(model):
