@@ -20,7 +20,9 @@ pairs whose intervened argmax is the counterfactual label.
 
 The model is frozen, so source activations are collected once (no grad; the run stops at the site), and so is
 the base rows' residual stream entering the site's layer (:mod:`interp.replay`): each step runs only the layers
-from the site up, with logits at the last token and a backward that stops at the site.
+from the site up, with logits at the last token and a backward that stops at the site. Both live in an
+:class:`interp.paircache.PairCache`, which ``fit_das(..., cache=)`` shares between fits (``sweep_das`` does);
+:mod:`interp.mdas` trains several variables with cause and isolation examples on this same fit.
 """
 
 from __future__ import annotations
