@@ -14,7 +14,7 @@ from test_bad_inputs import Bad
 
 from interp import Interchange
 from interp.errors import BasisError, FeaturizerError, FormatError
-from interp.featurizers import SAE, Fixed, Mask, diff_means, kmeans, lda, pca, probe_direction, random_basis
+from interp.featurizers import SAE, Fixed, Mask, diff_means, kmeans, lda, pca, probe_direction, random_basis, svd
 from interp.probe import probe_acts
 
 ACTS = torch.randn(20, 8, generator=torch.Generator().manual_seed(0))  # (N, d)
@@ -72,6 +72,9 @@ ROWS = [
     Bad("pca k 1.5", lambda env: pca(ACTS, 1.5), FeaturizerError, r"pca k .*got 1\.5"),
     Bad("kmeans k 1", lambda env: kmeans(ACTS, 1), FeaturizerError, r"at least 2"),
     Bad("kmeans identical rows", lambda env: kmeans(torch.ones(6, 3), 2), FeaturizerError, r"fewer than k=2 distinct"),
+    Bad("svd a vector", lambda env: svd(torch.ones(4), 1), FeaturizerError, r"weight matrix \(out, in\); got \(4,\)"),
+    Bad("svd side", lambda env: svd(torch.ones(4, 3), 1, side="both"), FeaturizerError, r"'both'"),
+    Bad("svd k above", lambda env: svd(torch.ones(4, 3), 4), FeaturizerError, r"svd k .*got 4"),
     Bad("random_basis k above d", lambda env: random_basis(4, 5), FeaturizerError, r"random_basis k .*got 5.*d=4"),
     # ---- SAE ------------------------------------------------------------------------------------------------
     Bad(

@@ -18,7 +18,7 @@ from test_das import planted
 
 from interp import Interchange, Site, collect, last
 from interp.das import DASResult, fit_das
-from interp.featurizers import SAE, Fixed, Mask, diff_means, kmeans, lda, pca, probe_direction, random_basis
+from interp.featurizers import SAE, Fixed, Mask, diff_means, kmeans, lda, pca, probe_direction, random_basis, svd
 from interp.interventions import as_intervention
 from interp.metrics import iia
 from interp.probe import fit_probe, probe_acts, probe_sweep
@@ -122,6 +122,15 @@ def test_kmeans_separates_planted_clusters(k):
     assert f.rank == k - 1
     assert bool((captured(f, dirs) > 0.9).all()), captured(f, dirs)
     assert torch.equal(kmeans(acts, k, seed=0).weight, f.weight)  # seeded: the same again
+
+
+@pytest.mark.parametrize("side", ["input", "output"])
+def test_svd_finds_the_planted_singular_directions_of_a_weight(side):
+    a, b = unit(1, 12), unit(2, 20)  # W = 9 a b^T + small noise: reads along b, writes along a
+    W = 9 * a[:, None] * b[None] + 0.1 * torch.randn(12, 20, generator=torch.Generator().manual_seed(0))
+    f = svd(W, 2, side=side)
+    top = b if side == "input" else a
+    assert f.d_model == top.numel() and abs(float(f.weight[0] @ top)) > 0.99
 
 
 def test_random_basis_is_seeded_and_orthonormal():

@@ -2,8 +2,9 @@
 
 Each gives a basis used by the same edit as DAS (:mod:`interp.subspace`), so IIA, Cause/Isolate and every plot
 apply alike: directions from activations and labels (:func:`diff_means`, :func:`probe_direction`, :func:`lda`,
-:func:`pca`, :func:`kmeans`, :func:`random_basis`, each a :class:`interp.Fixed`); a sparse autoencoder's
-features (:class:`SAE`); and DBM, a learned mask over any of them or over the neurons (:class:`Mask`).
+:func:`pca`, :func:`kmeans`, :func:`random_basis`, each a :class:`interp.Fixed`), a weight's singular
+directions (:func:`svd`); a sparse autoencoder's features (:class:`SAE`); and DBM, a learned mask over any of
+them or over the neurons (:class:`Mask`).
 
 Example:
     >>> site = Site("resid_post", 1, last())
@@ -16,8 +17,8 @@ Example:
 """
 
 from ..subspace import Fixed
-from .directions import diff_means, kmeans, lda, pca, probe_direction, random_basis
+from .directions import diff_means, kmeans, lda, pca, probe_direction, random_basis, svd
 from .mask import Mask
 from .sae import SAE
 
-__all__ = ["Fixed", "diff_means", "probe_direction", "lda", "pca", "kmeans", "random_basis", "SAE", "Mask"]
+__all__ = ["Fixed", "diff_means", "probe_direction", "lda", "pca", "kmeans", "svd", "random_basis", "SAE", "Mask"]

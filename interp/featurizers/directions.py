@@ -203,6 +203,29 @@ def kmeans(acts: torch.Tensor, k: int, *, seed: int = 0, iters: int = 100) -> Fi
                  "kmeans", "clusters whose centroids are collinear")  # fmt: skip
 
 
+def svd(weight: torch.Tensor, k: int, *, side: str = "input") -> Fixed:
+    """The top ``k`` singular directions of a weight matrix (out, in), as ``nn.Linear`` stores it: ``side="input"``
+    the right singular vectors (directions the layer reads, width ``in``), ``"output"`` the left ones (directions it
+    writes, width ``out``). A fixed basis for DBM over a weight's SVD: ``Mask(svd(W, 16))``.
+
+    Example:
+        >>> W = torch.diag(torch.tensor([1.0, 5.0, 2.0]))                # reads axis 1 the most
+        >>> svd(W, 1).weight.abs().argmax().item(), svd(torch.ones(4, 3), 1, side="output").d_model
+        (1, 4)
+    """
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or not weight.is_floating_point():
+        shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
+        raise FeaturizerError(f"svd takes a float weight matrix (out, in); got {shape}")
+    if side not in ("input", "output"):
+        raise FeaturizerError(f"svd side must be 'input' (rows it reads) or 'output' (rows it writes); got {side!r}")
+    W = as_acts(weight.detach().float(), "svd weight", least=1).double()
+    k = count(k, "svd k", high=min(W.shape), why=f"at most min{tuple(W.shape)} singular directions")
+    U, _, Vh = torch.linalg.svd(W, full_matrices=False)
+    rows = Vh[:k] if side == "input" else U[:, :k].T
+    rows = rows * torch.sign(rows.gather(1, rows.abs().argmax(1, keepdim=True)))  # a deterministic sign
+    return Fixed(rows.float())
+
+
 def random_basis(d: int, k: int, *, seed: int = 0) -> Fixed:
     """``k`` random orthonormal directions in width ``d`` (Gaussian rows, orthonormalised): the control.
 
@@ -217,4 +240,4 @@ def random_basis(d: int, k: int, *, seed: int = 0) -> Fixed:
     return Fixed(torch.randn(k, d, generator=g))
 
 
-__all__ = ["diff_means", "probe_direction", "lda", "pca", "kmeans", "random_basis", "ledoit_wolf"]
+__all__ = ["diff_means", "probe_direction", "lda", "pca", "kmeans", "svd", "random_basis", "ledoit_wolf"]
