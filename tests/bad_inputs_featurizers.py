@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 
 import torch
+from bad_inputs_io import _config, _das_result, _tensors
 from safetensors.torch import save_file
 from test_bad_inputs import Bad
 
 from interp import Interchange
+from interp.das import DASResult
 from interp.errors import BasisError, FeaturizerError, FormatError
 from interp.featurizers import SAE, Fixed, Mask, diff_means, kmeans, lda, pca, probe_direction, random_basis, svd
 from interp.probe import probe_acts
@@ -32,6 +34,19 @@ def _sae_folder(env, cfg_edit=None, drop=None):
     w = {"W_enc": torch.ones(4, 6), "b_enc": torch.zeros(6), "W_dec": torch.ones(6, 4), "b_dec": torch.zeros(4)}
     save_file({k: v for k, v in w.items() if k != drop}, str(folder / "sae_weights.safetensors"))
     return folder
+
+
+def _saved_mask(env, features="rows"):
+    basis = Mask(Fixed(torch.eye(32)[:4])) if features == "rows" else Mask(SAE.random(32, 6))
+    return _das_result(env, basis=basis).save(env.tmp / "mask")
+
+
+def _set_R(t):
+    t["R"] = torch.ones_like(t["R"])
+
+
+def _set_kind(c):
+    c["basis"]["features"] = "pixels"
 
 
 ROWS = [
@@ -107,5 +122,17 @@ ROWS = [
     Bad("mask features tensor", lambda env: Mask(torch.eye(3)), FeaturizerError, r"got Tensor"),
     Bad("mask temperature 0", lambda env: Mask(8, temperature=0), BasisError, r"temperature must be .*got 0"),
     Bad("mask sparsity -1", lambda env: Mask(8, sparsity=-1), FeaturizerError, r"sparsity .*got -1"),
+    Bad(
+        "mask saved rows edited",
+        lambda env: DASResult.load(_tensors(_saved_mask(env), _set_R), env.lm),
+        FormatError,
+        r"R: the rows are not orthonormal",
+    ),
+    Bad(
+        "mask saved features unknown",
+        lambda env: DASResult.load(_config(_saved_mask(env, "sae"), _set_kind), env.lm),
+        FormatError,
+        r"features is 'pixels'; expected 'rows' or 'sae'",
+    ),
     Bad("mask over sae has no rows", lambda env: Mask(SAE.random(4, 6)).weight, BasisError, r"no rows"),
 ]

@@ -9,7 +9,8 @@ Example:
 
 ``config.json`` holds the site, the basis kind and shape, the variables and their row blocks, the DAS config, the
 history (one list per field), the IIA, the model's fingerprint and the weights' SHA-256; ``weights.safetensors``
-holds the basis rows R (rank x d) and, for Boundless, its boundary. A load compares the basis's width with the
+holds the basis rows R (rank x d) and, for Boundless, its boundary (a DBM ``Mask``: its logits, and its rows or its
+SAE's weights, :mod:`interp.io.featurizers`). A load compares the basis's width with the
 site's width in the model and its rank with the width before reading the weights' data or building anything, and
 refuses rows that are not orthonormal (:func:`interp.io.state.check_orthonormal`) or not finite. Rows stored in
 float16 or bfloat16 load as float32. :meth:`interp.DASResult.save` and :meth:`~interp.DASResult.load` call this.
