@@ -19,6 +19,13 @@ sequence, averaged over the batch), its coefficient ramped linearly from 0 to ``
 must fire where steering helps (the concept texts) and stay at zero elsewhere: ``w`` is at once a detector (score a
 text by the max of ``a_t``) and a steering vector (add ``factor * max_act * w``, :func:`reft.steering.steer`).
 
+One departure, measured on Gemma-3-270M: the latent reads ``h - mu`` (``a_t = ReLU(w . (h_t - mu))``), ``mu`` the
+mean of the training tokens' vectors (label-free, fixed before training; a bias ``-w . mu`` in AxBench's terms,
+whose ``proj`` has a bias it leaves at 0). This model's residual stream has norm ~6,000 at layer 9, mostly a
+common mean; on raw ``h`` the L1 term's gradient points along that mean, Adam moves every coordinate by the full
+learning rate, and within one to three steps every latent is 0 for good (a dead ReLU gets no gradient), at lr
+0.01 as at 1e-4, with or without the L1 term. Centred, the latents stay alive.
+
 Here ``w`` is the one row of an orthonormal :class:`interp.subspace.LowRankRotation` (rank 1), so it stays a unit
 vector under the optimiser, which is what AxBench's renormalisation and its removal of the gradient parallel to
 ``w`` do by hand. Defaults are AxBench's (``axbench/sweep/wuzhengx/2b/l10/lsreft.yaml``): ``k=8``, ``l1=0.005``,
@@ -212,9 +219,10 @@ def train_r1(
             ``max_response_tokens`` truncate; ``cache_prefix`` replays the layers below.
         k: the top-k of the latents that sets the steering magnitude; l1: the L1 coefficient (reached at the end).
         vocab: None (the full vocabulary) or ``"seen"`` (the tokens of the training responses only; see the module).
-        streams: optional, one (T_i, d) tensor per example: the site's vectors over its prompt + response tokens
-            (BOS included), already collected (e.g. ``interp.replay.PrefixCache.collect(lm, seqs, layer=layer + 1)``
-            for ``resid_post``); the prefix cache starts filled with them instead of running the layers below.
+        streams: optional, one (T_i, d) tensor per example over its prompt + response tokens (BOS included): the
+            stream the prefix cache replays, i.e. for a ``resid_post`` site the site's own vectors, already
+            collected (``interp.replay.PrefixCache.collect(lm, seqs, layer=layer + 1)``); the cache starts filled
+            with them and ``mu`` is read from them, instead of running the layers below.
     """
     config = config if config is not None else TrainConfig(**AXBENCH)
     if not isinstance(config, TrainConfig):
@@ -236,6 +244,8 @@ def train_r1(
         remap[ids] = torch.arange(len(ids), device=lm.device)
     cache = StreamCache.for_model(rlm, rows) if config.cache_prefix or streams is not None else None
     if streams is not None:
+        if component != "resid_post":
+            raise ReftError(f"train_r1(streams=...) is for a resid_post site (its own vectors); got {component!r}")
         prefill(cache, rows, streams)
     center(iv, site_vectors(rlm, rows) if streams is None else [s[1:] for s in streams])
     steps = config.steps or config.epochs * math.ceil(len(rows) / (config.batch_size * config.grad_accum))

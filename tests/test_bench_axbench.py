@@ -8,11 +8,12 @@ import time
 
 import pytest
 import torch
+from conftest import tiny_lm
 
 from interp.benchmarks import axbench
 from interp.benchmarks.axbench_detect import roc_auc, text_scores
 from interp.benchmarks.data import data_root
-from interp.errors import BenchmarkDataError, ConfigError, InputError
+from interp.errors import BenchmarkDataError, BenchmarkOptionError, ConfigError, InputError
 
 DATA = data_root(None) / "axbench_concept10" / "prod_2b_l10_v1"
 
@@ -71,3 +72,9 @@ def test_quick_run_on_real_data(gemma):
     assert out["sizes"]["layers"] == [gemma.n_layers // 2] and out["sizes"]["concepts"] == 2
     assert "PROXY" in out["steering_note"] and out["published"]["lesson"]
     assert took < 90, f"quick mode took {took:.0f}s"
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"AxBench Concept10 data not found at {DATA}")
+def test_bad_layer_is_refused_before_collecting():
+    with pytest.raises(BenchmarkOptionError, match=r"layers \[5\]"):
+        axbench.run(tiny_lm("llama"), quick=True, layers=[5], progress=False)

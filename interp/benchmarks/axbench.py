@@ -32,7 +32,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from interp.errors import ConfigError
+from interp.errors import BenchmarkOptionError
 from interp.featurizers import diff_means, pca, probe_direction, random_basis
 from interp.models import load as load_model
 from reft.r1 import AXBENCH, train_r1
@@ -76,7 +76,8 @@ def check_methods(methods) -> tuple[str, ...]:
     methods = tuple(methods)
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
-        raise ConfigError(f"axbench-concept10 methods {list(methods)!r}: unknown {bad}; known: {', '.join(METHODS)}")
+        known = ", ".join(METHODS)
+        raise BenchmarkOptionError(f"axbench-concept10 methods {list(methods)!r}: unknown {bad}; known: {known}")
     return methods
 
 
@@ -89,7 +90,10 @@ def run(lm=None, *, data=None, quick=False, layers=None, seed=0, progress=True, 
     size = QUICK if quick else FULL
     concepts = load(root, subset=subset, n_concepts=size["n_concepts"], n_train=size["n_train"], n_eval=size["n_eval"])
     lm = load_model() if lm is None else lm
-    layers = [lm.n_layers // 2] if layers is None else [int(x) for x in layers]
+    layers = [lm.n_layers // 2] if layers is None else list(layers)
+    bad = [x for x in layers if not isinstance(x, int) or isinstance(x, bool) or not 0 <= x < lm.n_layers]
+    if bad or not layers:
+        raise BenchmarkOptionError(f"axbench-concept10 layers {layers!r}: each must be 0..{lm.n_layers - 1}")
     cfg = TrainConfig(max_prompt_tokens=size["prompt_tokens"], max_response_tokens=size["response_tokens"])
     texts, index = [], {}
     for c in concepts:  # each distinct text once (the genre negatives are shared by concepts)
