@@ -150,7 +150,7 @@ def _nan_at(k: int, fn):
 
 def test_das_stops_at_the_step_whose_loss_is_nan(monkeypatch):
     lm = tiny_lm("llama")
-    monkeypatch.setattr("interp.das.das_loss", _nan_at(4, interp.das.das_loss))
+    monkeypatch.setattr("interp.das.interchange_loss", _nan_at(4, interp.das.interchange_loss))
     basis = interp.LowRankRotation(32, 1)
     with pytest.raises(NonFiniteError, match=r"step 4 of 10: the loss is nan \(learning rate 0\.01\)"):
         interp.fit_das(lm, _das_pairs(), at=interp.Site("resid_post", 1, interp.last()), via=basis, steps=10,
