@@ -49,8 +49,8 @@ DEFAULT_METHODS = ("das", "mdas", "diffmean", "probe", "pca", "random", "full")
 TRAINED = ("das", "mdas", "dbm")
 # fixed up front (never tuned on the test cities): rank, layers of Gemma-3-270M's 18, DAS training
 SETTINGS = {
-    "quick": {"rank": 8, "layers": (7,), "steps": 24, "batch_size": 16, "lr": 4e-3, "eval_every": 8},
-    "full": {"rank": 16, "layers": (3, 6, 9, 12), "steps": 160, "batch_size": 32, "lr": 2e-3, "eval_every": 20},
+    "quick": {"rank": 8, "layers": (6,), "steps": 8, "batch_size": 8, "lr": 1e-2, "eval_every": 4},
+    "full": {"rank": 16, "layers": (6, 10), "steps": 60, "batch_size": 16, "lr": 1e-2, "eval_every": 10},
 }
 PUBLISHED = {
     "source": "explanare/ravel demo notebook (scripts/demos/demo_run_benchmark_gemma_2_2b.ipynb), as quoted in "

@@ -42,9 +42,9 @@ SPLITS = ("train", "val", "test")
 # entities per split, templates per attribute, pairs per split and task (cause, and each isolate attribute)
 # (templates kept out of the ``candidates`` shortest, chosen on ``probe_entities`` train cities)
 QUICK = {"entities": {"train": 30, "val": 12, "test": 20}, "templates": 1, "candidates": 3, "probe_entities": 6,
-         "pairs": {"train": 48, "val": 16, "test": 32}}  # fmt: skip
-FULL = {"entities": {"train": 240, "val": 80, "test": 160}, "templates": 3, "candidates": 8, "probe_entities": 16,
-        "pairs": {"train": 384, "val": 96, "test": 192}}  # fmt: skip
+         "pairs": {"train": 32, "val": 16, "test": 16}}  # fmt: skip
+FULL = {"entities": {"train": 240, "val": 60, "test": 100}, "templates": 2, "candidates": 6, "probe_entities": 12,
+        "pairs": {"train": 256, "val": 64, "test": 128}}  # fmt: skip
 
 
 @dataclass
