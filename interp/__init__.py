@@ -13,18 +13,21 @@ Example:
 What a notebook calls, in four groups (``interp.__all__``; everything else lives in its module):
 
 - **verbs**: ``load``, ``encode``; ``run``, ``interchange``, ``intervene``, ``collect``, ``cache``, ``logit_lens``;
-  ``patch_grid``, ``attribution_patch``; ``fit_das``, ``sweep_das``, ``iia``, ``task_accuracy``, ``neuron_aligned``.
+  ``patch_grid``, ``attribution_patch``; ``fit_das``, ``fit_mdas``, ``sweep_das``, ``iia``, ``score``,
+  ``task_accuracy``, ``neuron_aligned``.
 - **addresses**: ``LM``, ``Site``, and the typed positions ``first``, ``last``, ``at``, ``span``, ``token``,
   ``all_tokens``, ``generated``, ``recent``.
-- **subspaces and interventions**: ``Coordinate``, ``Rotation``, ``LowRankRotation``, ``Boundless``;
+- **subspaces and interventions**: ``Coordinate``, ``Fixed``, ``Rotation``, ``LowRankRotation``, ``Boundless``;
   ``Interchange``, ``Zero``, ``Mean``, ``Steer``.
-- **data and results**: ``CausalModel``, ``Pairs``, ``DASConfig``, ``DASResult``, ``Grid``, ``DIIResult``,
-  ``LogitLens``; and the errors ``InterpError`` (a ValueError) and ``InterpWarning`` with the specific classes a
+- **data and results**: ``CausalModel``, ``Pairs``, ``DASConfig``, ``DASResult``, ``Grid``, ``DIIResult``;
+  and the errors ``InterpError`` (a ValueError) and ``InterpWarning`` with the specific classes a
   caller meets most (every other one is in :mod:`interp.errors`).
 
-Plots are in :mod:`interp.viz`, built-in tasks in :mod:`interp.tasks`, and the base classes to extend in their
-modules (``interp.positions.Position``, ``interp.subspace.Basis``, ``interp.interventions.Intervention``). Names
-that used to be here and are internals (``rows``, ``collect_rows``, ``das_loss``, ...) or base classes still
+Featurizers (difference of means, probe, PCA, k-means, LDA, SAE, DBM masks) are in :mod:`interp.featurizers`, the
+field's benchmarks in :mod:`interp.benchmarks`, plots in :mod:`interp.viz`, built-in tasks in :mod:`interp.tasks`,
+and the base classes to extend in their modules (``interp.positions.Position``, ``interp.subspace.Basis``,
+``interp.interventions.Intervention``). Names that used to be here and are internals (``rows``, ``collect_rows``,
+``das_loss``, ...), base classes or rarer types (``LogitLens``, ``PaddingWarning``) still
 resolve for one release with a DeprecationWarning that says where they live now.
 
 The examples in interp's and reft's docstrings run as doctests (``tests/test_doctests.py``) on a tiny random
@@ -46,21 +49,20 @@ from .errors import (
     InputError,
     InterpError,
     InterpWarning,
-    PaddingWarning,
     PositionError,
     SiteError,
-    WeightsChangedWarning,
 )
 from .grid import Grid
 from .inputs import encode
 from .interventions import Interchange, Mean, Steer, Zero
-from .lens import LogitLens, cache, logit_lens
-from .metrics import iia, task_accuracy
+from .lens import cache, logit_lens
+from .mdas import fit_mdas
+from .metrics import iia, score, task_accuracy
 from .models import LM, load
 from .patching import patch_grid
 from .positions import all_tokens, at, first, generated, last, recent, span, token
 from .sites import Site
-from .subspace import Boundless, Coordinate, LowRankRotation, Rotation
+from .subspace import Boundless, Coordinate, Fixed, LowRankRotation, Rotation
 from .sweep import sweep_das
 
 __all__ = [
@@ -76,8 +78,10 @@ __all__ = [
     "patch_grid",
     "attribution_patch",
     "fit_das",
+    "fit_mdas",
     "sweep_das",
     "iia",
+    "score",
     "task_accuracy",
     "neuron_aligned",
     # addresses
@@ -93,6 +97,7 @@ __all__ = [
     "recent",
     # subspaces and interventions
     "Coordinate",
+    "Fixed",
     "Rotation",
     "LowRankRotation",
     "Boundless",
@@ -107,7 +112,6 @@ __all__ = [
     "DASResult",
     "Grid",
     "DIIResult",
-    "LogitLens",
     # errors and warnings
     "InterpError",
     "InterpWarning",
@@ -117,8 +121,6 @@ __all__ = [
     "BasisError",
     "DASError",
     "FormatError",
-    "PaddingWarning",
-    "WeightsChangedWarning",
 ]
 
 # Names this package exported before, which are internals or types a notebook does not call: where each lives now.
@@ -137,6 +139,9 @@ MOVED = {
     "Position": "interp.positions",
     "Basis": "interp.subspace",
     "Intervention": "interp.interventions",
+    "LogitLens": "interp.lens",
+    "PaddingWarning": "interp.errors",
+    "WeightsChangedWarning": "interp.errors",
 }
 
 

@@ -124,6 +124,7 @@ POSITIONAL_OPTIONS = {
     "interchange": {"source"},
     "attribution_patch": {"source"},
     "sweep_das": {"test"},
+    "fit_mdas": {"isolate"},  # data, like cause: fit_mdas(lm, cause, isolate, at=...)
     "first": {"n"},
     "last": {"n"},
     "token": {"occurrence"},
