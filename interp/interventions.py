@@ -52,7 +52,7 @@ class Intervention:
             shape = tuple(self.via.shape)
             raise TypeError(
                 f"{type(self).__name__}(via=...) must be None (the whole vector) or a Basis; got a tensor of shape "
-                f"{shape}: wrap rows or a direction as interp.subspace.Fixed(vectors) (orthonormalised, not trained)"
+                f"{shape}: wrap rows or a direction as interp.Fixed(vectors) (orthonormalised, not trained)"
             )
         if self.via is not None and not isinstance(self.via, Basis):
             raise TypeError(
@@ -166,5 +166,5 @@ def as_intervention(via) -> Intervention:
         return Interchange(via)
     if isinstance(via, Intervention):
         return via
-    hint = f" of shape {tuple(via.shape)}: wrap it as interp.subspace.Fixed(vectors)" if torch.is_tensor(via) else ""
+    hint = f" of shape {tuple(via.shape)}: wrap it as interp.Fixed(vectors)" if torch.is_tensor(via) else ""
     raise TypeError(f"via must be None, a Basis or an Intervention; got {type(via).__name__}{hint}")
