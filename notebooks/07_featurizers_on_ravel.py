@@ -73,9 +73,12 @@ for r in result["table"]:
 fig, ax = plt.subplots(figsize=(5.5, 5))
 for d in (0.25, 0.5, 0.75):
     ax.plot([2 * d - 1, 1] if d > 0.5 else [0, 2 * d], [1, 2 * d - 1] if d > 0.5 else [2 * d, 0], "k--", lw=0.5)
+points: dict = {}  # methods at the same point share one label
 for name, r in rows.items():
-    ax.scatter(r["cause"], r["isolate"], s=60)
-    ax.annotate(name, (r["cause"], r["isolate"]), textcoords="offset points", xytext=(5, 4))
+    points.setdefault((r["cause"], r["isolate"]), []).append(name)
+for (cause, isolate), names in points.items():
+    ax.scatter(cause, isolate, s=60)
+    ax.annotate(", ".join(names), (cause, isolate), textcoords="offset points", xytext=(5, 4))
 for p in result["published"]["rows"][:2]:
     ax.scatter(p["cause"], p["isolate"], marker="x", color="grey")
     ax.annotate(f"{p['method']} (Gemma-2-2B)", (p["cause"], p["isolate"]), textcoords="offset points",
