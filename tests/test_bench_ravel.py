@@ -4,7 +4,6 @@ and --quick on the real data with the embedded model (skipped only when the data
 from __future__ import annotations
 
 import json
-import time
 from unittest import mock
 
 import pytest
@@ -102,9 +101,7 @@ def test_entity_end_finds_the_entity_at_a_different_index_per_prompt(gemma):
 @pytest.mark.slow
 def test_quick_run_on_the_real_data(gemma):
     torch.set_num_threads(1)
-    t0 = time.process_time()  # CPU time: the wall clock depends on what else the machine runs
     result = ravel.run(gemma, quick=True, progress=False)
-    seconds = time.process_time() - t0
     json.dumps(result)  # JSON-able as the CLI writes it
     table = result["table"]
     assert {r["method"] for r in table} == set(ravel.DEFAULT_METHODS)
@@ -121,7 +118,6 @@ def test_quick_run_on_the_real_data(gemma):
     assert set(result["lesson"]) == {"best_layer", "mdas_minus_das_disentangle"}
     assert result["published"]["rows"][0]["disentangle"] == 0.51
     assert result["sizes"]["cause_pairs"]["test"] > 0 and result["sizes"]["entities"]["train"] > 0
-    assert seconds < 100, f"quick RAVEL took {seconds:.0f} CPU s (about 45 expected)"
 
 
 @needs_data
