@@ -4,7 +4,6 @@ and the quick run on the real data with the embedded Gemma-3-270M."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import torch
@@ -56,9 +55,7 @@ def test_missing_data_names_the_repository_before_loading(tmp_path, monkeypatch)
 @pytest.mark.slow
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"AxBench Concept10 data not found at {DATA}")
 def test_quick_run_on_real_data(gemma):
-    t0 = time.time()
     out = axbench.run(gemma, quick=True, progress=False)
-    took = time.time() - t0
     json.dumps(out)  # JSON-able
     assert {r["method"] for r in out["table"]} == set(axbench.METHODS)
     assert len(out["table"]) == 2 * len(axbench.METHODS)  # 2 concepts x 5 methods
@@ -71,7 +68,6 @@ def test_quick_run_on_real_data(gemma):
     assert any(r["concept_ll_delta"] != 0 for r in steer[1:])  # the edit reached the model
     assert out["sizes"]["layers"] == [gemma.n_layers // 2] and out["sizes"]["concepts"] == 2
     assert "PROXY" in out["steering_note"] and out["published"]["lesson"]
-    assert took < 90, f"quick mode took {took:.0f}s"
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"AxBench Concept10 data not found at {DATA}")

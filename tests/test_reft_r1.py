@@ -10,6 +10,7 @@ import torch
 from conftest import tiny_lm
 
 import interp
+import reft
 from interp.benchmarks.axbench_detect import roc_auc
 from interp.engine import execute
 from interp.errors import ReftError
@@ -108,3 +109,13 @@ def test_planted_concept_direction_is_recovered():
     acts = interp.collect(lm, held, at=every)[:, 1:]  # BOS excluded, as in AxBench
     scores = fit.latents(acts).max(1).values
     assert float(roc_auc(scores, torch.tensor([1] * 20 + [0] * 20))) == 1.0
+
+
+def test_saves_and_loads_with_its_origin(tmp_path):
+    lm = tiny_lm("llama")
+    rlm = attach_r1(lm, 1, k=3)
+    iv = rlm.placements[0].intervention
+    iv.center.fill_(0.5)
+    back = reft.load(reft.save(rlm, tmp_path / "r1"), lm).placements[0].intervention
+    assert type(back) is ReftR1 and back.k == 3 and float(back.center[0]) == 0.5
+    assert torch.allclose(back.direction, iv.direction)
