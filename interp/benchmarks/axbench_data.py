@@ -61,7 +61,10 @@ def paths(root: Path, subset: str) -> dict[str, Path]:
     """The subset's three files, or a :class:`BenchmarkDataError` naming the public repository and path."""
     if subset not in SUBSETS:
         raise BenchmarkDataError(f"unknown AxBench Concept10 subset {subset!r}; known: {', '.join(SUBSETS)}")
-    return {f: require(root, NAME, f"{subset}/{f}") for f in FILES}
+    stage = {f: "inference" if f.startswith("latent") else "generate" for f in FILES}  # upstream's subfolders
+    return {
+        f: require(root, NAME, f"{subset}/{f}", upstream=f"axbench/concept10/{subset}/{stage[f]}/{f}") for f in FILES
+    }
 
 
 def _table(path: Path) -> list[dict]:

@@ -44,14 +44,15 @@ def data_root(data=None) -> Path:
     return root
 
 
-def require(root: Path, benchmark: str, relative: str) -> Path:
-    """``root / <benchmark's folder> / relative``, or a :class:`BenchmarkDataError` saying where to get it."""
+def require(root: Path, benchmark: str, relative: str, *, upstream: str | None = None) -> Path:
+    """``root / <benchmark's folder> / relative``, or a :class:`BenchmarkDataError` saying where to get it
+    (``upstream``: the file's path in the public repository, when it is not the benchmark's folder + ``relative``)."""
     if benchmark not in SOURCES:
         raise BenchmarkDataError(f"unknown benchmark {benchmark!r}; known: {', '.join(SOURCES)}")
-    folder, repo, upstream = SOURCES[benchmark]
+    folder, repo, prefix = SOURCES[benchmark]
     path = Path(root) / folder / relative
     if not path.is_file():
-        where = f"{upstream}{relative}" if upstream else relative
+        where = upstream or f"{prefix}{relative}"
         raise BenchmarkDataError(
             f"{benchmark} needs {str(path)!r}, which is missing; get it from {repo}, path {where}, and put it "
             f"there (or pass --data / set {ENV} to the folder that holds {folder}/)"
