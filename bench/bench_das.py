@@ -11,7 +11,9 @@ Variants, on the same 32 IOI prompts (each timed as the median of interleaved re
   das    source vectors cached once (run stopping at the site), logits only at the last token, a backward that
          stops at the site (the model is frozen), AdamW on R;
   fit    the step fit_das takes: das, plus the base rows' stream entering the site's layer cached once
-         (interp.replay), so layers below the site are not recomputed each step.
+         (interp.replay), so layers below the site are not recomputed each step;
+  dbm_*  fit's step with a DBM mask (interp.featurizers.Mask) as the basis: over the neurons, and over the
+         top min(64, B - 1) principal axes of the source vectors (a featurizer fit's step time against the floor).
 Prints das/bare, fit/bare and naive/bare, the one-off caching costs, peak extra RSS of each, and the difference
 between fit and naive (loss and gradient of R), which must be zero up to float error.
 
@@ -36,6 +38,7 @@ import interp
 from interp import LowRankRotation, Site, collect, encode, interchange, last
 from interp.das import Alignment, fit_das
 from interp.engine import options
+from interp.featurizers import Mask, pca
 from interp.inputs import token_ids
 from interp.metrics import das_loss
 from interp.paircache import PairCache
@@ -105,7 +108,22 @@ def main():
     diff = {"loss": abs((fast - slow).item()), "grad": (g_fast - g_slow).abs().max().item()}
 
     fit_step = lambda: das_step(replay=True)  # noqa: E731
+    # DBM: the same fit step with a learned mask as the basis (over the neurons, and over the top principal
+    # axes of the sources' vectors), its penalty added as fit_das adds it
+    n_axes = min(64, len(cache) - 1)  # PCA of B vectors has at most B - 1 axes
+    masks = {"dbm_neurons": Mask(lm.d_model), "dbm_pca": Mask(pca(cache[:, 0], n_axes))}
+    mask_opts = {k: torch.optim.AdamW([m.logits], lr=1e-2, weight_decay=0.0) for k, m in masks.items()}
+
+    def dbm_step(name):
+        mask, mopt = masks[name], mask_opts[name]
+        mopt.zero_grad(set_to_none=True)
+        with prefix.replay(lm, every, base):
+            loss = das_loss(lm, base, cache, labels, at=site, via=Alignment(mask)) + mask.penalty()
+        loss.backward()
+        mopt.step()
+
     steps = {"bare": bare, "naive": naive_step, "das": das_step, "fit": fit_step}
+    steps |= {k: (lambda k=k: dbm_step(k)) for k in masks}
     once = {
         "cache": lambda: collect(lm, source, at=site),
         "prefix": lambda: PrefixCache.collect(lm, pairs.base, layer=args.layer),
@@ -122,6 +140,9 @@ def main():
         "das_over_bare": round(secs["das"] / secs["bare"], 3),
         "fit_over_bare": round(secs["fit"] / secs["bare"], 3),
         "naive_over_bare": round(secs["naive"] / secs["bare"], 3),
+        "dbm_neurons_over_bare": round(secs["dbm_neurons"] / secs["bare"], 3),
+        "dbm_pca_over_bare": round(secs["dbm_pca"] / secs["bare"], 3),
+        "dbm_pca_axes": n_axes,
         "cache_over_bare": round(secs["cache"] / secs["bare"], 3),
         "prefix_over_bare": round(secs["prefix"] / secs["bare"], 3),
         "peak_extra_rss_mb": {k: round(v, 1) for k, v in mem.items()},
@@ -133,11 +154,13 @@ def main():
         print(json.dumps(res))
         return
     print(f"Gemma-3-270M DAS step, IOI batch {args.batch} x {res['tokens']} tokens, {site!r}, rank {args.rank}")
-    for k in ("bare", "naive", "das", "fit"):
+    for k in ("bare", "naive", "das", "fit", "dbm_neurons", "dbm_pca"):
         print(f"  {k:6s} {secs[k]:.3f} s   peak +{mem[k]:.0f} MB")
     print(f"  das / bare   = {res['das_over_bare']:.2f}x   (sources cached)")
     print(f"  fit / bare   = {res['fit_over_bare']:.2f}x   (sources and the stream below the site cached; aim <= 0.5x)")
     print(f"  naive / bare = {res['naive_over_bare']:.2f}x")
+    print(f"  DBM fit step / bare = {res['dbm_neurons_over_bare']:.2f}x over the neurons, "
+          f"{res['dbm_pca_over_bare']:.2f}x over {n_axes} principal axes (a featurizer's step against the floor)")
     print(f"  source cache (once per dataset) = {res['cache_over_bare']:.2f}x a bare step")
     print(f"  base-stream cache (once per dataset) = {res['prefix_over_bare']:.2f}x a bare step")
     print(f"  fit vs naive: |loss diff| {diff['loss']:.2e}, max |grad diff| {diff['grad']:.2e}")
