@@ -14,7 +14,8 @@ draw on (a new figure is made when it is ``None``) and returns the ``Axes``, so 
 By family: :mod:`~interp.viz.grids` (layer x position images: ``heatmap``, ``plot_patching_grid``,
 ``plot_iia_grid``, ``plot_edit_norms``, ``plot_logit_lens``, ``plot_rotation``), :mod:`~interp.viz.curves`
 (``plot_rank_curve``, ``plot_learning_curves``), :mod:`~interp.viz.compare` (``plot_probe_vs_iia``,
-``plot_tradeoff``, ``plot_principal_angles``, ``plot_atp_vs_exact``) and :mod:`~interp.viz.base` (``save`` and
+``plot_tradeoff``, ``plot_principal_angles``, ``plot_atp_vs_exact``), :mod:`~interp.viz.circuit`
+(``plot_circuit``, ``plot_faithfulness``) and :mod:`~interp.viz.base` (``save`` and
 what the plots share).
 
 Conventions:
@@ -26,6 +27,7 @@ Conventions:
 """
 
 from .base import EFFECT_LABEL, NAN_COLOUR, save
+from .circuit import plot_circuit, plot_faithfulness
 from .compare import plot_atp_vs_exact, plot_principal_angles, plot_probe_vs_iia, plot_tradeoff
 from .curves import plot_learning_curves, plot_rank_curve
 from .grids import heatmap, plot_edit_norms, plot_iia_grid, plot_logit_lens, plot_patching_grid, plot_rotation
@@ -43,6 +45,8 @@ __all__ = [
     "plot_principal_angles",
     "plot_atp_vs_exact",
     "plot_logit_lens",
+    "plot_circuit",
+    "plot_faithfulness",
     "save",
     "EFFECT_LABEL",
     "NAN_COLOUR",
