@@ -22,9 +22,12 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# The suite runs on WORKERS processes (pytest-xdist), one core each (tests/conftest.py).
+WORKERS ?= 2
+
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(WORKERS) --dist worksteal
 
 bench: $(STAMP)
 	$(PY) bench/bench_dii.py

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import transformers as tf
@@ -9,11 +11,20 @@ import transformers as tf
 import interp
 
 
+# Under pytest-xdist (`make test` runs `-n 2`), each worker owns one core: every test, and every process a test
+# starts (notebook kernels, scripts, torchrun), runs on one thread instead of two workers fighting over both cores.
+ONE_CORE_PER_WORKER = "PYTEST_XDIST_WORKER" in os.environ
+if ONE_CORE_PER_WORKER:
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _one_thread_for_tiny_models(request):
     """Tests not marked slow run tiny models on one thread: on 2 cores, thread hand-offs cost more than the
-    arithmetic (the tiny-model tables run about 7x faster). Tests on the real model keep every thread."""
-    if request.node.get_closest_marker("slow"):
+    arithmetic (the tiny-model tables run about 7x faster). Tests on the real model keep every thread, except
+    under xdist, where each worker has one core."""
+    if request.node.get_closest_marker("slow") and not ONE_CORE_PER_WORKER:
         yield
         return
     old = torch.get_num_threads()
