@@ -238,7 +238,34 @@ class Rotation(LowRankRotation):
         super().__init__(d_model, d_model, init=init, dtype=dtype)
 
 
-class Boundless(LowRankRotation):
+class Annealed:
+    """A basis with a soft mask ``sigmoid(x / temperature)`` that the trainer anneals (Boundless DAS, DBM's Mask).
+
+    Example:
+        >>> B = Boundless(8, temperature=50.0)
+        >>> B.temperature = 0.5                        # what fit_das does step by step (DASConfig.temperature)
+        >>> B.temperature
+        0.5
+    """
+
+    @property
+    def temperature(self) -> float:
+        """The mask's temperature (> 0; the mask is ``sigmoid(x / temperature)``)."""
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self._temperature = as_float(
+            value,
+            f"{type(self).__name__} temperature",
+            low=0,
+            open_low=True,
+            error=BasisError,
+            hint="; anneal it toward 0 (e.g. 50 -> 0.1) but never to 0, where the mask's logits are NaN",
+        )
+
+
+class Boundless(Annealed, LowRankRotation):
     """Boundless DAS: a full rotation plus a learned soft mask ``sigmoid((b*d - i) / temperature)``.
 
     The boundary ``b`` in [0, 1] is the fraction of rotated dimensions interchanged; anneal
@@ -255,22 +282,6 @@ class Boundless(LowRankRotation):
         init_fraction = as_float(init_fraction, "init_fraction", low=0, high=1, open_low=True, error=BasisError)
         self.boundary = nn.Parameter(torch.tensor(init_fraction, dtype=dtype))
         self.temperature = temperature
-
-    @property
-    def temperature(self) -> float:
-        """The mask's temperature (> 0; the mask is ``sigmoid(x / temperature)``)."""
-        return self._temperature
-
-    @temperature.setter
-    def temperature(self, value: float) -> None:
-        self._temperature = as_float(
-            value,
-            "Boundless temperature",
-            low=0,
-            open_low=True,
-            error=BasisError,
-            hint="; anneal it toward 0 (e.g. 50 -> 0.1) but never to 0, where the mask's logits are NaN",
-        )
 
     def mask(self):
         idx = torch.arange(self.d_model, dtype=self.boundary.dtype, device=self.boundary.device)

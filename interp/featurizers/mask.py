@@ -24,11 +24,11 @@ from torch import nn
 
 from ..checks import as_float, as_int
 from ..errors import BasisError, FeaturizerError
-from ..subspace import Basis, Fixed, edit
+from ..subspace import Annealed, Basis, Fixed, edit
 from .sae import SAE
 
 
-class Mask(Basis):
+class Mask(Annealed, Basis):
     """A learned soft mask ``sigmoid(logits / temperature)`` over a fixed featurizer's coordinates.
 
     Args:
@@ -80,22 +80,6 @@ class Mask(Basis):
         self.temperature = temperature
 
     linear = True  # over rows or neurons; an instance over an SAE sets False
-
-    @property
-    def temperature(self) -> float:
-        """The mask's temperature (> 0): ``mask = sigmoid(logits / temperature)``."""
-        return self._temperature
-
-    @temperature.setter
-    def temperature(self, value: float) -> None:
-        self._temperature = as_float(
-            value,
-            "Mask temperature",
-            low=0,
-            open_low=True,
-            error=BasisError,
-            hint="; anneal it toward 0 (e.g. 50 -> 0.1) but never to 0",
-        )
 
     @property
     def weight(self) -> torch.Tensor:
