@@ -12,28 +12,14 @@ timing; the variants are interleaved so background load hits them alike.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from bench_dii import timed
 
 import interp
 from interp import Site, collect, intervene, last
 from interp.engine import readout
 from interp.tasks import ioi_pairs
-
-
-def timed(fns: dict, repeats: int) -> dict:
-    """Median seconds per function, calling them round-robin so drift hits all alike."""
-    times = {k: [] for k in fns}
-    for f in fns.values():
-        f()  # warm-up
-    for _ in range(repeats):
-        for k, f in fns.items():
-            t = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main(argv=None) -> dict:
