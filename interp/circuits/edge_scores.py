@@ -98,8 +98,13 @@ class Circuit:
         doc = dict(
             format=FORMAT,
             method=self.method,
-            graph=dict(architecture=g.architecture, n_layers=g.n_layers, n_heads=g.n_heads, parallel=g.parallel,
-                       norm_after=g.norm_after),  # fmt: skip
+            graph=dict(
+                architecture=g.architecture,
+                n_layers=g.n_layers,
+                n_heads=g.n_heads,
+                parallel=g.parallel,
+                norm_after=g.norm_after,
+            ),  # fmt: skip
             n_edges=len(self),
             meta=self.meta,
             nodes={n: {"in_graph": n in nodes} for n in g.nodes},

@@ -187,9 +187,9 @@ def circuit_at(scores: EdgeScores, k: int, *, absolute: bool = True) -> Circuit:
     s = scores.scores.detach().float().cpu()
     keep = torch.zeros(len(s), dtype=torch.bool)
     if k > 0:
-        key = s.abs() if absolute else s
+        key = (s.abs() if absolute else s).nan_to_num(-math.inf)
         keep[torch.argsort(-key, stable=True)[:k]] = True
-    return Circuit(scores.graph, keep)
+    return Circuit(scores.graph, keep, s, scores.method, dict(top=k, absolute=absolute))
 
 
 def faithfulness(
@@ -247,8 +247,7 @@ def faithfulness(
     run = dict(ablation=ablation, means=means, metric=metric)
     m_model = plain_metric(lm, pairs.base, metric)
     m_corrupted = plain_metric(lm, pairs.source, metric) if ablation == "counterfactual" else None
-    empty = Circuit(scores.graph, torch.zeros(total, dtype=torch.bool))
-    m_empty = float(run_circuit(lm, pairs, empty, **run).float().mean())
+    m_empty = float(run_circuit(lm, pairs, Circuit.empty(scores.graph), **run).float().mean())
     if not math.isfinite(m_model - m_empty) or abs(m_model - m_empty) < 1e-8 * max(1.0, abs(m_model)):
         raise InputError(
             f"the model's metric {m_model:.6g} equals the empty circuit's {m_empty:.6g}: faithfulness is undefined; "
