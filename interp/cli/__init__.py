@@ -23,7 +23,7 @@ from interp.io import check_output_dir
 from interp.lm import first_attr
 from interp.models import DEFAULT_MODEL, cache_dir
 
-COMMANDS = ("patch", "das", "sweep", "bench")  # modules of interp.cli, one per subcommand
+COMMANDS = ("patch", "das", "sweep", "bench", "circuit")  # modules of interp.cli, one per subcommand
 # bad input (exit 2): the library's errors subclass ValueError; these are the ones about paths
 USAGE_ERRORS = (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 

@@ -11,8 +11,8 @@ Example:
 
 Node names are those of :class:`interp.circuits.graph.Graph`: ``"input"`` (the embeddings), ``"a{L}.h{H}"``
 (attention head H of layer L), ``"m{L}"`` (layer L's MLP) and ``"logits"``; a receiver name may carry a suffix
-after the node (``"a3.h1.q"``), which is drawn at its node. The input sits at the bottom, then each layer's heads
-(one row) and its MLP (the row above, centred), and the logits at the top.
+after the node (``"a3.h1<q>"``, the head's query input), drawn at its node. The input sits at the bottom, then
+each layer's heads (one row) and its MLP (the row above, centred), and the logits at the top.
 """
 
 from __future__ import annotations
@@ -55,6 +55,11 @@ def node_position(name: str, n_layers: int, n_heads: int) -> tuple[float, float]
     )
 
 
+def _node(name: str) -> str:
+    """The node a receiver reads for: ``"a1.h2<q>"`` -> ``"a1.h2"`` (its q, k and v edges meet at the head)."""
+    return str(name).split("<", 1)[0]
+
+
 def _shape(names: Sequence[str]) -> tuple[int, int]:
     layers = [int(m.group(1)) for n in names if (m := _HEAD.match(n) or _MLP.match(n))]
     heads = [int(m.group(2)) for n in names if (m := _HEAD.match(n))]
@@ -93,7 +98,7 @@ def plot_circuit(
     from matplotlib.collections import LineCollection
 
     s = as_array(scores, name="plot_circuit: scores", ndim=1)
-    edges = [tuple(e) for e in edges]
+    edges = [(_node(a), _node(b)) for a, b in edges]
     if len(edges) != len(s):
         raise ValueError(f"plot_circuit: {len(edges)} edges but {len(s)} scores; pass one score per edge")
     if keep is not None:
