@@ -13,9 +13,10 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
-from interp.errors import BenchmarkDataError
+from interp.errors import BenchmarkDataError, BenchmarkOptionError
 
 ENV = "INTERP_BENCHMARKS"
 DEFAULT = Path(__file__).resolve().parents[3] / "shared" / "benchmarks"  # ../shared/benchmarks beside the checkout
@@ -60,4 +61,25 @@ def require(root: Path, benchmark: str, relative: str, *, upstream: str | None =
     return path
 
 
-__all__ = ["DEFAULT", "ENV", "SOURCES", "data_root", "require"]
+def check_options(name: str, *, layers, methods, known: Sequence[str], n_layers: int | None) -> None:
+    """Refuse unknown methods or bad layers before any work (BenchmarkOptionError names the value)."""
+    if methods is not None:
+        if isinstance(methods, str) or not all(isinstance(m, str) for m in methods) or not list(methods):
+            raise BenchmarkOptionError(f"{name}: methods must be a non-empty list of names from {list(known)}; "
+                                       f"got {methods!r}")  # fmt: skip
+        bad = [m for m in methods if m not in known]
+        if bad:
+            raise BenchmarkOptionError(f"{name}: unknown methods {bad}; known: {list(known)}")
+    if layers is not None:
+        if isinstance(layers, (str, int)) or not list(layers):
+            raise BenchmarkOptionError(f"{name}: layers must be a non-empty list of layer indices; got {layers!r}")
+        top = n_layers if n_layers is not None else None
+        bad = [x for x in layers if isinstance(x, bool) or not isinstance(x, int) or x < 0
+               or (top is not None and x >= top)]  # fmt: skip
+        if bad:
+            span = f"[0, {top})" if top is not None else "non-negative"
+            raise BenchmarkOptionError(f"{name}: layers {bad} are out of range; give integers in {span}")
+
+
+
+__all__ = ["DEFAULT", "ENV", "SOURCES", "check_options", "data_root", "require"]

@@ -28,7 +28,6 @@ from tqdm.auto import tqdm
 
 from interp import optim
 from interp.engine import Op
-from interp.errors import BenchmarkOptionError
 from interp.fastpatch import CleanRun
 from interp.inputs import encode
 from interp.sites import Site, resolve
@@ -183,26 +182,6 @@ def default_layers(n_layers: int, quick: bool) -> list[int]:
     return sorted({round(i * (n_layers - 1) / 5) for i in range(6)})
 
 
-def check_options(name: str, *, layers, methods, known: Sequence[str], n_layers: int | None) -> None:
-    """Refuse unknown methods or bad layers before any work (BenchmarkOptionError names the value)."""
-    if methods is not None:
-        if isinstance(methods, str) or not all(isinstance(m, str) for m in methods) or not list(methods):
-            raise BenchmarkOptionError(f"{name}: methods must be a non-empty list of names from {list(known)}; "
-                                       f"got {methods!r}")  # fmt: skip
-        bad = [m for m in methods if m not in known]
-        if bad:
-            raise BenchmarkOptionError(f"{name}: unknown methods {bad}; known: {list(known)}")
-    if layers is not None:
-        if isinstance(layers, (str, int)) or not list(layers):
-            raise BenchmarkOptionError(f"{name}: layers must be a non-empty list of layer indices; got {layers!r}")
-        top = n_layers if n_layers is not None else None
-        bad = [x for x in layers if isinstance(x, bool) or not isinstance(x, int) or x < 0
-               or (top is not None and x >= top)]  # fmt: skip
-        if bad:
-            span = f"[0, {top})" if top is not None else "non-negative"
-            raise BenchmarkOptionError(f"{name}: layers {bad} are out of range; give integers in {span}")
-
-
 def layer_average(table: Sequence[dict], key: str) -> dict:
     """``{method: {variable: mean of key over layers}}`` (MIB's layer-averaged score)."""
     acc: dict = {}
@@ -213,5 +192,5 @@ def layer_average(table: Sequence[dict], key: str) -> dict:
     return {m: {v: round(sum(xs) / len(xs), 4) for v, xs in d.items()} for m, d in acc.items()}
 
 
-__all__ = ["CHUNK", "Prepared", "ce_loss", "check_options", "default_layers", "evaluate", "groups_of", "interchange_fn",
+__all__ = ["CHUNK", "Prepared", "ce_loss", "default_layers", "evaluate", "groups_of", "interchange_fn",
            "layer_average", "progress_bar", "train_basis"]  # fmt: skip

@@ -44,10 +44,9 @@ from interp.inputs import token_ids
 from interp.models import load
 from interp.subspace import LowRankRotation
 
-from .data import data_root, require
+from .data import check_options, data_root, require
 from .mib_engine import (
     Prepared,
-    check_options,
     default_layers,
     evaluate,
     groups_of,

@@ -44,11 +44,10 @@ from interp.inputs import token_ids
 from interp.models import load
 from interp.subspace import LowRankRotation
 
-from .data import data_root, require
+from .data import check_options, data_root, require
 from .mib_engine import (
     Prepared,
     ce_loss,
-    check_options,
     default_layers,
     evaluate,
     groups_of,

@@ -32,7 +32,6 @@ import time
 from dataclasses import fields
 
 from interp.das import DASConfig, fit_das
-from interp.errors import BenchmarkOptionError
 from interp.featurizers import Mask, diff_means, pca, probe_direction, random_basis
 from interp.mdas import fit_mdas, mdas_pairs
 from interp.metrics import iia
@@ -40,6 +39,7 @@ from interp.models import load
 from interp.paircache import PairCache
 from interp.sites import Site
 
+from . import data
 from .ravel_data import load_city
 from .ravel_pairs import FULL, QUICK, Instance, build
 
@@ -69,22 +69,8 @@ PUBLISHED = {
 def check_options(*, layers, methods, n_layers: int | None = None) -> tuple:
     """The methods to run (default :data:`DEFAULT_METHODS`); BenchmarkOptionError for unknown methods or bad
     layers, before any work."""
-    if methods is None:
-        methods = DEFAULT_METHODS
-    if isinstance(methods, str) or not all(isinstance(m, str) for m in methods) or not list(methods):
-        raise BenchmarkOptionError(f"{NAME}: methods must be a non-empty list of names from {list(METHODS)}; "
-                                   f"got {methods!r}")  # fmt: skip
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise BenchmarkOptionError(f"{NAME}: unknown methods {bad}; known: {list(METHODS)}")
-    if layers is not None:
-        if isinstance(layers, (str, int)) or not list(layers):
-            raise BenchmarkOptionError(f"{NAME}: layers must be a non-empty list of layer indices; got {layers!r}")
-        top = n_layers if n_layers is not None else float("inf")
-        wrong = [x for x in layers if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x < top]
-        if wrong:
-            span = f"0..{n_layers - 1}" if n_layers is not None else "non-negative integers"
-            raise BenchmarkOptionError(f"{NAME}: layers {wrong} are out of range; give layers in {span}")
+    methods = DEFAULT_METHODS if methods is None else methods
+    data.check_options(NAME, layers=layers, methods=methods, known=METHODS, n_layers=n_layers)
     return tuple(dict.fromkeys(methods))
 
 
