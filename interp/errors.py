@@ -75,6 +75,11 @@ class ReftError(InterpError):
     """A ReFT set-up, dataset or file that cannot be used as asked."""
 
 
+class ServeError(ReftError):
+    """An edit that cannot be served in vLLM as asked: an architecture, site, position or engine option that
+    :mod:`reft.serve` does not support (the message names it and what is supported), or an unknown edit name."""
+
+
 class PositionParseError(PositionError, ReftError):
     """Text that does not read as a position (``interp.position_text.parse_positions``: ``f1+l1+g``, ``all``,
     ``first(1)+last()``); a PositionError and a ReftError, as both packages' command lines read positions."""
