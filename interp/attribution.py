@@ -22,12 +22,9 @@ AtP (Nanda 2023; Kramar et al. 2024, "AtP*") keeps the first-order term and norm
 
 One base forward keeps every site's activation with its gradient, one source forward reads the same sites, one
 backward gives ``g`` everywhere: the cost of a whole grid is about three forwards, where exact patching pays one
-forward per cell. The estimate is exact where the metric is linear in the site and degrades with curvature. On
-IOI with Gemma-3-270M it tracks exact patching on attention outputs (Pearson r about 0.99) and at the read-out
-site (late layers, last token), and fails on patches that swap a name: the early residual stream at the name
-tokens (at S2 with the wrong sign: the patch changes which name is repeated, which a first-order estimate through
-the attention pattern cannot see; Kramar et al.'s attention saturation) and the layer-3 MLP that writes the name
-(see :func:`compare_with_patching` and notebook 01).
+forward per cell. The estimate is exact where the metric is linear in the site and degrades with curvature: on IOI
+with Gemma-3-270M it fails where a patch swaps a name in the early residual stream (attention saturation; see
+:func:`compare_with_patching`); ``method="atp*"`` (:mod:`interp.atp_star`) recomputes attention exactly there.
 """
 
 from __future__ import annotations
@@ -38,6 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import atp_star
 from . import sites as _sites
 from .causal import Pairs
 from .engine import Op, execute, legacy
@@ -48,6 +46,7 @@ from .positions import Position, last
 from .sites import Site
 
 Metric = Callable[[torch.Tensor], torch.Tensor]  # logits (B, V) at the last token -> (B,) or a scalar
+METHODS = ("atp", "atp*")
 
 
 def attribution_patch(
@@ -60,6 +59,8 @@ def attribution_patch(
     component: str = "resid_post",
     metric: Metric | None = None,
     backend: str | None = None,
+    method: str = "atp",
+    grad_drop: bool = False,
 ) -> Grid:
     """First-order estimate of :func:`interp.patching.patch_grid`'s effects, from two forwards and one backward.
 
@@ -81,6 +82,9 @@ def attribution_patch(
         metric: a function of the last-token logits (B, V) returning (B,) or a scalar (averaged over rows);
             default: ``logit(base answer) - logit(source answer)`` per pair, as :func:`patch_grid` scores.
         backend: deprecated; use ``with interp.engine.options(backend=...)`` (the same plan either way).
+        method: ``"atp"`` (first order everywhere) or ``"atp*"`` (:mod:`interp.atp_star`: the QK fix; one token
+            per position; not for ``head`` and ``attn_pattern``).
+        grad_drop: with ``"atp*"``, also GradDrop's magnitudes ``grid.graddrop`` (to rank cells).
 
     Returns:
         A :class:`interp.grid.Grid` of ``effect`` (n_layers, n_positions), or (n_layers, n_heads, n_positions) for
@@ -88,8 +92,12 @@ def attribution_patch(
         ``component``, ``method`` (``"atp"``), ``base_metric``, ``source_metric``, ``n_pairs``, and with the default
         metric ``clean_accuracy``, ``base_logit_diff`` and ``source_logit_diff``.
     """
+    if method not in METHODS:
+        raise InputError(f"method is {method!r}; expected one of {METHODS} ('atp*': AtP with the QK fix)")
+    if grad_drop and method != "atp*":
+        raise InputError(f"grad_drop={grad_drop!r} needs method='atp*' (GradDrop is part of AtP*); got {method!r}")
     with legacy("attribution_patch", backend, None):
-        run = _attribution(lm, base, source, layers, positions, component, metric)
+        run = _attribution(lm, base, source, layers, positions, component, metric, method, grad_drop)
     return run.grid()
 
 
@@ -107,6 +115,9 @@ class _Run:
     component: str
     n_heads: int | None
     meta: dict
+    method: str = "atp"
+    delta: torch.Tensor | None = None  # AtP*: the change of the mean metric per cell, computed in interp.atp_star
+    graddrop: torch.Tensor | None = None  # AtP* with GradDrop: the mean |estimate| over dropped layers per cell
 
     def first_order(self) -> torch.Tensor:
         """``(a_source - a_base) . g`` per cell: (L, P) or (L, H, P) for heads (the change in the mean metric)."""
@@ -129,16 +140,17 @@ class _Run:
         denom = self.m_base - self.m_source
         if abs(denom) < 1e-6:
             raise InputError("base and source runs have the same metric value; the normalised effect is undefined")
-        effect = -self.first_order() / denom
+        effect = -(self.first_order() if self.delta is None else self.delta) / denom
         axes: dict[str, list] = {"layers": self.layers}
         if self.n_heads is not None:
             axes["heads"] = list(range(self.n_heads))
         axes["positions"] = list(self.positions)
-        meta = dict(component=self.component, method="atp", base_metric=self.m_base, source_metric=self.m_source)
-        return Grid("effect", effect, axes, meta=meta | self.meta)
+        meta = dict(component=self.component, method=self.method, base_metric=self.m_base, source_metric=self.m_source)
+        extra = {} if self.graddrop is None else {"graddrop": self.graddrop / abs(denom)}
+        return Grid("effect", effect, axes, extra=extra, meta=meta | self.meta)
 
 
-def _attribution(lm, base, source, layers, positions, component, metric) -> _Run:
+def _attribution(lm, base, source, layers, positions, component, metric, method="atp", grad_drop=False) -> _Run:
     base_in, source_in, answers = _split_pairs(base, source)
     layers = list(range(lm.n_layers) if layers is None else layers)
     positions = dict(positions or {"last": last()})
@@ -170,6 +182,8 @@ def _attribution(lm, base, source, layers, positions, component, metric) -> _Run
                 "source prompt; patching pairs them one to one"
             )
         cols[name] = (cb, cs)
+    if method == "atp*":
+        return _star(lm, b_batch, s_batch, metric, layers, cols, component, grad_drop)
 
     # One source forward: every site, at every column; the metric at its last token.
     s_ops = [Op(None, t, _every_column(s_batch), read=True) for t in targets]
@@ -197,7 +211,7 @@ def _attribution(lm, base, source, layers, positions, component, metric) -> _Run
     meta = {"n_pairs": len(b_batch)}
     if isinstance(metric, _logit_diff):
         meta |= dict(
-            clean_accuracy=(logits.argmax(-1) == metric.a.to(logits.device)).float().mean().item(),
+            clean_accuracy=_accuracy(logits, metric),
             base_logit_diff=m.item(),
             source_logit_diff=m_source,
         )
@@ -213,6 +227,19 @@ def _attribution(lm, base, source, layers, positions, component, metric) -> _Run
         n_heads=lm.spec.n_heads if component == "head" else None,
         meta=meta,
     )
+
+
+def _star(lm, b_batch, s_batch, metric, layers, cols, component, grad_drop) -> _Run:
+    got = atp_star.grid_effects(lm, b_batch, s_batch, metric, layers, cols, component, grad_drop)
+    delta, graddrop, m_base, m_source, logits = got
+    meta = {"n_pairs": len(b_batch), "grad_drop": grad_drop}
+    if isinstance(metric, _logit_diff):  # as the AtP run's metadata
+        meta |= dict(clean_accuracy=_accuracy(logits, metric), base_logit_diff=m_base, source_logit_diff=m_source)
+    return _Run(layers, cols, [], [], [], m_base, m_source, component, None, meta, "atp*", delta, graddrop)
+
+
+def _accuracy(logits, metric) -> float:
+    return (logits.argmax(-1) == metric.a.to(logits.device)).float().mean().item()
 
 
 class _logit_diff:
@@ -255,8 +282,7 @@ def _shape(t: _sites.Target, B: int, T: int) -> tuple[int, ...]:
 
 
 def _every_column(batch) -> torch.Tensor:
-    B, T = batch.input_ids.shape
-    return torch.arange(T, device=batch.input_ids.device).expand(B, T)  # (B, T)
+    return torch.arange(batch.input_ids.shape[1], device=batch.input_ids.device).expand(len(batch), -1)  # (B, T)
 
 
 def _adder(zero: torch.Tensor):
@@ -268,16 +294,15 @@ def _mean(m: torch.Tensor) -> torch.Tensor:
     return m.float().mean() if m.dim() else m.float()
 
 
-# ---- AtP against exact patching -------------------------------------------------------------------------------
-
-
 @dataclass
 class Comparison:
-    """AtP and exact patching of one component over the same grid: agreement, and where they part.
+    """AtP (or AtP*: ``atp.method``) and exact patching of one component over the same grid: agreement, and where
+    they part.
 
     Attributes:
         pearson: correlation of the two grids' effects over all cells.
-        overlap: of the ``k`` cells with the largest ``|exact effect|``, how many are among AtP's top ``k``.
+        overlap: of the ``k`` cells with the largest ``|exact effect|``, how many are among AtP's top ``k`` (by
+            ``|effect|``, or GradDrop's magnitudes where the grid has them).
         atp_seconds, exact_seconds: wall time of each grid.
     """
 
@@ -292,19 +317,14 @@ class Comparison:
 
     def worst(self, n: int = 3) -> list[dict]:
         """The ``n`` cells where AtP misses the exact effect most: ``{"layer", "position", "exact", "atp"}``."""
-        gap = (self.exact.effect - self.atp.effect).abs().flatten()
-        out = []
-        for flat in gap.argsort(descending=True)[:n].tolist():
-            i, j = divmod(flat, len(self.exact.positions))
-            out.append(
-                dict(
-                    layer=self.exact.layers[i],
-                    position=self.exact.positions[j],
-                    exact=float(self.exact.effect[i, j]),
-                    atp=float(self.atp.effect[i, j]),
-                )
-            )
-        return out
+        e, a = self.exact, self.atp.effect
+        cells = [
+            divmod(f, len(e.positions)) for f in (e.effect - a).abs().flatten().argsort(descending=True)[:n].tolist()
+        ]
+        return [
+            dict(layer=e.layers[i], position=e.positions[j], exact=float(e.effect[i, j]), atp=float(a[i, j]))
+            for i, j in cells
+        ]
 
 
 def compare_with_patching(
@@ -316,8 +336,12 @@ def compare_with_patching(
     positions: Mapping[str, Position] | None = None,
     k: int = 10,
     progress: bool = False,
+    methods: Sequence[str] = ("atp",),
+    grad_drop: bool = False,
 ) -> list[Comparison]:
-    """AtP next to exact :func:`interp.patching.patch_grid`, per component: correlation and top-``k`` overlap.
+    """AtP next to exact :func:`interp.patching.patch_grid`, per component: correlation and top-``k`` overlap;
+    with ``methods=("atp", "atp*")`` one comparison per component and method (one exact grid each; ``report``
+    marks AtP* rows with ``*``).
 
     Example:
         >>> pp = Pairs.of(base, source, base_answer=[5] * 4, source_answer=[6] * 4)
@@ -333,15 +357,15 @@ def compare_with_patching(
     out = []
     for component in components:
         t0 = time.perf_counter()
-        atp = attribution_patch(lm, pairs, layers=layers, positions=positions, component=component)
-        t1 = time.perf_counter()
         exact = patch_grid(lm, pairs, layers=layers, positions=positions, component=component, progress=progress)
-        t2 = time.perf_counter()
-        out.append(
-            Comparison(
-                component, atp, exact, _pearson(atp.effect, exact.effect), _overlap(atp, exact, k), k, t1 - t0, t2 - t1
-            )
-        )
+        t_exact = time.perf_counter() - t0
+        for method in methods:
+            t0 = time.perf_counter()
+            kw = dict(method=method, grad_drop=grad_drop and method == "atp*")
+            atp = attribution_patch(lm, pairs, layers=layers, positions=positions, component=component, **kw)
+            t = time.perf_counter() - t0
+            p, o = _pearson(atp.effect, exact.effect), _overlap(atp, exact, k)
+            out.append(Comparison(component, atp, exact, p, o, k, t, t_exact))
     return out
 
 
@@ -351,8 +375,9 @@ def report(comparisons: Sequence[Comparison]) -> str:
     lines = [f"component   cells  pearson  top-{k} overlap  AtP s  exact s  worst cell (exact / AtP)"]
     for c in comparisons:
         w = c.worst(1)[0]
+        name = c.component + ("*" if c.atp.method == "atp*" else "")
         lines.append(
-            f"{c.component:<11} {c.exact.effect.numel():>5}  {c.pearson:>7.3f}  {c.overlap:>7d}/{c.k:<6d} "
+            f"{name:<11} {c.exact.effect.numel():>5}  {c.pearson:>7.3f}  {c.overlap:>7d}/{c.k:<6d} "
             f"{c.atp_seconds:>6.2f}  {c.exact_seconds:>7.2f}  L{w['layer']} {w['position']}: "
             f"{w['exact']:.2f} / {w['atp']:.2f}"
         )
@@ -368,8 +393,8 @@ def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _overlap(atp: Grid, exact: Grid, k: int) -> int:
     k = min(k, exact.effect.numel())
-    top = lambda g: set(g.effect.abs().flatten().topk(k).indices.tolist())  # noqa: E731
-    return len(top(atp) & top(exact))
+    top = lambda t: set(t.abs().flatten().topk(k).indices.tolist())  # noqa: E731
+    return len(top(atp.extra.get("graddrop", atp.effect)) & top(exact.effect))
 
 
 __all__ = ["attribution_patch", "compare_with_patching", "Comparison", "report"]

@@ -39,7 +39,18 @@ forward: module shapes and execution order), :mod:`~interp.engine.unembed` (logi
 
 from __future__ import annotations
 
-from .attention import PATTERN, PATTERN_ATTENTION, PatternPoint, attach_patterns, pattern_attention, uses_patterns
+from .attention import (
+    PATTERN,
+    PATTERN_ATTENTION,
+    QUERY,
+    PatternPoint,
+    QueryPoint,
+    attach_patterns,
+    attach_queries,
+    pattern_attention,
+    query_target,
+    uses_patterns,
+)
 from .generation import generating
 from .hooks import contiguous_unembedding, forward, hooked, refuse_unfireable
 from .nnsight_backend import envoy_at, run_nnsight
@@ -62,12 +73,15 @@ __all__ = [
     "PATTERN_ATTENTION",
     "PROBE",
     "PatternPoint",
+    "QUERY",
+    "QueryPoint",
     "Recording",
     "StandIn",
     "Stop",
     "Tally",
     "apply_ops",
     "attach_patterns",
+    "attach_queries",
     "blocked",
     "configure",
     "contiguous_unembedding",
@@ -90,6 +104,7 @@ __all__ = [
     "onloaded",
     "options",
     "pattern_attention",
+    "query_target",
     "readout",
     "recorded",
     "recording",

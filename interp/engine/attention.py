@@ -25,12 +25,13 @@ import torch
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
-from ..arch import architecture, submodule
+from ..arch import Target, architecture, submodule
 from ..errors import SiteError
 from .plan import Op
 
 PATTERN = "attn_pattern"  # name of the point added to each attention module: its output is the probabilities
 PATTERN_ATTENTION = "interp_eager"  # the attention implementation that calls it (registered with transformers)
+QUERY = "attn_query"  # a point on the scaled queries (attached by attach_queries; AtP*'s exact attention scores)
 
 
 class PatternPoint(torch.nn.Module):
@@ -44,6 +45,22 @@ class PatternPoint(torch.nn.Module):
         return probs
 
 
+class QueryPoint(torch.nn.Module):
+    """Identity on the scaled queries ``q * scaling`` (B, heads, T, d); its child ``rows`` sees them as
+    (B, T, heads * d), the layout ops read and edit. ``softcap`` keeps the score softcapping it last ran under."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows = torch.nn.Identity()
+        self.softcap: float | None = None
+
+    def forward(self, query: torch.Tensor, softcap: float | None = None) -> torch.Tensor:
+        self.softcap = softcap
+        B, h, T, d = query.shape
+        flat = self.rows(query.transpose(1, 2).reshape(B, T, h * d))
+        return flat.reshape(B, T, h, d).transpose(1, 2)
+
+
 def eager_with_pattern(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None, **kwargs):
     """Eager attention (as in transformers' ``eager_attention_forward``) with the probabilities passed through the
     module's :class:`PatternPoint`: q, k (B, h, T, d) and v -> (B, T, h, d) output and (B, h, T, S) probabilities."""
@@ -52,7 +69,11 @@ def eager_with_pattern(module, query, key, value, attention_mask, scaling=None, 
     group = query.shape[1] // key.shape[1]
     if group > 1:  # grouped-query attention: each key/value head serves `group` consecutive query heads
         key, value = key.repeat_interleave(group, dim=1), value.repeat_interleave(group, dim=1)
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, h, T, S)
+    qpoint = getattr(module, QUERY, None)
+    if qpoint is not None:  # the scaled queries pass through their point (attach_queries)
+        scores = torch.matmul(qpoint(query * scaling, softcap), key.transpose(2, 3))
+    else:
+        scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, h, T, S)
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
     if attention_mask is not None:
@@ -96,6 +117,27 @@ def attach_patterns(lm) -> None:
     lm._probe = None  # the recorded forward is found again, with the new points in it
 
 
+def attach_queries(lm) -> None:
+    """Give every attention module of ``lm`` a :class:`QueryPoint` (once; with its pattern points): runs under
+    :func:`pattern_attention` pass the scaled queries through it, so an op on :func:`query_target` reads them."""
+    attach_patterns(lm)
+    if getattr(lm, "_queries", False):
+        return
+    arch = architecture(lm)
+    for i in range(lm.spec.n_layers):
+        attn = submodule(lm.hf, f"{arch.layers}.{i}.{arch.attn}")
+        if not isinstance(getattr(attn, QUERY, None), QueryPoint):
+            attn.add_module(QUERY, QueryPoint())
+    lm._queries = True
+    lm._probe = None
+
+
+def query_target(lm, layer: int) -> Target:
+    """Where layer ``layer``'s scaled queries are read, (B, T, heads * head_dim) (after :func:`attach_queries`)."""
+    arch, s = architecture(lm), lm.spec
+    return Target(f"{arch.layers}.{layer}.{arch.attn}.{QUERY}.rows", "output", None, s.n_heads, s.n_heads * s.head_dim)
+
+
 @contextlib.contextmanager
 def pattern_attention(model: torch.nn.Module, on: bool = True):
     """While the block runs, ``model`` uses :data:`PATTERN_ATTENTION` (eager, exposing ``attn_pattern``); its own
@@ -115,15 +157,19 @@ def pattern_attention(model: torch.nn.Module, on: bool = True):
 
 def uses_patterns(ops: Sequence[Op]) -> bool:
     """Whether a plan touches ``attn_pattern`` (and so must run under :func:`pattern_attention`)."""
-    return any(op.target.pattern for op in ops)
+    return any(op.target.pattern or f".{QUERY}." in op.target.path for op in ops)
 
 
 __all__ = [
     "PATTERN",
     "PATTERN_ATTENTION",
     "PatternPoint",
+    "QUERY",
+    "QueryPoint",
     "attach_patterns",
+    "attach_queries",
     "eager_with_pattern",
     "pattern_attention",
+    "query_target",
     "uses_patterns",
 ]
