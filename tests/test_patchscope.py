@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import ARCHS, tiny_lm
 
+import reft
 from interp import Site, at, collect, fastpatch, first, intervene, last, logit_lens, run
 from interp.patchscope import patchscope
 
@@ -72,6 +73,20 @@ def test_full_path_and_batches_agree_with_the_cached_one(monkeypatch):
     monkeypatch.setattr(fastpatch, "supported", lambda lm, component: "outside the table (test)")
     full = patchscope(lm, OTHER, target=TARGET, placeholder=9, batch_size=3)
     torch.testing.assert_close(full.logits, cached.logits, atol=1e-5, rtol=1e-5)
+
+
+def test_a_reft_model_is_read_under_its_edits():
+    """The source states come from the ReFT model's run (its edit at layer 0); the target runs on the plain LM."""
+    lm = tiny_lm("llama")
+    iv = reft.LoReFT(lm.d_model, rank=2)
+    with torch.no_grad():
+        iv.W.bias.add_(1.0)
+    rlm = reft.attach(lm, {Site("resid_post", 0, last()): iv})
+    edited = patchscope(rlm, OTHER, layers=[0], target=TARGET, placeholder=9)
+    states = collect(rlm, OTHER, at=Site("resid_post", 0, last()))
+    torch.testing.assert_close(edited.logits[0, :, 0], _patched(lm, states, 0), atol=1e-4, rtol=1e-4)
+    plain = patchscope(lm, OTHER, layers=[0], target=TARGET, placeholder=9)
+    assert (edited.logits - plain.logits).abs().max() > 1e-3
 
 
 def test_reads_like_a_logit_lens():
