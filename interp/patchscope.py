@@ -16,8 +16,16 @@ hidden state at the placeholder token after layer ``target_layer`` (the same ``l
 the target forward, and decodes the target's next token there. With the default few-shot identity prompt
 ``"cat -> cat; 1135 -> 1135; hello -> hello; ? ->"`` the model is asked to repeat the token ``h`` stands for;
 unlike the logit lens, the remaining layers take part in decoding it, so the readout need not be linear in the
-model's output basis. Every (layer, prompt, position) is one row of a single batched target forward: one op per
-target layer patches its rows, and the forward stops after the final norm at the last target token.
+model's output basis. Every (layer, prompt, position) is one row of a single batched target forward: the target's
+tokens before the placeholder, the same in every row and out of any patch's reach, run once and keep their keys
+and values (:class:`interp.fastpatch.CleanRun`); each row then runs only the placeholder and the tokens after it,
+with one op per row, and stops after the final norm at the last target token. (A model outside the site table
+runs every row in full, one op per target layer.) A patch after the last layer at a placeholder that is not the
+target's last token cannot reach its output: decode the last layers with an earlier ``target_layer``.
+
+On Gemma-3-270M the identity patchscope reads which token a state *is* (the IO name from its own token at layers
+0-7 of IOI prompts), not what the model predicts there (the logit lens's answer at the last token from layer 12):
+docs/analysis.md, notebook 01.
 """
 
 from __future__ import annotations
@@ -148,7 +156,8 @@ def patchscope(
         target_layer: the layer patched in the target (default: each source layer into the same layer).
         top_k: how many tokens :meth:`Patchscope.top_k` lists by default (checked against the vocabulary there).
         new_tokens: also decode this many greedy tokens of each patched target (``tokens``, ``text()``).
-        batch_size: target rows a forward (default: all n_layers x B x k rows in one forward).
+        batch_size: target rows a forward, of the n_layers x B x k (default: 256 on the cached path, where a
+            row is the few tokens from the placeholder on; all of them for a model outside the site table).
     """
     lm = model.lm if hasattr(model, "edit_ops") and hasattr(model, "lm") else model
     layers = list(range(lm.n_layers) if layers is None else layers)
