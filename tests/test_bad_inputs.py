@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import tiny_lm
 
-TOPICS = ("io", "cli", "numbers", "inputs", "featurizers", "circuits", "patchscope", "atp")  # tests/bad_inputs_<topic>.py
+TOPICS = ("io", "cli", "numbers", "inputs", "featurizers", "circuits", "edges", "patchscope", "atp")  # tests/bad_inputs_<topic>.py
 
 
 class CLI:

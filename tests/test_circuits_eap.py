@@ -4,7 +4,8 @@ Tiny random models of every architecture check the properties: the full circuit 
 one the corrupted run; EAP equals exact edge patching where the metric is linear in the receiver's input (edges
 into the logits with the final norm taken out), and agrees to first order with it for every edge when the
 corrupted run is a small perturbation of the clean one (Gemma-3's block norms included); mean ablation; scores,
-selections and the JSON round trip. One test on Gemma-3-270M checks EAP against exact patching on IOI.
+selections and the JSON round trip (bad input: tests/bad_inputs_edges.py). One test on Gemma-3-270M checks EAP
+against exact patching on IOI.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from interp.circuits.eap import eap
 from interp.circuits.edge_scores import Circuit, EdgeScores
 from interp.circuits.graph import Graph
 from interp.circuits.run import exact_edge_effects, run_circuit, sender_means
-from interp.errors import FormatError, InputError, SaveExistsError
+from interp.errors import SaveExistsError
 
 
 def _pairs(n: int = 3, T: int = 6, seed: int = 0) -> Pairs:
@@ -157,43 +158,6 @@ def test_graph_counts_match_mib():
     assert len(Graph(18, 4)) == 10342  # Gemma-3-270M
     par = Graph(2, 4, parallel=True)
     assert ("a0.h0", "m0") not in par.edges and ("a0.h0", "m1") in par.edges
-
-
-BAD = [
-    (lambda lm, pp, g: eap(lm, pp, steps=-1), InputError, "-1"),
-    (lambda lm, pp, g: eap(lm, pp, steps=2, ig_on="outputs"), InputError, "outputs"),
-    (lambda lm, pp, g: eap(lm, pp, batch_size=0), InputError, "batch_size"),
-    (lambda lm, pp, g: eap(lm, [1, 2], graph=g), InputError, "list"),
-    (lambda lm, pp, g: eap(lm, pp, graph=Graph(3, 4)), InputError, "3 layers"),
-    (lambda lm, pp, g: run_circuit(lm, pp, Circuit.full(g), ablation="zero"), InputError, "zero"),
-    (lambda lm, pp, g: run_circuit(lm, pp, Circuit.full(g), means=torch.zeros(3)), InputError, "means"),
-    (
-        lambda lm, pp, g: run_circuit(lm, pp, Circuit.full(g), ablation="mean", means=torch.zeros(3, 32)),
-        InputError,
-        r"\(3, 32\)",
-    ),  # fmt: skip
-    (lambda lm, pp, g: run_circuit(lm, pp, g), InputError, "Graph"),
-    (lambda lm, pp, g: Circuit(g, torch.ones(5, dtype=torch.bool)), InputError, r"\(5,\)"),
-    (lambda lm, pp, g: EdgeScores(g, torch.zeros(3)), InputError, r"\(3,\)"),
-    (lambda lm, pp, g: EdgeScores(g, torch.zeros(len(g))).top(111), InputError, "111"),
-    (lambda lm, pp, g: EdgeScores(g, torch.zeros(len(g))).top_fraction(1.5), InputError, "1.5"),
-    (lambda lm, pp, g: EdgeScores(g, torch.zeros(len(g))).threshold(-1), InputError, "-1"),
-    (lambda lm, pp, g: g.index(("m1", "a0.h0<q>")), InputError, "m1"),
-    (lambda lm, pp, g: exact_edge_effects(lm, pp, g, [110]), InputError, "110"),
-    (lambda lm, pp, g: Circuit.from_json("{}", g), FormatError, "edges"),
-    (
-        lambda lm, pp, g: eap(lm, Pairs.of([[3, 4, 5]], [[3, 4]], base_answer=[5], source_answer=[6])),
-        InputError,
-        "3 tokens but source 2",
-    ),  # fmt: skip
-]
-
-
-@pytest.mark.parametrize("call,error,match", BAD, ids=[b[2] for b in BAD])
-def test_bad_input_is_refused_before_any_work(call, error, match):
-    lm = tiny_lm("llama")
-    with pytest.raises(error, match=match):
-        call(lm, _pairs(), Graph.of(lm))
 
 
 @pytest.mark.slow
