@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from conftest import tiny_lm
 
-TOPICS = ("io", "cli", "numbers", "inputs", "featurizers", "circuits", "edges", "patchscope", "atp")  # tests/bad_inputs_<topic>.py
+# tests/bad_inputs_<topic>.py
+TOPICS = ("io", "cli", "numbers", "inputs", "featurizers", "circuits", "edges", "patchscope", "atp")
 
 
 class CLI:
