@@ -1,4 +1,4 @@
-"""Command line: ``reft train | eval | generate | compare`` (also ``python -m reft``).
+"""Command line: ``reft train | eval | generate | compare | serve`` (also ``python -m reft``).
 
 Example:
     reft train --task style --out runs/style                 # rank-4 LoReFT at one layer, ~20 examples
@@ -7,6 +7,7 @@ Example:
     reft train --task sentiment --grad-accum 4 --weight-decay 0.01 --warmup-ratio 0.2 --no-progress
     reft eval --task sentiment --load runs/sent --json
     reft compare --task sentiment --json                      # LoReFT, DiReFT, LoRA, DoRA: one table
+    reft serve --edit style=runs/style --port 8000             # vLLM's OpenAI server, an edit per request
 
 ``--json`` prints one object. The experiments (decode-time, memorisation, steering) are scripts of the
 repository's ``experiments/`` folder (:data:`MOVED`).
@@ -44,7 +45,7 @@ from ..tasks import NAMES, TaskData, get  # importing reft.tasks registers reft'
 from ..train import TrainConfig, check_checkpoint_dir
 
 # modules of reft.cli, one per subcommand
-COMMANDS = ("train", "eval", "generate", "compare")
+COMMANDS = ("train", "eval", "generate", "compare", "serve")
 # Commands that reproduced results: now scripts of the repository's experiments/ folder (options unchanged).
 MOVED = {"experiment": "decode_time", "memorise": "memorise", "steer": "steer_style"}
 BASELINES = ("lora", "dora")
