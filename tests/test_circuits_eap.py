@@ -174,3 +174,25 @@ def test_gemma_eap_tracks_exact_edge_patching_on_ioi(gemma):
     exact = exact_edge_effects(gemma, pp, g, sample)
     r = torch.corrcoef(torch.stack([s.scores[sample], exact]))[0, 1]
     assert r > 0.7, r
+
+
+def test_parallel_residual():
+    """GPT-NeoX's parallel residual: the MLP reads its layer's input, so it receives no edge from that layer's heads,
+    and the full and empty circuits are still the two runs."""
+    import transformers as tf
+
+    from interp import LM
+
+    torch.manual_seed(0)
+    cfg = tf.GPTNeoXConfig(vocab_size=97, hidden_size=32, num_attention_heads=4, num_hidden_layers=2,
+                           intermediate_size=64, use_parallel_residual=True)  # fmt: skip
+    lm, pp = LM(tf.GPTNeoXForCausalLM(cfg).eval()), _pairs()
+    g = Graph.of(lm)
+    assert g.parallel and ("a1.h0", "m1") not in g.edges and ("a0.h0", "m1") in g.edges
+    with torch.no_grad():
+        ld = lambda ids: (lambda lg: lg[:, 5] - lg[:, 6])(lm.hf(input_ids=ids).logits[:, -1])  # noqa: E731
+        clean, corrupt = ld(pp.base), ld(pp.source)
+    assert torch.allclose(run_circuit(lm, pp, Circuit.full(g)), clean, atol=1e-5)
+    assert torch.allclose(run_circuit(lm, pp, Circuit.empty(g)), corrupt, atol=1e-5)
+    exact = exact_edge_effects(lm, pp, g, list(range(len(g))))
+    assert torch.corrcoef(torch.stack([eap(lm, pp).scores, exact]))[0, 1] > 0.5

@@ -92,8 +92,7 @@ class Graph:
         """The graph of ``lm``'s architecture (one of :data:`interp.arch.ARCHITECTURES`)."""
         arch = architecture(lm)
         layer0 = submodule(lm.hf, f"{arch.layers}.0")
-        parallel = bool(getattr(lm.hf.config, "use_parallel_residual", False)) and arch.resid_mid is not None
-        parallel = parallel or bool(getattr(layer0, "use_parallel_residual", False))
+        parallel = bool(getattr(layer0, "use_parallel_residual", False))  # GPT-NeoX's default
         norm_after = arch.attn_out[0] != arch.attn
         return cls(lm.spec.n_layers, lm.spec.n_heads, parallel, norm_after, lm.spec.architecture)
 
