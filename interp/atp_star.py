@@ -139,10 +139,13 @@ def base_run(lm, batch, metric, read_at: torch.Tensor, grad_drop: bool) -> BaseR
     )
 
 
-def column_effects(lm, batch, run: BaseRun, metric, component: str, layer: int, cols, a_source, read_at):
+def column_effects(lm, batch, run: BaseRun, read, component: str, layer: int, cols, a_source, read_at):
     """Change of the mean metric (V, n_cells) for every cell of one layer: variant 0 AtP*, 1 + l GradDrop's.
 
-    ``cols`` (n_cells, B) padded base columns, ``a_source`` (n_cells, B, w) the source vectors to patch in."""
+    ``cols`` (n_cells, B) padded base columns, ``a_source`` (n_cells, B, w) the source vectors to patch in;
+    ``read`` = (metric, vocab): the metric of logits over ``vocab`` (all words where None)."""
+    metric, vocab = read
+    m_base = run.m_base if vocab is None else _mean(metric(run.logits[:, vocab.to(run.logits.device)])).item()
     n, B = cols.shape
     N, dev = n * B, batch.input_ids.device
     b_of = torch.arange(B, device=dev).repeat(n)  # row r = cell * B + b
@@ -166,9 +169,9 @@ def column_effects(lm, batch, run: BaseRun, metric, component: str, layer: int, 
         keep = run.outputs[skip - 1][b_of, r_of][:, None] if skip > 0 else None
         read_hidden, _ = _one_token(lm, batch, run, skip, keep, [], b_of, r_of, (c_of, new_kv))
         hidden = torch.where(direct[:, None, None], hidden, read_hidden)
-    patched = readout(lm, hidden)[:, -1].to(run.logits.dtype)  # (N, V): the metric's logits per row
+    patched = readout(lm, hidden, vocab)[:, -1].to(run.logits.dtype)  # (N, V): the metric's logits per row
     for i in range(n):
-        total[:, i] += _mean(metric(patched[i * B : (i + 1) * B])).item() - run.m_base
+        total[:, i] += _mean(metric(patched[i * B : (i + 1) * B])).item() - m_base
     # 3. First order from every attention output of the rows between (their rows recomputed exactly).
     for j in range(skip, lm.n_layers):
         total += _through_attention(lm, run, j, new_kv[j - skip], c_of, r_of, n, B).to(total.device)
@@ -252,9 +255,10 @@ def _through_attention(lm, run: BaseRun, j: int, new_kv, c_of, r_of, n: int, B: 
     return out
 
 
-def grid_effects(lm, b_batch, s_batch, metric, layers, cols, component: str, grad_drop: bool):
-    """AtP*'s change of the mean metric per cell (L, P), GradDrop's magnitudes (L, P) or None, and the base and
-    source metric values. ``cols``: name -> (base columns (B, 1), source columns (B, 1))."""
+def grid_effects(lm, b_batch, s_batch, metric, layers, cols, component: str, grad_drop: bool, read=None):
+    """AtP*'s change of the mean metric per cell (L, P), GradDrop's magnitudes (L, P) or None, the base and
+    source metric values, and the clean logits. ``cols``: name -> (base columns (B, 1), source columns (B, 1));
+    ``read``: (the same metric over a few words, their ids), so patched runs compute only those logits."""
     check(lm, component, cols)
     read_at = last().resolve(b_batch.attention_mask)
     targets = [resolve(lm, Site(component, layer)) for layer in layers]
@@ -275,7 +279,9 @@ def grid_effects(lm, b_batch, s_batch, metric, layers, cols, component: str, gra
             same = vec.to(run.outputs[layer].device) == run.outputs[layer][rows, c_b.to(run.outputs[layer].device)]
             todo = ~same.all(-1).all(-1).cpu()
         if todo.any():
-            got = column_effects(lm, b_batch, run, metric, component, layer, c_b[todo], vec[todo], read_at)
+            got = column_effects(
+                lm, b_batch, run, read or (metric, None), component, layer, c_b[todo], vec[todo], read_at
+            )
             effects[:, li, todo] = got.cpu()
     delta = effects[0].float()
     magnitude = effects[1:].abs().mean(0).float() if grad_drop else None

@@ -210,11 +210,7 @@ def _attribution(lm, base, source, layers, positions, component, metric, method=
 
     meta = {"n_pairs": len(b_batch)}
     if isinstance(metric, _logit_diff):
-        meta |= dict(
-            clean_accuracy=_accuracy(logits, metric),
-            base_logit_diff=m.item(),
-            source_logit_diff=m_source,
-        )
+        meta |= dict(clean_accuracy=metric.accuracy(logits), base_logit_diff=m.item(), source_logit_diff=m_source)
     return _Run(
         layers=layers,
         positions=cols,
@@ -230,16 +226,13 @@ def _attribution(lm, base, source, layers, positions, component, metric, method=
 
 
 def _star(lm, b_batch, s_batch, metric, layers, cols, component, grad_drop) -> _Run:
-    got = atp_star.grid_effects(lm, b_batch, s_batch, metric, layers, cols, component, grad_drop)
+    read = metric.narrow() if isinstance(metric, _logit_diff) else None  # patched runs: the answers' logits only
+    got = atp_star.grid_effects(lm, b_batch, s_batch, metric, layers, cols, component, grad_drop, read)
     delta, graddrop, m_base, m_source, logits = got
     meta = {"n_pairs": len(b_batch), "grad_drop": grad_drop}
     if isinstance(metric, _logit_diff):  # as the AtP run's metadata
-        meta |= dict(clean_accuracy=_accuracy(logits, metric), base_logit_diff=m_base, source_logit_diff=m_source)
+        meta |= dict(clean_accuracy=metric.accuracy(logits), base_logit_diff=m_base, source_logit_diff=m_source)
     return _Run(layers, cols, [], [], [], m_base, m_source, component, None, meta, "atp*", delta, graddrop)
-
-
-def _accuracy(logits, metric) -> float:
-    return (logits.argmax(-1) == metric.a.to(logits.device)).float().mean().item()
 
 
 class _logit_diff:
@@ -247,6 +240,13 @@ class _logit_diff:
 
     def __init__(self, a: torch.Tensor, b: torch.Tensor):
         self.a, self.b = a, b
+
+    def accuracy(self, logits: torch.Tensor) -> float:
+        return (logits.argmax(-1) == self.a.to(logits.device)).float().mean().item()
+
+    def narrow(self):  # the same metric over the answers' logits only, and their ids
+        vocab = torch.unique(torch.cat([self.a, self.b]).cpu())
+        return _logit_diff(*(torch.searchsorted(vocab, x.cpu()) for x in (self.a, self.b))), vocab
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         rows = torch.arange(logits.shape[0], device=logits.device)
