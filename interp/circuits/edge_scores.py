@@ -11,8 +11,10 @@ Example:
     >>> _ = c.save(tmp / "circuit.json")                   # atomic; an existing file is refused
 
 Scores are ranked by absolute value (an edge that hurts the metric matters as much as one that helps), as MIB
-and EAP-IG select circuits. The JSON form is MIB's (``{"nodes": {name: {"in_graph"}}, "edges": {"a0.h1->m0":
-{"score", "in_graph"}}}``) plus the method, the graph's shape and the selection, so MIB's tools read it.
+and EAP-IG select circuits. The JSON form uses MIB's names and fields (``{"nodes": {name: {"in_graph"}}, "edges":
+{"a0.h1->a1.h2<q>": {"score", "in_graph"}}}``), plus the method, the graph's shape and the selection. A circuit is
+its edges as chosen, not pruned: an edge whose sender keeps none of its own inputs carries nothing in
+:func:`interp.circuits.run.run_circuit` (that sender computes its corrupted output), as MIB's pruning would drop it.
 """
 
 from __future__ import annotations

@@ -97,7 +97,7 @@ class Captured:
 class EdgeRun:
     """What :func:`edge_forward` gives: ``logits`` (B, V) at each row's last token, ``outputs`` (S, B, T, d) every
     sender's output (before Gemma's block norm), ``taps`` (R, B, T, d) the zeros added at each receiver's input
-    (leaves whose gradient is d metric / d receiver input) or None, and ``sums`` each block's summed output."""
+    (leaves whose gradient is d metric / d receiver input) or None."""
 
     logits: torch.Tensor
     outputs: torch.Tensor
@@ -231,9 +231,8 @@ def _roles(width: int, roles: str, layout: str, H: int, device) -> torch.Tensor:
 
 
 def _mix(K: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
-    """``sum_s K[g, r, s] deltas[s, g]``: (G, R, S) with (S, G, B, T, d) -> (R, G * B, T, d)."""
-    out = torch.einsum("grs,sgbtd->rgbtd", K.to(deltas.dtype), deltas)
-    return out.flatten(1, 2)
+    """``sum_s K[g, r, s] deltas[s, g]``: (G, R, S) with (S, G, B, T, d) -> (R, G, B, T, d)."""
+    return torch.einsum("grs,sgbtd->rgbtd", K.to(deltas.dtype), deltas)
 
 
 def edge_forward(
@@ -327,22 +326,52 @@ class _Mixer:
 
     def inputs(self, rs: slice, n_up: int) -> torch.Tensor:
         """The inputs (R_rs, G * B, T, d) of receivers ``rs``, from the first ``n_up`` senders."""
+        G, B = self.G, self.B
         base = self.resid_pre if n_up < len(self.deltas) else self.resid  # a parallel MLP reads its layer's input
-        base = _tile(base, self.B, self.G)[None]
+        base = _tile(base, B, G).unflatten(0, (G, B))  # (G, B, T, d)
         K = self.keep[:, rs, :n_up]  # (G, R_rs, n_up)
-        deltas = torch.stack(self.deltas[:n_up]).unflatten(1, (self.G, self.B))  # (n_up, G, B, T, d)
+        deltas = torch.stack(self.deltas[:n_up]).unflatten(1, (G, B))  # (n_up, G, B, T, d)
         if self.linear:
-            return base + _mix(K, deltas)
-        total = base + _mix(K[:, :, :1], deltas[:1])  # the input embeddings: added as they are
-        for L, kind, senders, c_sum, c_post in self.blocks:
-            if senders[0] >= n_up:
-                break
-            k = K[:, :, senders]
-            if not bool(k.any()):
-                continue
-            mixed = _tile(c_sum, self.B, self.G)[None] + _mix(k, deltas[senders])
-            total = total + L.post(kind, mixed) - _tile(c_post, self.B, self.G)[None]
-        return total
+            total = base[None] + _sparse_mix(K, deltas)
+        else:
+            total = base[None] + _sparse_mix(K[:, :, :1], deltas[:1])  # the input embeddings: added as they are
+            for L, kind, senders, c_sum, c_post in self.blocks:
+                if senders[0] >= n_up:
+                    break
+                total = total + self._block(L, kind, K[:, :, senders], deltas[senders], c_sum, c_post)
+        total = torch.broadcast_to(total, (K.shape[1], G, B, *base.shape[2:]))
+        return total.flatten(1, 2)
+
+    def _block(self, L: _Layer, kind: str, k: torch.Tensor, deltas: torch.Tensor, c_sum, c_post) -> torch.Tensor:
+        """What one normalised block adds to each receiver's input beyond its corrupted write: (R, G, B, T, d),
+        ``post(c_sum + sum_s k[g, r, s] delta_s) - post(c_sum)``, computed only for receivers that mix."""
+        G, R = k.shape[:2]
+        full, none = (k == 1).all(-1), (k == 0).all(-1)  # (G, R)
+        out = torch.zeros(R, G, *deltas.shape[2:], dtype=deltas.dtype, device=deltas.device)
+        if bool(none.all()):
+            return out
+        c_sum, c_post = c_sum[None], c_post[None]  # (1, B, T, d)
+        if bool(full.any()):
+            whole = L.post(kind, c_sum + deltas.sum(0)) - c_post  # (G, B, T, d)
+            out = out + full.T[:, :, None, None, None].to(out.dtype) * whole[None]
+        part = (~(full | none)).nonzero()  # (n, 2): (g, r)
+        if len(part):
+            g, r = part[:, 0], part[:, 1]
+            mixed = c_sum + torch.einsum("ns,snbtd->nbtd", k[g, r].to(deltas.dtype), deltas[:, g])
+            out = out.index_put((r, g), L.post(kind, mixed) - c_post)
+        return out
+
+
+def _sparse_mix(K: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
+    """``sum_s K[g, r, s] deltas[s, g]`` as (R, G, B, T, d) or broadcastable to it, reading only the senders whose
+    keep is not all zero, or (fewer) not all one: then as all of them minus the complement."""
+    nonzero, partial = (K != 0).any(0).any(0), (K != 1).any(0).any(0)  # (S,)
+    if int(partial.sum()) < int(nonzero.sum()):
+        everything = deltas.sum(0)[None]  # (1, G, B, T, d)
+        idx = partial.nonzero().flatten()
+        return everything - _mix(1 - K[..., idx], deltas[idx]) if len(idx) else everything
+    idx = nonzero.nonzero().flatten()
+    return _mix(K[..., idx], deltas[idx]) if len(idx) else deltas.new_zeros(1, *deltas.shape[1:])
 
 
 def block_jvp(lm, layout: EdgeLayout, at: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
