@@ -46,6 +46,7 @@ from ..errors import EditNotAppliedError, ServeError
 from ..position_base import Position
 
 SUPPORTED = ("Gemma3ForCausalLM", "LlamaForCausalLM")  # vLLM classes whose layer tree and residual flow are mapped
+PRUNE_AT = 4096  # remembered requests before those that left the engine are forgotten
 KINDS = {"resid_post": "stream_out", "resid_pre": "layer_in", "resid_mid": "norm_in", "attn_out": "out",
          "mlp_out": "out"}  # fmt: skip
 
@@ -77,14 +78,19 @@ class ServedOp:
         return j is not None and self.part in (None, j)
 
 
-def vllm_point(architecture: str, component: str, target: Target) -> Point:
-    """Where a site resolved on the Hugging Face model (``target``) lives in vLLM's module tree."""
+def check_architecture(architecture: str) -> None:
+    """Refuse an architecture whose vLLM module tree and residual flow are not mapped here."""
     if architecture not in SUPPORTED:
         raise ServeError(
             f"cannot serve edits on a {architecture} in vLLM: supported architectures are {', '.join(SUPPORTED)} "
             "(their decoder layers and residual flow are mapped in interp.engine.vllm_edit); serve this model "
             "with reft.generate on Hugging Face instead"
         )
+
+
+def vllm_point(architecture: str, component: str, target: Target) -> Point:
+    """Where a site resolved on the Hugging Face model (``target``) lives in vLLM's module tree."""
+    check_architecture(architecture)
     kind = KINDS.get(component)
     if kind is None or target.head is not None or target.cols is not None or target.pattern:
         raise ServeError(
@@ -151,8 +157,9 @@ class VllmEditor:
     def __init__(self, model: torch.nn.Module, runner, edits: dict[str, list[ServedOp]], *, tokenizer=None,
                  key: str = "reft"):  # fmt: skip
         self.model, self.runner, self.edits, self.tokenizer, self.key = model, runner, edits, tokenizer, key
-        self.plans: dict[str, RequestPlan | None] = {}
+        self.plans: dict[str, RequestPlan | None] = {}  # by vLLM's internal request id
         self.tally: dict[str, list[int]] = {}
+        self.tags: dict[str, str] = {}  # the caller's tag (extra_args[key + "_id"]) -> internal request id
         self.step: dict[Point, list[tuple[Callable, torch.Tensor]]] = {}
         self.handles: list = []
         self.modules = {}
@@ -184,6 +191,9 @@ class VllmEditor:
         state = self.runner.requests[req_id]
         extra = getattr(state.sampling_params, "extra_args", None) or {}
         name = extra.get(self.key)
+        tag = extra.get(self.key + "_id")
+        if tag is not None:
+            self.tags[tag] = req_id
         plan = None
         if name is not None:
             if name not in self.edits:
@@ -202,6 +212,11 @@ class VllmEditor:
         if not n:
             return
         req_ids = batch.req_ids[:n]
+        if len(self.plans) > PRUNE_AT:  # requests nobody checked (a server without check): forget those that left
+            live = self.runner.requests
+            self.plans = {r: p for r, p in self.plans.items() if r in live}
+            self.tally = {r: c for r, c in self.tally.items() if r in live}
+            self.tags = {t: r for t, r in self.tags.items() if r in live}
         plans = [self._plan(r) for r in req_ids]
         if all(p is None for p in plans):
             return
@@ -269,10 +284,16 @@ class VllmEditor:
 
     # ---- after a request: were its edits applied?
 
-    def check(self, req_id: str, n_cached: int, n_generated: int) -> None:
-        """Refuse a finished request whose edit was not applied where planned: every prompt position at or after
-        its ``n_cached`` prefix-cached tokens, and (decode-time) every generated token fed back (``n_generated - 1``),
-        at least once. Forgets the request."""
+    def check(self, tag: str, name: str | None, n_cached: int, n_generated: int) -> None:
+        """Refuse a finished request served ``name`` whose edit was not applied where planned: every prompt position
+        at or after its ``n_cached`` prefix-cached tokens, and (decode-time) every generated token fed back
+        (``n_generated - 1``), at least once. ``tag`` is the request's ``extra_args[key + "_id"]`` (vLLM renames
+        requests inside the engine). Forgets the request."""
+        req_id = self.tags.pop(tag, None)
+        if name is not None and req_id not in self.plans:
+            raise EditNotAppliedError(
+                f"request {tag} (edit {name!r}) never reached vLLM's forward under the hooks: no edit was applied"
+            )
         plan = self.plans.pop(req_id, None)
         count = self.tally.pop(req_id, None)
         if plan is None:
@@ -297,5 +318,15 @@ def _module(model: torch.nn.Module, point: Point) -> torch.nn.Module:
         ) from None
 
 
-__all__ = ["KINDS", "SUPPORTED", "Point", "RequestPlan", "ServedOp", "VllmEditor", "plan_request", "token_spans",
-           "vllm_point"]  # fmt: skip
+__all__ = [
+    "KINDS",
+    "SUPPORTED",
+    "Point",
+    "RequestPlan",
+    "ServedOp",
+    "VllmEditor",
+    "check_architecture",
+    "plan_request",
+    "token_spans",
+    "vllm_point",
+]

@@ -69,11 +69,11 @@ def served_ops(edit, architecture: str) -> list[ServedOp]:
     ]
 
 
-def check_model(name: str, edit, config: dict) -> None:
-    """Refuse an edit built for another model than the served one (``config``: its ``config.json``)."""
+def check_model(name: str, edit, config) -> None:
+    """Refuse an edit built for another model than the served one (``config``: its Hugging Face config)."""
     spec = edit.lm.spec
-    arch = (config.get("architectures") or ["?"])[0]
-    have = (arch, config.get("hidden_size"), config.get("num_hidden_layers"))
+    arch = (config.architectures or ["?"])[0]
+    have = (arch, config.hidden_size, config.num_hidden_layers)
     want = (spec.architecture, spec.d_model, spec.n_layers)
     if have != want:
         raise ServeError(

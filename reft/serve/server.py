@@ -22,15 +22,15 @@ process); speculative decoding; prompts given as embeddings; a ReftModel with a 
 
 from __future__ import annotations
 
-import json
+import itertools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from transformers import AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
-from interp.engine.vllm_edit import VllmEditor
+from interp.engine.vllm_edit import VllmEditor, check_architecture
 from interp.errors import ServeError
 from interp.models import embedded_model_path
 from interp.models import load as load_model
@@ -49,12 +49,14 @@ GREEDY = {"temperature": 0.0, "max_tokens": 16}
 
 @dataclass
 class Completion:
-    """One request's result: the generated ``text`` and ``token_ids``, the prompt's token ids, and the edit."""
+    """One request's result: the generated ``text`` and ``token_ids``, the prompt's token ids, the edit, and how
+    many prompt tokens came from vLLM's prefix cache (``cached_tokens``)."""
 
     text: str
     token_ids: list[int]
     prompt_token_ids: list[int]
     intervention: str | None
+    cached_tokens: int = 0
 
 
 class Server:
@@ -81,8 +83,9 @@ class Server:
         for name in edits:
             if not isinstance(name, str) or not name:
                 raise ServeError(f"edit names must be non-empty strings; got {name!r}")
-        self.folder, self._lm = folder, lm
-        arch = (config.get("architectures") or ["?"])[0]
+        self.folder, self._lm, self._count = folder, lm, itertools.count()
+        arch = (config.architectures or ["?"])[0]
+        check_architecture(arch)
         loaded = {name: as_edit(name, e, self.hf_model) for name, e in edits.items()}
         for name, e in loaded.items():
             check_model(name, e, config)
@@ -142,19 +145,21 @@ class Server:
         else:
             raise ServeError(f"sampling must be None, a dict or a vllm.SamplingParams; got {type(sampling).__name__}")
         ids = self.encode(prompts)
-        requests, per = [], []
+        requests, per, tags = [], [], []
         for name, p in zip(names, ids):
             sp = params.clone()
-            sp.extra_args = {**(sp.extra_args or {}), "reft": name}
+            tags.append(f"{id(self)}-{next(self._count)}")
+            sp.extra_args = {**(sp.extra_args or {}), "reft": name, "reft_id": tags[-1]}
             salt = cache_salt(name, self.served.get(name, []), p, self.tokenizer)
             requests.append({"prompt_token_ids": p, **({"cache_salt": salt} if salt else {})})
             per.append(sp)
         outs = self.llm.generate(requests, per, use_tqdm=False)
         results = []
-        for name, p, o in zip(names, ids, outs):
-            self.editor.check(o.request_id, o.num_cached_tokens or 0, len(o.outputs[0].token_ids))
+        for name, p, o, tag in zip(names, ids, outs, tags):
+            cached = o.num_cached_tokens or 0
+            self.editor.check(tag, name, cached, len(o.outputs[0].token_ids))
             c = o.outputs[0]
-            results.append(Completion(c.text, list(c.token_ids), p, name))
+            results.append(Completion(c.text, list(c.token_ids), p, name, cached))
         return results[0] if single else results
 
 
@@ -162,9 +167,9 @@ def _runner(worker):
     return worker.model_runner
 
 
-def _config(folder: Path) -> dict:
+def _config(folder: Path):
     try:
-        return json.loads((folder / "config.json").read_text())
+        return AutoConfig.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as e:
         raise ServeError(f"cannot read {str(folder / 'config.json')!r} ({e}); expected a local model folder") from None
 

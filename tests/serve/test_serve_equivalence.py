@@ -1,0 +1,123 @@
+"""Served in vLLM, trained edits give the tokens of reft.generate on the Hugging Face model (Gemma-3-270M).
+
+One engine for the file (``served``), with a small step budget (16 tokens) so that prompts are prefilled in chunks
+over several steps, mixed with other requests' decoding steps, and 16-token blocks so that prefix caching has
+prompts long enough to share. One batch carries a different edit per request (prompt-only ReFT from a saved
+folder, untied; prompt-only steering; decode-time ReFT; decode-time steering with ``recent(2)``) and none; each
+edit is strong enough that a missing edit changes the tokens (checked against the unedited generation).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+vllm = pytest.importorskip("vllm")
+
+import torch  # noqa: E402
+from conftest import tiny_lm  # noqa: E402
+
+import reft  # noqa: E402
+from interp import Site, all_tokens, first, generated, last, recent  # noqa: E402
+from interp.errors import ServeError  # noqa: E402
+from reft.serve import Server  # noqa: E402
+from reft.steering import steer  # noqa: E402
+
+NEW = 10
+LONG = (
+    "Once upon a time, in a small village by the sea, there lived an old fisherman who went out every morning "
+    "before sunrise, long before the baker lit his oven and the church bell rang, to cast his nets where"
+)
+PROMPTS = ["The capital of France is", LONG, "The best way to learn a new language is to", "My favourite food is"]
+# (prompt index, edit) per request: batch 1 gives every edit once and the unedited LONG; batch 2 serves LONG again
+# with the same edit (its cached prefix may be shared), another edit and none (never shared across edits).
+BATCH1 = [(0, "style"), (1, "steer"), (2, "decode"), (3, "recent"), (1, None)]
+BATCH2 = [(1, "steer"), (1, "style"), (1, None), (0, "decode")]
+PLAIN = [(0, None), (2, None), (3, None)]
+
+
+def _randomized(rlm, seed: int, scale: float = 0.5):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in rlm.interventions.named_parameters():
+            if "original" not in name:
+                p.add_(scale * torch.randn(p.shape, generator=g))
+    return rlm
+
+
+def _direction(seed: int) -> torch.Tensor:
+    v = torch.randn(640, generator=torch.Generator().manual_seed(seed))
+    return v / v.norm()
+
+
+@pytest.fixture(scope="module")
+def served(gemma, tmp_path_factory):
+    lm = gemma
+    style = _randomized(
+        reft.attach(lm, {Site("resid_post", 6, first(1) + last(1)): reft.LoReFT(640, 4)}, tied=False), 1
+    )
+    folder = reft.save(style, tmp_path_factory.mktemp("serve") / "style")
+    edits = {
+        "style": folder,  # loaded by the server from the saved folder
+        "steer": steer(lm, Site("resid_post", 4, all_tokens()), _direction(3), scale=300.0),
+        "decode": _randomized(reft.attach(lm, {Site("resid_post", 8, last(1) + generated()): reft.LoReFT(640, 4)}), 2),
+        "recent": steer(lm, Site("mlp_out", 9, recent(2)), _direction(4), scale=300.0),
+    }
+    server = Server(None, edits, lm=lm, max_num_batched_tokens=16, block_size=16)
+    rows = BATCH1 + BATCH2 + PLAIN
+    objects = {name: server.edits[name] for name in edits}
+    hf = reft.generate_ids(lm, [PROMPTS[i] for i, _ in rows], serve=[objects.get(n) for _, n in rows],
+                           max_new_tokens=NEW)  # fmt: skip
+    reference = {row: hf.new_ids[k].tolist() for k, row in enumerate(rows)}
+    return server, reference
+
+
+def _run(server, batch):
+    return server.generate([PROMPTS[i] for i, _ in batch], [n for _, n in batch], {"max_tokens": NEW})
+
+
+def test_one_batch_of_different_edits_equals_reft_generate(served):
+    server, reference = served
+    out = _run(server, BATCH1)
+    for (i, name), o in zip(BATCH1, out):
+        assert o.token_ids == reference[i, name], (name, PROMPTS[i], o.text)
+        if name is not None:  # the edit is visible: without it the tokens differ
+            assert reference[i, name] != reference[i, None], name
+    assert max(len(o.prompt_token_ids) for o in out) > 16  # LONG's prefill spans steps of 16 tokens
+
+
+def test_prefix_cache_is_shared_within_an_edit_and_never_across(served):
+    server, reference = served
+    _run(server, BATCH1)  # fills the cache (again, whatever ran before)
+    out = _run(server, BATCH2)
+    for (i, name), o in zip(BATCH2, out):
+        assert o.token_ids == reference[i, name], (name, PROMPTS[i], o.text)
+    same, other, none = out[0], out[1], out[2]
+    assert same.cached_tokens >= 16  # LONG with "steer" again: its full blocks came from the cache
+    assert other.cached_tokens == 0  # LONG with "style": the "steer" blocks are not shared
+    assert none.cached_tokens >= 16  # LONG without an edit shares the unedited run's blocks (batch 1)
+
+
+def test_unknown_names_and_unsupported_cases_are_refused(served, gemma):
+    server, _ = served
+    with pytest.raises(ServeError, match="'nope'"):
+        server.generate(["Hi"], ["nope"])
+    with pytest.raises(ServeError, match="2 interventions for 1 prompts"):
+        server.generate(["Hi"], ["style", None])
+    head = steer(gemma, Site("head", 3, last(), head=1), torch.ones(256), scale=1.0)
+    with pytest.raises(ServeError, match="component 'head'"):
+        Server(None, {"h": head}, lm=gemma)
+    with pytest.raises(ServeError, match="enforce_eager=False"):
+        Server(None, {}, lm=gemma, enforce_eager=False)
+    with pytest.raises(ServeError, match="tensor_parallel_size=2"):
+        Server(None, {}, lm=gemma, tensor_parallel_size=2)
+
+
+def test_other_architectures_and_models_are_refused_before_the_engine_starts(tmp_path, gemma):
+    gpt2 = tiny_lm("gpt2")
+    gpt2.hf.save_pretrained(tmp_path / "gpt2")
+    edit = steer(gpt2, Site("resid_post", 0, last()), torch.ones(32))
+    with pytest.raises(ServeError, match="GPT2LMHeadModel in vLLM: supported architectures are Gemma3ForCausalLM"):
+        Server(tmp_path / "gpt2", {"x": edit}, lm=gpt2)
+    llama = steer(tiny_lm("llama"), Site("resid_post", 0, last()), torch.ones(32))
+    with pytest.raises(ServeError, match="built for a LlamaForCausalLM .* served model is a Gemma3ForCausalLM"):
+        Server(None, {"x": llama}, lm=gemma)
