@@ -39,7 +39,7 @@ serve-venv: $(SERVE_STAMP)
 
 demo: $(STAMP)
 	$(PY) -m interp patch --task ioi --json --out results/demo --overwrite
-	@echo "Demo outputs (replaced on each run of make demo): results/demo/patch_ioi.{png,json} (exact grid), results/demo/patch_ioi_atp.{png,json} (attribution patching)"
+	@echo "Demo outputs (replaced on each run of make demo): results/demo/patch_ioi.{png,json} (exact grid), results/demo/patch_ioi_atp.{png,json} (attribution patching, AtP), results/demo/patch_ioi_atpstar.{png,json} (AtP*: attention recomputed exactly; r, top-10 overlap and time against the exact grid in each JSON)"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

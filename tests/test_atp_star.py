@@ -18,6 +18,7 @@ from interp import at, attribution_patch, last
 from interp.causal import Pairs
 from interp.patching import patch_grid
 from interp.sites import Site, architecture, resolve
+from interp.tasks import IOI_POSITIONS, ioi_pairs
 
 POSITIONS = {f"p{i}": at(i) for i in range(5)} | {"last": last()}
 
@@ -89,3 +90,19 @@ def test_graddrop_ranks_by_magnitude():
     assert not torch.allclose(g.graddrop[0], g.effect[0].abs())  # dropping layer 1 changes layer 0's estimate
     last_layer = attribution_patch(lm, pp, layers=[1], positions=POSITIONS, method="atp*", grad_drop=True)
     assert torch.allclose(last_layer.graddrop, last_layer.effect.abs())  # nothing above it to drop: |effect|
+
+
+@pytest.mark.slow
+def test_atp_star_recovers_the_name_swaps_atp_misses_on_ioi(gemma):
+    """On IOI (Gemma-3-270M), patching S2's early residual stream flips the answer; AtP gives the wrong sign there
+    (the softmax of the duplicate-name heads saturates), AtP* the right one and most of the size."""
+    pairs = ioi_pairs(8)
+    positions = {k: IOI_POSITIONS[k] for k in ("IO", "S1", "S2", "end")}
+    kw = dict(layers=[2, 8, 14], positions=positions)
+    exact = patch_grid(gemma, pairs, progress=False, **kw).effect
+    star = attribution_patch(gemma, pairs, method="atp*", **kw).effect
+    atp = attribution_patch(gemma, pairs, **kw).effect
+    s2 = list(positions).index("S2")
+    assert exact[0, s2] > 0.8 and atp[0, s2] < 0 < 0.7 < star[0, s2]
+    r = lambda a: torch.corrcoef(torch.stack([a.flatten(), exact.flatten()]))[0, 1].item()  # noqa: E731
+    assert r(star) > 0.9 > r(atp) + 0.3, (r(star), r(atp))

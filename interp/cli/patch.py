@@ -2,21 +2,27 @@
 
 Example:
     interp patch --task ioi --json                 # writes results/patch/patch_ioi.{png,json}
-                                                   # and the attribution-patching grid patch_ioi_atp.{png,json}
+                                                   # and the attribution-patching grids patch_ioi_atp.{png,json}
+                                                   # (AtP) and patch_ioi_atpstar.{png,json} (AtP*)
 
-The exact grid reuses the clean run (``patch_grid(method="cached")``); the AtP grid (``--no-atp`` to skip it) is
-one clean forward, one source forward and one backward, and the JSON gives its correlation with the exact grid.
+The exact grid reuses the clean run (``patch_grid(method="cached")``); the AtP grid (``--no-atp`` to skip both
+estimates) is one clean forward, one source forward and one backward; the AtP* grid (``attribution_patch(...,
+method="atp*")``: attention recomputed exactly, :mod:`interp.atp_star`; for the components it covers) adds two
+one-token forwards per layer of cells. Each JSON gives its correlation and top-10 overlap with the exact grid
+and its time against the exact grid's.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import torch
 
 import interp
 from interp import viz
+from interp.atp_star import COMPONENTS as STAR_COMPONENTS
 from interp.attribution import attribution_patch
 from interp.patching import patch_grid
 from interp.sites import COMPONENTS, INNER_COMPONENTS
@@ -64,6 +70,8 @@ def check(args) -> None:
     output_files(args.out, f"patch_{args.task}", args.overwrite)
     if args.atp:
         output_files(args.out, f"patch_{args.task}_atp", args.overwrite)
+        if args.component in STAR_COMPONENTS:
+            output_files(args.out, f"patch_{args.task}_atpstar", args.overwrite)
     if args.n < 1:
         raise ValueError(f"--n {args.n}: expected at least 1 pair")
     shape = model_shape(args.model)
@@ -77,28 +85,46 @@ def run(args) -> dict:
     lm = interp.load(args.model)
     layers = parse_layers(args.layers, lm.n_layers)
     pairs, positions = registry.get(args.task, "patch")(args.n, seed=args.seed)
+    t0 = time.perf_counter()
     grid = patch_grid(lm, pairs, layers=layers, positions=positions, component=args.component)
+    seconds = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
     name = f"{args.task.upper()} activation patching ({args.component}), {lm.spec.architecture}, {grid.n_pairs} pairs"
     viz.save(viz.plot_patching_grid(grid.effect, grid.layers, grid.positions, title=name), png)
     result = {"task": args.task, "model": lm.spec.architecture, **grid.to_dict(), "png": str(png), "json": str(js)}
     js.write_text(json.dumps(result, indent=1))
     if args.atp:
-        result["atp"] = _atp(lm, pairs, positions, grid, args, out)
+        result["atp"] = _atp(lm, pairs, positions, grid, args, out, "atp", seconds)
+        if args.component in STAR_COMPONENTS and _one_token_each(lm, pairs, positions):
+            result["atpstar"] = _atp(lm, pairs, positions, grid, args, out, "atp*", seconds)
     return result
 
 
-def _atp(lm, pairs, positions, exact, args, out: Path) -> dict:
-    """The attribution-patching grid next to the exact one, and how well the two agree (Pearson r, top 10)."""
-    png, js = out / f"patch_{args.task}_atp.png", out / f"patch_{args.task}_atp.json"
-    grid = attribution_patch(lm, pairs, layers=exact.layers, positions=positions, component=args.component)
+def _one_token_each(lm, pairs, positions) -> bool:
+    """Whether every position is one token of each base prompt (AtP* patches one token per cell)."""
+    mask = interp.encode(lm, pairs.base).attention_mask
+    return all(p.resolve(mask).shape[1] == 1 for p in positions.values())
+
+
+def _atp(lm, pairs, positions, exact, args, out: Path, method: str, exact_seconds: float) -> dict:
+    """An attribution-patching grid next to the exact one: agreement (Pearson r, top 10) and time against it."""
+    stem = f"patch_{args.task}_{method.replace('*', 'star')}"
+    png, js = out / f"{stem}.png", out / f"{stem}.json"
+    t0 = time.perf_counter()
+    grid = attribution_patch(
+        lm, pairs, layers=exact.layers, positions=positions, component=args.component, method=method
+    )
     a, e = grid.effect.flatten().double(), exact.effect.flatten().double()
     k = min(10, e.numel())
     agree = {
         "pearson_r_with_exact": float(torch.corrcoef(torch.stack([a, e]))[0, 1]),
         "top10_overlap_with_exact": len(set(a.abs().topk(k).indices.tolist()) & set(e.abs().topk(k).indices.tolist())),
+        "seconds": time.perf_counter() - t0,
+        "exact_seconds": exact_seconds,
     }
-    title = f"attribution patching ({args.component}), r = {agree['pearson_r_with_exact']:.2f} with exact"
+    agree["time_over_exact"] = agree["seconds"] / exact_seconds
+    name = "AtP*" if method == "atp*" else "attribution patching"
+    title = f"{name} ({args.component}), r = {agree['pearson_r_with_exact']:.2f} with exact"
     viz.save(viz.plot_patching_grid(grid.effect, grid.layers, grid.positions, title=title), png)
     js.write_text(json.dumps({"task": args.task, "model": lm.spec.architecture, **grid.to_dict(), **agree}, indent=1))
     return {**agree, "png": str(png), "json": str(js)}
