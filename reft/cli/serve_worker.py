@@ -16,12 +16,10 @@ and sets each edited request's ``cache_salt``; it needs the edits' positions for
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from safetensors.torch import load_file
+from transformers import AutoConfig
 
-from interp.engine.vllm_edit import VllmEditor
+from interp.engine.vllm_edit import VllmEditor, check_architecture
 from interp.errors import ServeError
 from interp.models import load as load_model
 from interp.sites import Site
@@ -35,8 +33,9 @@ KEY = "reft"  # SamplingParams.extra_args[KEY]: the edit's name (reft.serve.Serv
 def load_served(folder: str, specs: dict[str, dict]):
     """``({name: [ServedOp]}, tokenizer)`` of the edits ``specs`` (from :func:`reft.cli.serve.parse_edit`) on the
     model in ``folder``: ReFT folders loaded with :func:`reft.load`, steering vectors read from safetensors."""
-    config = json.loads((Path(folder) / "config.json").read_text())
-    arch = (config.get("architectures") or ["?"])[0]
+    config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    arch = (config.architectures or ["?"])[0]
+    check_architecture(arch)
     lm = load_model(folder)
     served = {}
     for name, spec in specs.items():
