@@ -5,8 +5,9 @@ Example:
     >>> pp = Pairs.of(base, source, base_answer=[5] * 4, source_answer=[6] * 4)
     >>> scores = eap(lm, pp)                                         # one score per edge of the graph
     >>> result = faithfulness(lm, pp, scores, budgets=(0.1, 0.5, 1.0))
-    >>> result.n_edges, round(result.faithfulness[-1], 4)            # the whole graph: the model itself
-    ([17, 86, 173], 1.0)
+    >>> E = len(scores.graph)
+    >>> result.n_edges == [E // 10, E // 2, E], round(result.faithfulness[-1], 4)   # all edges: the model itself
+    (True, 1.0)
     >>> sorted(result.to_dict())[:4]
     ['ablation', 'absolute', 'budgets', 'cmd']
 
@@ -19,7 +20,8 @@ circuit localization track (Mueller et al., ICML 2025) defines the faithfulness
 where ``m(C)`` runs the model on the base (clean) inputs with every edge *outside* ``C`` ablated, ``m(empty)``
 ablates every edge and ``m(model)`` is the unablated model. Ablation is ``"counterfactual"`` (an edge carries the
 sender's activation from the source, corrupted, run: MIB's "patching") or ``"mean"`` (the sender's mean). Each
-``m(C)`` here is an exact forward through :func:`interp.circuits.run.run_circuit`, not an estimate.
+``m(C)`` is an exact edge-patched forward, not an estimate: :func:`interp.circuits.run.run_circuit`'s computation,
+with every budget's circuit stacked into the same forwards (:func:`circuit_metrics`).
 
 Over a list of edge budgets ``b_1 < ... < b_n`` (fractions of the graph's edges; MIB's 0.1%, 0.2%, 0.5%, 1%, 2%,
 5%, 10%, 20%, 50%, 100% by default) the circuit at budget ``b`` keeps the ``floor(b * E)`` edges with the largest
@@ -48,11 +50,12 @@ import torch
 
 from ..causal import Pairs
 from ..engine import execute
+from ..engine.edges import edge_forward
 from ..errors import InputError
 from ..inputs import encode, token_ids
 from ..positions import last
 from .edge_scores import Circuit, EdgeScores
-from .run import run_circuit
+from .run import dense_keep, layout_of, pair_batches, run_circuit, sender_means
 
 BUDGETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # MIB's edge fractions
 ABLATIONS = ("counterfactual", "mean")
@@ -192,17 +195,64 @@ def circuit_at(scores: EdgeScores, k: int, *, absolute: bool = True) -> Circuit:
     return Circuit(scores.graph, keep, s, scores.method, dict(top=k, absolute=absolute))
 
 
+def circuit_metrics(
+    lm,
+    pairs: Pairs,
+    circuits: Sequence[Circuit],
+    *,
+    ablation: str = "counterfactual",
+    means=None,
+    metric: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    rows: int = 64,
+) -> torch.Tensor:
+    """The mean metric over pairs (G,) of each circuit run exactly: :func:`~interp.circuits.run.run_circuit`'s
+    computation for G circuits at once (each batch of pairs captured and its corrupted run taken once, then the
+    circuits stacked into forwards of at most ``rows`` rows).
+
+    Example:
+        >>> from interp.circuits.graph import Graph
+        >>> pp = Pairs.of(base, source, base_answer=[5] * 4, source_answer=[6] * 4)
+        >>> g = Graph.of(lm)
+        >>> m = circuit_metrics(lm, pp, [Circuit.empty(g), Circuit.full(g)])
+        >>> m.shape, abs(float(m[1]) - float(run_circuit(lm, pp, Circuit.full(g)).mean())) < 1e-5
+        (torch.Size([2]), True)
+    """
+    if ablation not in ABLATIONS:
+        raise InputError(f"ablation {ablation!r}: expected one of {ABLATIONS}")
+    if not circuits:
+        raise InputError("no circuits to run; pass [Circuit, ...] (e.g. [scores.top(10), scores.top(100)])")
+    graph, layout = layout_of(lm, circuits[0].graph)
+    if means is not None:  # checked (and mean ablation confirmed) by run_circuit on the smallest case
+        run_circuit(lm, pairs[:1], circuits[0], ablation=ablation, means=means, metric=metric)
+    batches = pair_batches(lm, pairs, metric, 8)
+    if ablation == "mean":
+        means = sender_means(lm, pairs.source, graph) if means is None else torch.as_tensor(means)
+        means = means.to(lm.device, lm.dtype)
+    keeps = dense_keep(graph, torch.stack([c.keep for c in circuits]))  # (G, R, S)
+    total, n = torch.zeros(len(circuits), dtype=torch.float64), 0
+    with torch.no_grad():
+        for b in batches:
+            c = means if ablation == "mean" else edge_forward(lm, b.corrupt, layout).outputs
+            group = max(1, rows // len(b))
+            for g in range(0, len(circuits), group):
+                keep = keeps[g : g + group]
+                logits = edge_forward(lm, b.clean, layout, keep=keep, corrupt=c).logits
+                total[g : g + len(keep)] += b.score(logits).reshape(len(keep), len(b)).sum(-1).cpu()
+            n += len(b)
+    return total / n
+
+
 def faithfulness(
     lm,
     pairs: Pairs,
-    scores: EdgeScores,
+    scores: EdgeScores | Sequence[EdgeScores],
     *,
     budgets: Sequence[float] = BUDGETS,
     ablation: str = "counterfactual",
     means=None,
     metric: Callable[[torch.Tensor], torch.Tensor] | None = None,
     absolute: bool = True,
-) -> Faithfulness:
+) -> Faithfulness | list[Faithfulness]:
     """The faithfulness curve of the top-scored circuits over ``budgets``, each run exactly (see the module doc).
 
     Example:
@@ -211,66 +261,89 @@ def faithfulness(
         >>> curve = faithfulness(lm, pp, eap(lm, pp), budgets=(0.5, 1.0), ablation="mean")
         >>> curve.ablation, len(curve.faithfulness)
         ('mean', 2)
+        >>> [c.method for c in faithfulness(lm, pp, [eap(lm, pp), eap(lm, pp, steps=2)], budgets=(0.5, 1))]
+        ['eap', 'eap-ig-inputs']
 
     Args:
         lm: the model.
         pairs: base (clean) and source (corrupted) inputs, with ``base_answer`` / ``source_answer`` unless
             ``metric`` is given.
-        scores: edge scores (:func:`interp.circuits.eap.eap`) over the graph of ``lm``.
+        scores: edge scores (:func:`interp.circuits.eap.eap`) over the graph of ``lm``, or a list of them (one
+            curve each, all circuits run in the same batched forwards).
         budgets: increasing fractions of the edges in (0, 1] (default :data:`BUDGETS`, MIB's).
         ablation: ``"counterfactual"`` (edges outside the circuit carry the source run's activations) or
-            ``"mean"`` (their mean: ``means``, or what :func:`~interp.circuits.run.run_circuit` computes).
-        means: passed to ``run_circuit`` for mean ablation.
+            ``"mean"`` (their mean: ``means``, or each sender's mean over the source prompts).
+        means: (S, d) or (S, T, d) sender means for mean ablation (see :func:`interp.circuits.run.sender_means`).
         metric: a function of the last-token logits (B, V) -> (B,); default the base/source logit difference.
         absolute: choose edges by ``|score|`` (True) or by score (False, MIB's choice for CPR).
 
     Returns:
-        A :class:`Faithfulness` with the curve, the metrics behind it and its areas (CPR, CMD).
+        A :class:`Faithfulness` (a list of them for a list of scores) with the curve, the metrics behind it and its
+        areas (CPR, CMD).
 
     Raises:
         InputError: bad budgets, an unknown ablation, scores that are not EdgeScores, or a model whose full and
-            empty circuits give the same metric (f is then undefined); all before any forward.
+            empty circuits give the same metric (f is then undefined); all but the last before any forward.
     """
     budgets = check_budgets(budgets)
     if ablation not in ABLATIONS:
         raise InputError(f"ablation {ablation!r}: expected one of {ABLATIONS}")
-    if not isinstance(scores, EdgeScores):
-        raise InputError(
-            f"scores is a {type(scores).__name__}; expected EdgeScores from interp.circuits.eap.eap(lm, pairs)"
-        )
+    many = isinstance(scores, (list, tuple))
+    methods = list(scores) if many else [scores]
+    for sc in methods:
+        if not isinstance(sc, EdgeScores):
+            raise InputError(
+                f"scores is a {type(sc).__name__}; expected EdgeScores from interp.circuits.eap.eap(lm, pairs)"
+            )
+    if not methods or any(len(sc.graph) != len(methods[0].graph) for sc in methods):
+        raise InputError("scores: give one EdgeScores or a list of them over the same graph (Graph.of(lm))")
     if not isinstance(pairs, Pairs):
         raise InputError(f"pairs is a {type(pairs).__name__}; expected interp.Pairs (e.g. ioi_pairs(16))")
-    total = len(scores.graph)
-    if metric is None:
-        metric = default_metric(lm, pairs)
+    graph = methods[0].graph
+    total = len(graph)
     t0 = time.perf_counter()
-    run = dict(ablation=ablation, means=means, metric=metric)
-    m_model = plain_metric(lm, pairs.base, metric)
-    m_corrupted = plain_metric(lm, pairs.source, metric) if ablation == "counterfactual" else None
-    m_empty = float(run_circuit(lm, pairs, Circuit.empty(scores.graph), **run).float().mean())
+    plain = metric or default_metric(lm, pairs)
+    m_model = plain_metric(lm, pairs.base, plain)
+    m_corrupted = plain_metric(lm, pairs.source, plain) if ablation == "counterfactual" else None
+    counts = [math.floor(b * total + 1e-9) for b in budgets]
+    circuits = [Circuit.empty(graph)] + [circuit_at(sc, k, absolute=absolute) for sc in methods for k in counts]
+    m = circuit_metrics(lm, pairs, circuits, ablation=ablation, means=means, metric=metric).tolist()
+    m_empty = m[0]
     if not math.isfinite(m_model - m_empty) or abs(m_model - m_empty) < 1e-8 * max(1.0, abs(m_model)):
         raise InputError(
             f"the model's metric {m_model:.6g} equals the empty circuit's {m_empty:.6g}: faithfulness is undefined; "
             "choose pairs whose base and source answers differ (or another metric)"
         )
-    counts = [math.floor(b * total + 1e-9) for b in budgets]
-    m_circuit = [float(run_circuit(lm, pairs, circuit_at(scores, k, absolute=absolute), **run).float().mean())
-                 for k in counts]  # fmt: skip
-    f = [(m - m_empty) / (m_model - m_empty) for m in m_circuit]
-    return Faithfulness(
-        method=scores.method,
-        ablation=ablation,
-        budgets=budgets,
-        n_edges=counts,
-        faithfulness=f,
-        m_model=m_model,
-        m_empty=m_empty,
-        m_circuit=m_circuit,
-        m_corrupted=m_corrupted,
-        total_edges=total,
-        absolute=absolute,
-        seconds=time.perf_counter() - t0,
-    )
+    seconds = time.perf_counter() - t0
+    curves = []
+    for i, sc in enumerate(methods):
+        m_circuit = m[1 + i * len(counts) : 1 + (i + 1) * len(counts)]
+        curves.append(
+            Faithfulness(
+                method=sc.method,
+                ablation=ablation,
+                budgets=budgets,
+                n_edges=counts,
+                faithfulness=[(x - m_empty) / (m_model - m_empty) for x in m_circuit],
+                m_model=m_model,
+                m_empty=m_empty,
+                m_circuit=m_circuit,
+                m_corrupted=m_corrupted,
+                total_edges=total,
+                absolute=absolute,
+                seconds=seconds / len(methods),
+            )
+        )
+    return curves if many else curves[0]
 
 
-__all__ = ["BUDGETS", "ABLATIONS", "Faithfulness", "faithfulness", "curve_areas", "check_budgets", "circuit_at"]
+__all__ = [
+    "BUDGETS",
+    "ABLATIONS",
+    "Faithfulness",
+    "faithfulness",
+    "circuit_metrics",
+    "curve_areas",
+    "check_budgets",
+    "circuit_at",
+]

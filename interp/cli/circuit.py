@@ -122,9 +122,8 @@ def run(args) -> dict:
     check_seconds = time.perf_counter() - t0
     r = {name: pearson(sc.scores[idx], exact) for name, sc in methods.items()}
 
-    curves = {
-        name: faithfulness(lm, pairs, sc, budgets=s["budgets"], ablation=args.ablation) for name, sc in methods.items()
-    }
+    found = faithfulness(lm, pairs, list(methods.values()), budgets=s["budgets"], ablation=args.ablation)
+    curves = dict(zip(methods, found))
     out.mkdir(parents=True, exist_ok=True)
     best = methods["eap-ig"]
     top = args.top or max(1, len(graph) // 100)
