@@ -382,4 +382,30 @@ ROWS += [
         CLI,
         r"\Apython experiments/memorise\.py: error: --lr inf: expected a positive number",
     ),
+    # ---- reft serve: the edits and vLLM options are checked before vLLM (or a model) loads
+    Bad("reft serve --edit without a name", reft("serve", "--edit", "runs/style"), CLI, r"--edit 'runs/style': exp"),
+    Bad(
+        "reft serve --edit missing folder",
+        reft("serve", "--edit", lambda env: f"style={env.tmp / 'missing'}"),
+        CLI,
+        r"missing' is not a folder written by reft train --out",
+    ),
+    Bad(
+        "reft serve steering vector without a layer",
+        reft("serve", "--edit", "calm=calm.safetensors,scale=4"),
+        CLI,
+        r"--edit 'calm=calm\.safetensors,scale=4': a steering vector needs layer=L",
+    ),
+    Bad(
+        "reft serve steering vector unknown option",
+        reft("serve", "--edit", "calm=calm.safetensors,layer=6,alpha=2"),
+        CLI,
+        r"unknown option 'alpha=2'",
+    ),
+    Bad(
+        "reft serve --vllm-args compiled",
+        reft("serve", "--vllm-args=--no-enforce-eager"),
+        CLI,
+        r"--vllm-args '--no-enforce-eager': --no-enforce-eager is set by reft serve",
+    ),
 ]

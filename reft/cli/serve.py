@@ -63,7 +63,9 @@ def add_parser(sub):
     p.add_argument("--max-model-len", type=int, default=512, help="the longest prompt + completion, in tokens")
     p.add_argument("--dtype", default="float32", help="vLLM's --dtype (float32 to match reft.generate on CPU)")
     p.add_argument("--kv-cache-memory-bytes", type=int, default=256 << 20, help="the KV cache's size (256 MiB)")
-    p.add_argument("--vllm-args", default="", help="more options for vLLM's server, in one quoted string")
+    p.add_argument(
+        "--vllm-args", default="", help="more options for vLLM's server in one string: --vllm-args='--max-num-seqs 8'"
+    )
     return p
 
 
