@@ -152,7 +152,9 @@ def token_spans(computed: Sequence[int], query_start_loc: Sequence[int]) -> list
 class VllmEditor:
     """Served edits on a vLLM model: ``edits`` ({name: [ServedOp]}) applied per request, the name read from the
     request's ``sampling_params.extra_args[key]``; :meth:`install` registers the hooks, :meth:`remove` takes them
-    off. ``tally[req_id]`` counts the (op, token) edits applied to prompt and generated tokens of each request."""
+    off. ``tally[req_id]`` counts the (op, token) edits applied to prompt and generated tokens of each request;
+    ``forwards`` the forwards that carried requests and those that edited any token (a batch of prompt-only edits
+    edits in its prefill steps only)."""
 
     def __init__(self, model: torch.nn.Module, runner, edits: dict[str, list[ServedOp]], *, tokenizer=None,
                  key: str = "reft"):  # fmt: skip
@@ -162,6 +164,7 @@ class VllmEditor:
         self.tags: dict[str, str] = {}  # the caller's tag (extra_args[key + "_id"]) -> internal request id
         self.step: dict[Point, list[tuple[Callable, torch.Tensor]]] = {}
         self.handles: list = []
+        self.forwards = [0, 0]  # forwards seen with requests, and those that edited something
         self.modules = {}
         for ops in edits.values():
             for op in ops:
@@ -211,6 +214,7 @@ class VllmEditor:
         n = batch.num_reqs
         if not n:
             return
+        self.forwards[0] += 1
         req_ids = batch.req_ids[:n]
         if len(self.plans) > PRUNE_AT:  # requests nobody checked (a server without check): forget those that left
             live = self.runner.requests
@@ -240,6 +244,7 @@ class VllmEditor:
         for (name, j), parts in rows.items():
             op = self.edits[name][j]
             self.step.setdefault(op.point, []).append((op.fn, torch.from_numpy(np.concatenate(parts))))
+        self.forwards[1] += bool(self.step)
 
     # ---- at each edited module
 

@@ -63,12 +63,11 @@ def served(gemma, tmp_path_factory):
         "recent": steer(lm, Site("mlp_out", 9, recent(2)), _direction(4), scale=300.0),
     }
     server = Server(None, edits, lm=lm, max_num_batched_tokens=16, block_size=16)
-    rows = BATCH1 + BATCH2 + PLAIN
-    objects = {name: server.edits[name] for name in edits}
-    hf = reft.generate_ids(lm, [PROMPTS[i] for i, _ in rows], serve=[objects.get(n) for _, n in rows],
+    rows = list(dict.fromkeys(BATCH1 + BATCH2 + PLAIN))
+    hf = reft.generate_ids(lm, [PROMPTS[i] for i, _ in rows], serve=[server.edits.get(n) for _, n in rows],
                            max_new_tokens=NEW)  # fmt: skip
     reference = {row: hf.new_ids[k].tolist() for k, row in enumerate(rows)}
-    return server, reference
+    return server, reference, _run(server, BATCH1)  # batch 1 runs first: the cache holds its blocks
 
 
 def _run(server, batch):
@@ -76,8 +75,7 @@ def _run(server, batch):
 
 
 def test_one_batch_of_different_edits_equals_reft_generate(served):
-    server, reference = served
-    out = _run(server, BATCH1)
+    server, reference, out = served
     for (i, name), o in zip(BATCH1, out):
         assert o.token_ids == reference[i, name], (name, PROMPTS[i], o.text)
         if name is not None:  # the edit is visible: without it the tokens differ
@@ -86,8 +84,7 @@ def test_one_batch_of_different_edits_equals_reft_generate(served):
 
 
 def test_prefix_cache_is_shared_within_an_edit_and_never_across(served):
-    server, reference = served
-    _run(server, BATCH1)  # fills the cache (again, whatever ran before)
+    server, reference, _ = served
     out = _run(server, BATCH2)
     for (i, name), o in zip(BATCH2, out):
         assert o.token_ids == reference[i, name], (name, PROMPTS[i], o.text)
@@ -97,8 +94,17 @@ def test_prefix_cache_is_shared_within_an_edit_and_never_across(served):
     assert none.cached_tokens >= 16  # LONG without an edit shares the unedited run's blocks (batch 1)
 
 
+def test_prompt_only_edits_touch_prefill_steps_only(served):
+    server, reference, _ = served
+    before = list(server.editor.forwards)
+    out = _run(server, [(0, "style"), (3, None)])  # two short prompts: one prefill step, then decoding
+    assert [o.token_ids for o in out] == [reference[0, "style"], reference[3, None]]
+    forwards, edited = (a - b for a, b in zip(server.editor.forwards, before))
+    assert forwards >= NEW and edited == 1, (forwards, edited)
+
+
 def test_unknown_names_and_unsupported_cases_are_refused(served, gemma):
-    server, _ = served
+    server = served[0]
     with pytest.raises(ServeError, match="'nope'"):
         server.generate(["Hi"], ["nope"])
     with pytest.raises(ServeError, match="2 interventions for 1 prompts"):
