@@ -12,7 +12,8 @@ Example:
 
 What a notebook calls, in four groups (``interp.__all__``; everything else lives in its module):
 
-- **verbs**: ``load``, ``encode``; ``run``, ``interchange``, ``intervene``, ``collect``, ``cache``, ``logit_lens``;
+- **verbs**: ``load``, ``encode``; ``run``, ``interchange``, ``intervene``, ``collect``, ``cache``, ``logit_lens``,
+  ``patchscope``;
   ``patch_grid``, ``attribution_patch``; ``fit_das``, ``fit_mdas``, ``sweep_das``, ``iia``, ``score``,
   ``task_accuracy``, ``neuron_aligned``.
 - **addresses**: ``LM``, ``Site``, and the typed positions ``first``, ``last``, ``at``, ``span``, ``token``,
@@ -23,11 +24,12 @@ What a notebook calls, in four groups (``interp.__all__``; everything else lives
   and the errors ``InterpError`` (a ValueError) and ``InterpWarning`` with the specific classes a
   caller meets most (every other one is in :mod:`interp.errors`).
 
-Featurizers (difference of means, probe, PCA, k-means, LDA, SAE, DBM masks) are in :mod:`interp.featurizers`, the
-field's benchmarks in :mod:`interp.benchmarks`, plots in :mod:`interp.viz`, built-in tasks in :mod:`interp.tasks`,
+Featurizers (difference of means, probe, PCA, k-means, LDA, SAE, DBM masks) are in :mod:`interp.featurizers`,
+circuits (the edge graph, EAP and EAP-IG, exact faithfulness) in :mod:`interp.circuits`, the field's benchmarks in
+:mod:`interp.benchmarks`, plots in :mod:`interp.viz`, built-in tasks in :mod:`interp.tasks`,
 and the base classes to extend in their modules (``interp.positions.Position``, ``interp.subspace.Basis``,
 ``interp.interventions.Intervention``). Names that used to be here and are internals (``rows``, ``collect_rows``,
-``das_loss``, ...), base classes or rarer types (``LogitLens``, ``PaddingWarning``) still
+``das_loss``, ...), base classes or rarer types (``LogitLens``, ``PaddingWarning``, ``FormatError``) still
 resolve for one release with a DeprecationWarning that says where they live now.
 
 The examples in interp's and reft's docstrings run as doctests (``tests/test_doctests.py``) on a tiny random
@@ -45,7 +47,6 @@ from .dii import DIIResult, collect, interchange, intervene, run
 from .errors import (
     BasisError,
     DASError,
-    FormatError,
     InputError,
     InterpError,
     InterpWarning,
@@ -60,6 +61,7 @@ from .mdas import fit_mdas
 from .metrics import iia, score, task_accuracy
 from .models import LM, load
 from .patching import patch_grid
+from .patchscope import patchscope
 from .positions import all_tokens, at, first, generated, last, recent, span, token
 from .sites import Site
 from .subspace import Boundless, Coordinate, Fixed, LowRankRotation, Rotation
@@ -75,6 +77,7 @@ __all__ = [
     "collect",
     "cache",
     "logit_lens",
+    "patchscope",
     "patch_grid",
     "attribution_patch",
     "fit_das",
@@ -120,7 +123,6 @@ __all__ = [
     "PositionError",
     "BasisError",
     "DASError",
-    "FormatError",
 ]
 
 # Names this package exported before, which are internals or types a notebook does not call: where each lives now.
@@ -142,6 +144,7 @@ MOVED = {
     "LogitLens": "interp.lens",
     "PaddingWarning": "interp.errors",
     "WeightsChangedWarning": "interp.errors",
+    "FormatError": "interp.errors",
 }
 
 
