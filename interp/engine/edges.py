@@ -36,11 +36,13 @@ grouped-query attention a query head's key/value head is thus computed from that
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
 from ..arch import architecture, submodule
 from ..errors import InputError
+from .edge_mix import Mixer
 from .plan import Batch, Stop
 from .unembed import readout
 
@@ -230,11 +232,6 @@ def _roles(width: int, roles: str, layout: str, H: int, device) -> torch.Tensor:
     return (torch.arange(width, device=device) // third).clamp(max=2)
 
 
-def _mix(K: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
-    """``sum_s K[g, r, s] deltas[s, g]``: (G, R, S) with (S, G, B, T, d) -> (R, G, B, T, d)."""
-    return torch.einsum("grs,sgbtd->rgbtd", K.to(deltas.dtype), deltas)
-
-
 def edge_forward(
     lm,
     cap: Captured,
@@ -268,18 +265,22 @@ def edge_forward(
         corrupt = torch.broadcast_to(corrupt, (S, B, T, d))
     tap = torch.zeros(R, N, T, d, dtype=e.dtype, device=e.device, requires_grad=True) if taps else None
     outs = [e]
-    mix = _Mixer(layout, keep, corrupt, G, B, e) if keep is not None else None
+    mix = Mixer(keep, corrupt, e) if keep is not None else None
     resid = e
     for i in range(layout.n_layers):
         L = _Layer(lm, i)
         rs = layout.attn_receivers(i)
-        x = mix.inputs(rs, len(outs)) if mix else resid.expand(3 * H, N, T, d)
-        x = x + tap[rs] if tap is not None else x
-        heads = L.heads(L.attn_norm(x).reshape(H, 3, N, T, d), kwargs[i], H)  # (H, N, T, d)
+        if mix is None and tap is None:  # every head reads the same residual: normalise it once
+            x = L.attn_norm(resid).expand(3 * H, N, T, d)
+        else:
+            x = mix.inputs(rs, len(outs)) if mix else resid.expand(3 * H, N, T, d)
+            x = L.attn_norm(x + tap[rs] if tap is not None else x)
+        heads = L.heads(x.reshape(H, 3, N, T, d), kwargs[i], H)  # (H, N, T, d)
         outs += list(heads.unbind(0))
         attn_write = None if mix else L.post("attn", heads.sum(0))
         if mix:
-            mix.close(L, i, "attn", heads)
+            senders = [layout.head(i, h) for h in range(H)]
+            mix.close(partial(L.post, "attn"), L.attn_post is None, senders, heads, attn=True)
         mr = layout.mlp_receiver(i)
         if mix:
             xm = mix.inputs(slice(mr, mr + 1), len(outs) - (H if layout.parallel else 0))[0]
@@ -288,7 +289,7 @@ def edge_forward(
         m = L.mlp(L.mlp_norm(xm + tap[mr] if tap is not None else xm))
         outs.append(m)
         if mix:
-            mix.close(L, i, "mlp", m[None])
+            mix.close(partial(L.post, "mlp"), L.mlp_post is None, [layout.mlp(i)], m[None], attn=False)
         else:
             resid = resid + attn_write + L.post("mlp", m)
     xf = mix.inputs(slice(R - 1, R), len(outs))[0] if mix else resid
@@ -298,80 +299,6 @@ def edge_forward(
     final = submodule(lm.hf, architecture(lm).final_norm)
     logits = readout(lm, final(xf[rows, last][:, None]))[:, 0]
     return EdgeRun(logits, torch.stack(outs), tap)
-
-
-class _Mixer:
-    """Receiver inputs of a patched run: the corrupted residual plus each block's mixed difference."""
-
-    def __init__(self, layout: EdgeLayout, keep: torch.Tensor, corrupt: torch.Tensor, G: int, B: int, e):
-        self.layout, self.keep, self.corrupt, self.G, self.B = layout, keep, corrupt, G, B  # corrupt (S, B, T, d)
-        self.blocks: list[tuple[_Layer, str, list[int], torch.Tensor, torch.Tensor]] = []
-        self.resid = self.resid_pre = corrupt[0]  # the corrupted residual so far (B, T, d)
-        self.deltas = [e - _tile(corrupt[0], B, G)]  # per sender so far: (G * B, T, d)
-        self.linear = True
-
-    def close(self, L: _Layer, layer: int, kind: str, outs: torch.Tensor) -> None:
-        """A block's senders have run: keep their differences from the corrupted run, and its corrupted write."""
-        layout = self.layout
-        senders = [layout.head(layer, h) for h in range(layout.n_heads)] if kind == "attn" else [layout.mlp(layer)]
-        c = self.corrupt[senders]  # (n, B, T, d)
-        self.deltas += [a - _tile(cs, self.B, self.G) for a, cs in zip(outs, c)]
-        c_sum = c.sum(0)
-        c_post = L.post(kind, c_sum)
-        if kind == "attn":
-            self.resid_pre = self.resid
-        self.resid = self.resid + c_post
-        self.linear = self.linear and (L.attn_post if kind == "attn" else L.mlp_post) is None
-        self.blocks.append((L, kind, senders, c_sum, c_post))
-
-    def inputs(self, rs: slice, n_up: int) -> torch.Tensor:
-        """The inputs (R_rs, G * B, T, d) of receivers ``rs``, from the first ``n_up`` senders."""
-        G, B = self.G, self.B
-        base = self.resid_pre if n_up < len(self.deltas) else self.resid  # a parallel MLP reads its layer's input
-        base = _tile(base, B, G).unflatten(0, (G, B))  # (G, B, T, d)
-        K = self.keep[:, rs, :n_up]  # (G, R_rs, n_up)
-        deltas = torch.stack(self.deltas[:n_up]).unflatten(1, (G, B))  # (n_up, G, B, T, d)
-        if self.linear:
-            total = base[None] + _sparse_mix(K, deltas)
-        else:
-            total = base[None] + _sparse_mix(K[:, :, :1], deltas[:1])  # the input embeddings: added as they are
-            for L, kind, senders, c_sum, c_post in self.blocks:
-                if senders[0] >= n_up:
-                    break
-                total = total + self._block(L, kind, K[:, :, senders], deltas[senders], c_sum, c_post)
-        total = torch.broadcast_to(total, (K.shape[1], G, B, *base.shape[2:]))
-        return total.flatten(1, 2)
-
-    def _block(self, L: _Layer, kind: str, k: torch.Tensor, deltas: torch.Tensor, c_sum, c_post) -> torch.Tensor:
-        """What one normalised block adds to each receiver's input beyond its corrupted write: (R, G, B, T, d),
-        ``post(c_sum + sum_s k[g, r, s] delta_s) - post(c_sum)``, computed only for receivers that mix."""
-        G, R = k.shape[:2]
-        full, none = (k == 1).all(-1), (k == 0).all(-1)  # (G, R)
-        out = torch.zeros(R, G, *deltas.shape[2:], dtype=deltas.dtype, device=deltas.device)
-        if bool(none.all()):
-            return out
-        c_sum, c_post = c_sum[None], c_post[None]  # (1, B, T, d)
-        if bool(full.any()):
-            whole = L.post(kind, c_sum + deltas.sum(0)) - c_post  # (G, B, T, d)
-            out = out + full.T[:, :, None, None, None].to(out.dtype) * whole[None]
-        part = (~(full | none)).nonzero()  # (n, 2): (g, r)
-        if len(part):
-            g, r = part[:, 0], part[:, 1]
-            mixed = c_sum + torch.einsum("ns,snbtd->nbtd", k[g, r].to(deltas.dtype), deltas[:, g])
-            out = out.index_put((r, g), L.post(kind, mixed) - c_post)
-        return out
-
-
-def _sparse_mix(K: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
-    """``sum_s K[g, r, s] deltas[s, g]`` as (R, G, B, T, d) or broadcastable to it, reading only the senders whose
-    keep is not all zero, or (fewer) not all one: then as all of them minus the complement."""
-    nonzero, partial = (K != 0).any(0).any(0), (K != 1).any(0).any(0)  # (S,)
-    if int(partial.sum()) < int(nonzero.sum()):
-        everything = deltas.sum(0)[None]  # (1, G, B, T, d)
-        idx = partial.nonzero().flatten()
-        return everything - _mix(1 - K[..., idx], deltas[idx]) if len(idx) else everything
-    idx = nonzero.nonzero().flatten()
-    return _mix(K[..., idx], deltas[idx]) if len(idx) else deltas.new_zeros(1, *deltas.shape[1:])
 
 
 def block_jvp(lm, layout: EdgeLayout, at: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
