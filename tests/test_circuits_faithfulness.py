@@ -2,7 +2,8 @@
 
 Tiny random models of every architecture for the properties (the whole graph is the model, the empty graph is the
 corrupted run); a hand-made curve for the areas; the command line end to end on a tiny model (its task swapped for
-token-id pairs) and once, ``--quick``, on the embedded Gemma-3-270M (slow).
+token-id pairs). On Gemma-3-270M even ``--quick`` costs minutes of CPU (the edge-patched forwards run each head on
+its own inputs), beyond the suite's budget for the real model: its numbers are in docs/circuits.md.
 """
 
 from __future__ import annotations
@@ -128,15 +129,3 @@ def test_cli_circuit_on_a_tiny_model(tmp_path, capsys):
     for key in ("png", "faithfulness_png", "circuit_json", "json"):
         assert (tmp_path / result[key].rsplit("/", 1)[-1]).stat().st_size > 1_000
     assert json.loads((tmp_path / "circuit_ioi_edges.json").read_text())["n_edges"] >= 1
-
-
-@pytest.mark.slow
-def test_cli_circuit_quick_on_gemma(gemma, tmp_path, capsys):
-    argv = ["circuit", "--task", "ioi", "--quick", "--out", str(tmp_path), "--json"]
-    with mock.patch("interp.load", return_value=gemma):
-        assert main(argv) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["n_edges"] == 10342 and result["model"].lower().startswith("gemma")
-    assert result["exact_check_r_eap_ig"] > 0.5  # the top edges' estimates track exact edge patching
-    for c in result["faithfulness"]:
-        assert c["faithfulness"][-1] == pytest.approx(1.0, abs=1e-2) and c["m_model"] > 0

@@ -42,9 +42,9 @@ def add_parser(sub):
     )  # fmt: skip
     p.add_argument("--task", choices=registry.names("patch"), default="ioi")
     p.add_argument("--model", default=None, help="local HF model path or id (default: embedded Gemma-3-270M)")
-    p.add_argument("--n", type=int, default=None, help="number of base/source pairs (default 16; --quick 4)")
+    p.add_argument("--n", type=int, default=None, help="number of base/source pairs (default 8; --quick 4)")
     p.add_argument("--steps", type=int, default=None, help="EAP-IG interpolation steps (default 5; --quick 2)")
-    p.add_argument("--sample", type=int, default=None, help="edges patched exactly for the check (default 32)")
+    p.add_argument("--sample", type=int, default=None, help="edges patched exactly for the check (default 16)")
     p.add_argument("--ablation", choices=ABLATIONS, default="counterfactual", help="how edges outside are removed")
     p.add_argument("--budgets", default=None, help="edge fractions like '0.01,0.1,1' (default MIB's 0.001 .. 1)")
     p.add_argument("--top", type=int, default=None, help="edges drawn in the circuit figure (default 1%% of them)")
@@ -57,7 +57,7 @@ def add_parser(sub):
 
 def settings(args) -> dict:
     """The run's sizes: the options given, else ``--quick``'s or the defaults; budgets parsed and checked."""
-    quick = QUICK if args.quick else dict(n=16, steps=5, sample=32, budgets=BUDGETS)
+    quick = QUICK if args.quick else dict(n=8, steps=5, sample=16, budgets=BUDGETS)
     s = {k: quick[k] if getattr(args, k) is None else getattr(args, k) for k in ("n", "steps", "sample")}
     budgets = quick["budgets"]
     if args.budgets is not None:
