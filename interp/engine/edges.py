@@ -180,13 +180,15 @@ class _Layer:
         return self.mlp_post(x) if self.mlp_post is not None else x
 
     def heads(self, x: torch.Tensor, kwargs: dict, H: int) -> torch.Tensor:
-        """Each head's output (H, N, T, d) from its own normed inputs ``x`` (H, 3, N, T, d): q, k, v."""
-        N = x.shape[2]
-        flat = {c: x[:, j].flatten(0, 1) for j, c in enumerate("qkv")}  # (H * N, T, d), rows h * N + n
+        """Each head's output (H, N, T, d) from its own normed inputs ``x`` (H, 3, N, T, d): q, k, v; or from one
+        input (N, T, d) that every head reads (the attention runs once, unstacked)."""
+        shared = x.dim() == 3
+        N = x.shape[0] if shared else x.shape[2]
+        flat = {c: x[:, j].flatten(0, 1) for j, c in enumerate("qkv")} if not shared else {"q": x}  # rows h * N + n
         handles, z = [], []
         for mod in {id(m): m for m in self.qkv}.values():
             roles = "".join(c for c, m in zip("qkv", self.qkv) if m is mod)
-            if roles != "q":
+            if roles != "q" and not shared:
                 handles.append(mod.register_forward_hook(self._feed(mod, roles, flat, H)))
 
         def grab(mod, args):
@@ -194,7 +196,8 @@ class _Layer:
             raise Stop
 
         handles.append(self.o_proj.register_forward_pre_hook(grab))
-        kw = {k: _tile(v, N, H) for k, v in kwargs.items()}
+        copies = 1 if shared else H
+        kw = {k: _tile(v, N, copies) if k in _BATCHED else v for k, v in kwargs.items()}
         try:
             self.attn(flat["q"], **kw)
         except Stop:
@@ -202,9 +205,12 @@ class _Layer:
         finally:
             for h in handles:
                 h.remove()
-        zz = z[0].reshape(H, N, z[0].shape[1], H, -1)  # (H copies, N, T, H heads, hd)
-        idx = torch.arange(H, device=zz.device)
-        own = zz[idx, :, :, idx]  # (H, N, T, hd): copy h's head h
+        zz = z[0].reshape(copies, N, z[0].shape[1], H, -1)  # (copies, N, T, H heads, hd)
+        if shared:
+            own = zz[0].permute(2, 0, 1, 3)  # (H, N, T, hd)
+        else:
+            idx = torch.arange(H, device=zz.device)
+            own = zz[idx, :, :, idx]  # (H, N, T, hd): copy h's head h
         return torch.einsum("hntk,dhk->hntd", own, self.w_o.reshape(self.w_o.shape[0], H, -1))
 
     def _feed(self, mod, roles: str, flat: dict, H: int):
@@ -270,12 +276,12 @@ def edge_forward(
     for i in range(layout.n_layers):
         L = _Layer(lm, i)
         rs = layout.attn_receivers(i)
-        if mix is None and tap is None:  # every head reads the same residual: normalise it once
-            x = L.attn_norm(resid).expand(3 * H, N, T, d)
+        if mix is None and tap is None:  # every head reads the same residual: the attention runs once
+            heads = L.heads(L.attn_norm(resid), kwargs[i], H)  # (H, N, T, d)
         else:
             x = mix.inputs(rs, len(outs)) if mix else resid.expand(3 * H, N, T, d)
             x = L.attn_norm(x + tap[rs] if tap is not None else x)
-        heads = L.heads(x.reshape(H, 3, N, T, d), kwargs[i], H)  # (H, N, T, d)
+            heads = L.heads(x.reshape(H, 3, N, T, d), kwargs[i], H)
         outs += list(heads.unbind(0))
         attn_write = None if mix else L.post("attn", heads.sum(0))
         if mix:
