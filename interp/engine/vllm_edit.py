@@ -26,10 +26,12 @@ positions each chunk holds, a preempted request recomputed from scratch is edite
 prompt-only edit costs a decoding step nothing but the look-up that finds nothing to do.
 
 Where the edit goes (:func:`vllm_point`): vLLM's decoder layers return ``(hidden, residual)`` and add them inside
-the next layer's norm, so the residual stream is their sum. An edit of ``resid_post`` (a layer's output),
-``resid_pre`` (a layer's input) or ``resid_mid`` (the input of the norm before the MLP) computes the sum at the
-edited rows, edits it, and hands on ``(edited, 0)`` there: the next add gives the edited vector exactly.
-``attn_out`` and ``mlp_out`` are plain outputs. Heads, q/k/v, attention patterns, MLP neurons and modules by path
+the next layer's norm, so the residual stream is their sum. An edit of ``resid_post`` (a layer's output) or
+``resid_pre`` (a layer's input) computes the sum at the edited rows, edits it, and hands on ``(edited, 0)`` there:
+the next add gives the edited vector exactly. ``resid_mid`` is, as in interp, the input of the norm before the MLP
+(Hugging Face adds the residual before that norm and a hook there edits what the MLP reads, not the stream): the
+fused add-norm's output is re-normalised at the edited rows and its residual left as it is. ``attn_out`` and
+``mlp_out`` are plain outputs. Heads, q/k/v, attention patterns, MLP neurons and modules by path
 are refused (:class:`interp.errors.ServeError`), as is any architecture but those in :data:`SUPPORTED`.
 """
 
@@ -54,8 +56,8 @@ KINDS = {"resid_post": "stream_out", "resid_pre": "layer_in", "resid_mid": "norm
 @dataclass(frozen=True)
 class Point:
     """Where an edit happens in vLLM's module tree: a module path and how its vectors are read there
-    (``stream_out``: a layer's ``(hidden, residual)`` output; ``layer_in`` / ``norm_in``: the same pair as a
-    layer's or a fused add-norm's input; ``out``: a plain output tensor)."""
+    (``stream_out``: a layer's ``(hidden, residual)`` output; ``layer_in``: the same pair as a layer's input;
+    ``norm_in``: the input of a fused add-norm, read from its ``(normed, sum)`` output; ``out``: a plain output)."""
 
     path: str
     kind: str
@@ -175,7 +177,7 @@ class VllmEditor:
         """Hook the model: once per forward, the step's plan; at each edited module, its edits."""
         self.handles.append(self.model.register_forward_pre_hook(self._begin, with_kwargs=True))
         for point, module in self.modules.items():
-            if point.kind in ("stream_out", "out"):
+            if point.kind != "layer_in":
                 self.handles.append(module.register_forward_hook(self._output_hook(point)))
             else:
                 self.handles.append(module.register_forward_pre_hook(self._input_hook(point), with_kwargs=True))
@@ -264,23 +266,33 @@ class VllmEditor:
                 return None
             if point.kind == "out":
                 return self._apply(point, output, None)[0]
+            if point.kind == "norm_in":
+                return self._renormed(point, module, *output)
             hidden, residual = output
             return self._apply(point, hidden, residual)
 
         return hook
 
-    def _input_hook(self, point: Point):
-        first = 1 if point.kind == "layer_in" else 0  # a layer: (positions, hidden, residual); a norm: (x, residual)
+    def _renormed(self, point: Point, norm: torch.nn.Module, normed: torch.Tensor, stream: torch.Tensor):
+        """A fused add-norm's ``(norm(x + r), x + r)`` with the edit on its input at the edited rows, as a hook on
+        the Hugging Face norm's input does: the norm (and the MLP after it) reads the edited vector, the residual
+        stream carries on unedited."""
+        for fn, idx in self.step[point]:
+            idx = idx.to(stream.device)
+            new = fn(stream[idx][None])[0].to(stream.dtype)
+            normed = normed.index_put((idx,), norm.forward(new).to(normed.dtype))  # forward: no hooks re-entered
+        return normed, stream
 
-        def hook(module, args, kwargs):
+    def _input_hook(self, point: Point):
+        def hook(module, args, kwargs):  # a decoder layer's (positions, hidden, residual)
             if point not in self.step:
                 return None
             args = list(args)
-            if len(args) > first + 1:
-                args[first], args[first + 1] = self._apply(point, args[first], args[first + 1])
+            if len(args) > 2:
+                args[1], args[2] = self._apply(point, args[1], args[2])
             else:
                 residual = kwargs.get("residual")
-                args[first], residual = self._apply(point, args[first], residual)
+                args[1], residual = self._apply(point, args[1], residual)
                 if "residual" in kwargs:
                     kwargs = {**kwargs, "residual": residual}
             return tuple(args), kwargs

@@ -106,6 +106,23 @@ class Server:
             )
         self.editor = VllmEditor(model, runner, self.served, tokenizer=self.tokenizer).install()
 
+    def close(self) -> None:
+        """Take the hooks off, shut the engine down and free its memory (a later Server may start another)."""
+        if getattr(self, "llm", None) is None:
+            return
+        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+        self.editor.remove()
+        self.llm.llm_engine.engine_core.shutdown()
+        self.llm = None
+        cleanup_dist_env_and_memory()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def hf_model(self):
         """The Hugging Face copy of the served model (:func:`interp.load`), loaded once when first needed."""
         if self._lm is None:
@@ -116,6 +133,8 @@ class Server:
         """Token ids of each prompt (a string, tokenized as :func:`reft.generate` does, or a list of ids)."""
         out = []
         for i, p in enumerate(prompts):
+            if isinstance(p, str) and self.tokenizer is None:
+                raise ServeError(f"prompt {i} is text, but this model has no tokenizer; give token ids")
             ids = self.tokenizer(p)["input_ids"] if isinstance(p, str) else [int(t) for t in p]
             if not ids:
                 raise ServeError(f"prompt {i} is empty; give at least one token")
@@ -150,6 +169,8 @@ class Server:
             sp = params.clone()
             tags.append(f"{id(self)}-{next(self._count)}")
             sp.extra_args = {**(sp.extra_args or {}), "reft": name, "reft_id": tags[-1]}
+            if self.tokenizer is None:  # a model without a tokenizer (skip_tokenizer_init=True): token ids only
+                sp.detokenize = False
             salt = cache_salt(name, self.served.get(name, []), p, self.tokenizer)
             requests.append({"prompt_token_ids": p, **({"cache_salt": salt} if salt else {})})
             per.append(sp)
@@ -159,7 +180,7 @@ class Server:
             cached = o.num_cached_tokens or 0
             self.editor.check(tag, name, cached, len(o.outputs[0].token_ids))
             c = o.outputs[0]
-            results.append(Completion(c.text, list(c.token_ids), p, name, cached))
+            results.append(Completion(c.text or "", list(c.token_ids), p, name, cached))
         return results[0] if single else results
 
 

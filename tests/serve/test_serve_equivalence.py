@@ -67,7 +67,8 @@ def served(gemma, tmp_path_factory):
     hf = reft.generate_ids(lm, [PROMPTS[i] for i, _ in rows], serve=[server.edits.get(n) for _, n in rows],
                            max_new_tokens=NEW)  # fmt: skip
     reference = {row: hf.new_ids[k].tolist() for k, row in enumerate(rows)}
-    return server, reference, _run(server, BATCH1)  # batch 1 runs first: the cache holds its blocks
+    yield server, reference, _run(server, BATCH1)  # batch 1 runs first: the cache holds its blocks
+    server.close()
 
 
 def _run(server, batch):
