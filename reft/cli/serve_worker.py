@@ -80,8 +80,14 @@ class ServeWorker(metaclass=OwnNames):
 
 def guard(client, served: dict, tokenizer) -> None:
     """Wrap the engine client's ``generate`` (the one call every OpenAI endpoint makes): refuse an unknown edit name
-    (vLLM answers HTTP 400) and salt the prefix cache of each edited request."""
+    (vLLM answers HTTP 400) and salt the prefix cache of each edited request. Refuse beam search with an edit: vLLM
+    re-submits each beam as a new request without the request's extra arguments, so the edit would be dropped."""
+    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+    from vllm.entrypoints.openai.completion.protocol import CompletionRequest
     from vllm.exceptions import VLLMValidationError
+
+    for kind in (CompletionRequest, ChatCompletionRequest):
+        kind.to_beam_search_params = _no_beam_search(kind.to_beam_search_params, VLLMValidationError)
 
     generate = client.generate
 
@@ -101,6 +107,18 @@ def guard(client, served: dict, tokenizer) -> None:
         return generate(prompt, sampling_params, request_id, *args, **kwargs)
 
     client.generate = guarded
+
+
+def _no_beam_search(to_beam_search_params, error):
+    def refuse(request, *args, **kwargs):
+        name = (request.vllm_xargs or {}).get(KEY)
+        if name is not None:
+            why = (f"beam search cannot carry edit {name!r}: vLLM re-submits every beam as a new request without "
+                   "vllm_xargs; use greedy or sampled decoding with an edit")  # fmt: skip
+            raise error(why, parameter="use_beam_search", value=True)
+        return to_beam_search_params(request, *args, **kwargs)
+
+    return refuse
 
 
 def vllm_args(argv: list[str]):

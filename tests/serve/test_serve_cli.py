@@ -1,7 +1,8 @@
 """``reft serve``: vLLM's OpenAI-compatible server, started on a free local port with a saved ReFT folder and a
 steering-vector file; requests naming different edits (and none) in one batch get different tokens, each equal to
 :func:`reft.generate_ids` on the Hugging Face model with the same edit (the reference Server.generate is held to in
-test_serve_equivalence.py); an unknown name is refused with HTTP 400 and the server keeps serving.
+test_serve_equivalence.py); an unknown name, and beam search with an edit, are refused with HTTP 400 and the
+server keeps serving.
 
 The server runs as a child process (its own session, so every vLLM process it starts is ended with it), at most
 :data:`READY_S` seconds to load and :data:`REQUEST_S` per request; the test stops it in any case.
@@ -135,5 +136,8 @@ def test_an_unknown_edit_is_refused_and_the_server_keeps_serving(server):
     code, answer = _post(server, {"model": "gemma-3-270m", "prompt": "Hi", "max_tokens": 2,
                                   "vllm_xargs": {"reft": "nope"}})  # fmt: skip
     assert code == 400 and "'nope'" in answer["error"]["message"] and "['lo', 'st']" in answer["error"]["message"]
+    code, answer = _post(server, {"model": "gemma-3-270m", "prompt": "Hi", "max_tokens": 2, "n": 2,
+                                  "use_beam_search": True, "vllm_xargs": {"reft": "lo"}})  # fmt: skip
+    assert code == 400 and "beam search cannot carry edit 'lo'" in answer["error"]["message"]
     code, answer = _post(server, {"model": "gemma-3-270m", "prompt": "Hi", "max_tokens": 2})
     assert code == 200 and answer["usage"]["completion_tokens"] == 2
