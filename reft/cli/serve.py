@@ -40,8 +40,10 @@ from . import serve_worker
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 STEER_OPTIONS = {"layer": int, "component": str, "positions": str, "scale": float}
 WORKER = f"{serve_worker.__name__}.ServeWorker"
-# vLLM options the edits cannot run under (reft.serve.server.REFUSED says why), as vLLM's parser names them
-REFUSED = {"enforce_eager": True, "tensor_parallel_size": 1, "pipeline_parallel_size": 1, "speculative_config": None}
+# vLLM server flags that reft serve sets itself, or that the edits cannot run under (reft.serve.server.REFUSED)
+OWN_FLAGS = ("--enforce-eager", "--no-enforce-eager", "--compilation-config", "-cc", "--tensor-parallel-size", "-tp",
+             "--pipeline-parallel-size", "-pp", "--speculative-config", "--worker-extension-cls", "--model", "--host",
+             "--port")  # fmt: skip
 
 
 def add_parser(sub):
@@ -135,8 +137,8 @@ def model_folder(args) -> Path:
 def check(args) -> None:
     """Everything ``reft serve`` can refuse before vLLM starts."""
     edits(args)
-    if not 0 <= args.port <= 65535:
-        raise ServeError(f"--port {args.port}: expected 0..65535")
+    if not 1 <= args.port <= 65535:
+        raise ServeError(f"--port {args.port}: expected 1..65535")
     if args.max_model_len < 2 or args.kv_cache_memory_bytes < 1:
         raise ServeError(f"--max-model-len {args.max_model_len} / --kv-cache-memory-bytes "
                          f"{args.kv_cache_memory_bytes}: expected positive sizes")  # fmt: skip
@@ -157,9 +159,11 @@ def check(args) -> None:
 
 def vllm_argv(args, folder: Path) -> list[str]:
     """vLLM server's command line: ours, then ``--vllm-args``; refuses options the edits cannot run under."""
-    extra = shlex.split(args.vllm_args)
-    for flag in ("--enforce-eager", "--no-enforce-eager", "--tensor-parallel-size", "-tp", "--pipeline-parallel-size",
-                 "-pp", "--speculative-config", "--worker-extension-cls", "--model", "--host", "--port"):  # fmt: skip
+    try:
+        extra = shlex.split(args.vllm_args)
+    except ValueError as e:
+        raise ServeError(f"--vllm-args {args.vllm_args!r}: {e}; give vLLM's options as one quoted string") from None
+    for flag in OWN_FLAGS:
         if any(a == flag or a.startswith(flag + "=") for a in extra):
             raise ServeError(f"--vllm-args {args.vllm_args!r}: {flag} is set by reft serve (edits run in eager mode, "
                              "on one device, in vLLM's own worker) or has its own option")  # fmt: skip
