@@ -2,7 +2,7 @@
 cache salt that keeps prefix caching from sharing a prefix between requests with different edits.
 
 Example:
-    >>> ops = served_ops(rlm, "Gemma3ForCausalLM")                 # a ReftModel: one op per placement
+    >>> ops = served_ops(rlm, "LlamaForCausalLM")                  # a ReftModel: one op per placement
     >>> [(op.point.path, op.point.kind, op.pos) for op in ops]
     [('model.layers.1', 'stream_out', first(1)+last())]
     >>> cache_salt("style", ops, [2, 10, 11, 12]) == cache_salt("style", ops, [2, 30, 31, 32])   # same positions

@@ -49,14 +49,16 @@ GREEDY = {"temperature": 0.0, "max_tokens": 16}
 
 @dataclass
 class Completion:
-    """One request's result: the generated ``text`` and ``token_ids``, the prompt's token ids, the edit, and how
-    many prompt tokens came from vLLM's prefix cache (``cached_tokens``)."""
+    """One request's result: the generated ``text`` and ``token_ids``, the prompt's token ids, the edit, how many
+    prompt tokens came from vLLM's prefix cache (``cached_tokens``) and, when the sampling asked for logprobs,
+    each generated token's log-probability (``logprobs``)."""
 
     text: str
     token_ids: list[int]
     prompt_token_ids: list[int]
     intervention: str | None
     cached_tokens: int = 0
+    logprobs: list[float] | None = None
 
 
 class Server:
@@ -180,7 +182,8 @@ class Server:
             cached = o.num_cached_tokens or 0
             self.editor.check(tag, name, cached, len(o.outputs[0].token_ids))
             c = o.outputs[0]
-            results.append(Completion(c.text or "", list(c.token_ids), p, name, cached))
+            lp = [d[t].logprob for d, t in zip(c.logprobs, c.token_ids)] if c.logprobs else None
+            results.append(Completion(c.text or "", list(c.token_ids), p, name, cached, lp))
         return results[0] if single else results
 
 
