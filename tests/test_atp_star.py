@@ -97,8 +97,8 @@ def test_atp_star_recovers_the_name_swaps_atp_misses_on_ioi(gemma):
     """On IOI (Gemma-3-270M), patching S2's early residual stream flips the answer; AtP gives the wrong sign there
     (the softmax of the duplicate-name heads saturates), AtP* the right one and most of the size."""
     pairs = ioi_pairs(8)
-    positions = {k: IOI_POSITIONS[k] for k in ("IO", "S1", "S2", "end")}
-    kw = dict(layers=[2, 8, 14], positions=positions)
+    positions = {k: IOI_POSITIONS[k] for k in ("IO", "S2", "end")}
+    kw = dict(layers=[2, 14], positions=positions)
     exact = patch_grid(gemma, pairs, progress=False, **kw).effect
     star = attribution_patch(gemma, pairs, method="atp*", **kw).effect
     atp = attribution_patch(gemma, pairs, **kw).effect
