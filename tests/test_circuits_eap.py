@@ -128,8 +128,9 @@ def test_mean_ablation(arch):
     assert not torch.allclose(shifted, empty, atol=1e-4)
 
 
-def test_padded_pairs_give_the_unpadded_results():
-    lm = tiny_lm("llama")
+@pytest.mark.parametrize("arch", ARCHS)
+def test_padded_pairs_give_the_unpadded_results(arch):
+    lm = tiny_lm(arch)
     short = Pairs.of([[7, 8, 9]], [[7, 11, 9]], base_answer=[5], source_answer=[6])
     both = Pairs.of([[7, 8, 9], [3, 4, 5, 6, 7]], [[7, 11, 9], [3, 4, 8, 6, 7]], base_answer=[5] * 2,
                     source_answer=[6] * 2)  # fmt: skip

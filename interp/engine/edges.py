@@ -184,7 +184,7 @@ class _Layer:
         input (N, T, d) that every head reads (the attention runs once, unstacked)."""
         shared = x.dim() == 3
         N = x.shape[0] if shared else x.shape[2]
-        flat = {c: x[:, j].flatten(0, 1) for j, c in enumerate("qkv")} if not shared else {"q": x}  # rows h * N + n
+        flat = {c: x[:, j].flatten(0, 1).contiguous() for j, c in enumerate("qkv")} if not shared else {"q": x}
         handles, z = [], []
         for mod in {id(m): m for m in self.qkv}.values():
             roles = "".join(c for c, m in zip("qkv", self.qkv) if m is mod)
