@@ -31,7 +31,7 @@ from pathlib import Path
 from transformers import AutoConfig, AutoTokenizer
 
 from interp.engine.vllm_edit import VllmEditor, check_architecture
-from interp.errors import ServeError
+from interp.errors import PositionError, ServeError
 from interp.models import embedded_model_path
 from interp.models import load as load_model
 
@@ -167,13 +167,16 @@ class Server:
             raise ServeError(f"sampling must be None, a dict or a vllm.SamplingParams; got {type(sampling).__name__}")
         ids = self.encode(prompts)
         requests, per, tags = [], [], []
-        for name, p in zip(names, ids):
+        for i, (name, p) in enumerate(zip(names, ids)):
+            try:  # the edit's positions on this prompt, before anything is submitted
+                salt = cache_salt(name, self.served.get(name, []), p, self.tokenizer)
+            except PositionError as e:
+                raise PositionError(f"prompt {i} (edit {name!r}): {e}") from None
             sp = params.clone()
             tags.append(f"{id(self)}-{next(self._count)}")
             sp.extra_args = {**(sp.extra_args or {}), "reft": name, "reft_id": tags[-1]}
             if self.tokenizer is None:  # a model without a tokenizer (skip_tokenizer_init=True): token ids only
                 sp.detokenize = False
-            salt = cache_salt(name, self.served.get(name, []), p, self.tokenizer)
             requests.append({"prompt_token_ids": p, **({"cache_salt": salt} if salt else {})})
             per.append(sp)
         outs = self.llm.generate(requests, per, use_tqdm=False)

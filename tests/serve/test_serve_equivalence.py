@@ -17,8 +17,8 @@ import torch  # noqa: E402
 from conftest import tiny_lm  # noqa: E402
 
 import reft  # noqa: E402
-from interp import Site, all_tokens, first, generated, last, recent  # noqa: E402
-from interp.errors import ServeError  # noqa: E402
+from interp import Site, all_tokens, at, first, generated, last, recent  # noqa: E402
+from interp.errors import PositionError, ServeError  # noqa: E402
 from interp.inputs import encode  # noqa: E402
 from reft.generate import edits_while_generating, serve_step_ops  # noqa: E402
 from reft.model import serve_ops  # noqa: E402
@@ -64,6 +64,7 @@ def served(gemma, tmp_path_factory):
         "steer": steer(lm, Site("resid_post", 4, all_tokens()), _direction(3), scale=300.0),
         "decode": _randomized(reft.attach(lm, {Site("resid_post", 8, last(1) + generated()): reft.LoReFT(640, 4)}), 2),
         "recent": steer(lm, Site("mlp_out", 9, recent(2)), _direction(4), scale=300.0),
+        "far": steer(lm, Site("resid_post", 2, at(30)), _direction(5)),  # only prompts of 31 tokens or more
     }
     server = Server(None, edits, lm=lm, max_num_batched_tokens=16, block_size=16)
     rows = list(dict.fromkeys(BATCH1 + BATCH2 + PLAIN))
@@ -128,12 +129,15 @@ def test_prompt_only_edits_touch_prefill_steps_only(served):
     assert forwards >= NEW and edited == 1, (forwards, edited)
 
 
-def test_unknown_names_and_unsupported_cases_are_refused(served, gemma):
-    server = served[0]
+def test_unknown_names_bad_positions_and_unsupported_cases_are_refused(served, gemma):
+    server, reference, _ = served
     with pytest.raises(ServeError, match="'nope'"):
         server.generate(["Hi"], ["nope"])
     with pytest.raises(ServeError, match="2 interventions for 1 prompts"):
         server.generate(["Hi"], ["style", None])
+    with pytest.raises(PositionError, match=r"prompt 0 \(edit 'far'\): position at\(30\) asks for token 30"):
+        server.generate([PROMPTS[0]], ["far"])  # refused before it is submitted: the engine keeps serving
+    assert server.generate([PROMPTS[0]], ["style"], {"max_tokens": NEW})[0].token_ids == reference[0, "style"]
     head = steer(gemma, Site("head", 3, last(), head=1), torch.ones(256), scale=1.0)
     with pytest.raises(ServeError, match="component 'head'"):
         Server(None, {"h": head}, lm=gemma)
