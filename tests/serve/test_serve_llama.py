@@ -1,6 +1,7 @@
 """Served in vLLM on a Llama (a small random one saved to a folder), edits at every served component give the
 tokens of reft.generate: resid_pre (layer 0 and 1), resid_mid, resid_post, attn_out and mlp_out, prompt-only and
-decode-time, one batch, prefill in chunks of 16 tokens."""
+decode-time, one batch, prefill in chunks of 16 tokens, and a KV cache of 4 blocks of 32 tokens for 7 requests of
+25-31 prompt tokens, so that vLLM preempts requests and recomputes them (their edits are applied again)."""
 
 from __future__ import annotations
 
@@ -53,10 +54,20 @@ def test_every_served_component_equals_reft_generate_on_llama(llama):
         "pre0": steer(lm, Site("resid_pre", 0, last()), _vector(6), scale=20.0),
     }
     g = torch.Generator().manual_seed(5)
-    prompts = [torch.randint(3, 128, (n,), generator=g).tolist() for n in (7, 20, 9, 12, 5, 8, 30)]
+    prompts = [torch.randint(3, 128, (n,), generator=g).tolist() for n in (28, 30, 26, 29, 27, 31, 25)]
     names = [*edits, None]
-    with Server(folder, edits, lm=lm, skip_tokenizer_init=True, max_model_len=128, max_num_batched_tokens=16,
-                block_size=32) as server:  # fmt: skip
+    applied = []  # (prompt-token edits applied, planned) per edited request
+    with Server(folder, edits, lm=lm, skip_tokenizer_init=True, max_model_len=64, max_num_batched_tokens=16,
+                block_size=32, kv_cache_memory_bytes=4 * 32 * 1024) as server:  # fmt: skip  # 4 blocks of 32 tokens
+        check = server.editor.check
+
+        def counted(tag, name, n_cached, n_generated):
+            req = server.editor.tags.get(tag)
+            if name is not None:
+                applied.append((server.editor.tally[req][0], sum(map(len, server.editor.plans[req].prompt_at))))
+            return check(tag, name, n_cached, n_generated)
+
+        server.editor.check = counted
         out = server.generate(prompts, names, {"max_tokens": NEW})
     served = [server.edits.get(n) for n in names]
     want = reft.generate_ids(lm, prompts, serve=served, max_new_tokens=NEW).new_ids.tolist()
@@ -64,3 +75,4 @@ def test_every_served_component_equals_reft_generate_on_llama(llama):
     for name, o, w, p in zip(names, out, want, plain):
         assert o.token_ids == _until_eos(w), name
         assert name is None or _until_eos(w) != _until_eos(p), f"{name}: the edit changes nothing"
+    assert any(done > planned for done, planned in applied), applied  # a request was preempted and recomputed
