@@ -3,7 +3,7 @@
 Example:
     interp circuit --task ioi --json                 # writes results/circuit/circuit_ioi.{png,json},
                                                      # circuit_ioi_faithfulness.png, circuit_ioi_edges.json
-    interp circuit --task ioi --quick --json         # the small version the test suite runs
+    interp circuit --task ioi --quick --json         # 4 pairs, 2 steps, 3 budgets, 6 exact edges
 
 Scores every edge of the model's graph (input, heads, MLPs, logits) with EAP (two forwards and one backward) and
 EAP-IG (``--steps`` interpolation steps on the inputs), patches a sample of edges exactly (half the top edges
