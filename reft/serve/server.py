@@ -165,6 +165,9 @@ class Server:
             params = sampling
         else:
             raise ServeError(f"sampling must be None, a dict or a vllm.SamplingParams; got {type(sampling).__name__}")
+        if params.n != 1:
+            raise ServeError(f"sampling n={params.n}: Server.generate returns one completion per prompt; repeat the "
+                             "prompt instead (each copy carries its edit)")  # fmt: skip
         ids = self.encode(prompts)
         requests, per, tags = [], [], []
         for i, (name, p) in enumerate(zip(names, ids)):

@@ -135,6 +135,8 @@ def test_unknown_names_bad_positions_and_unsupported_cases_are_refused(served, g
         server.generate(["Hi"], ["nope"])
     with pytest.raises(ServeError, match="2 interventions for 1 prompts"):
         server.generate(["Hi"], ["style", None])
+    with pytest.raises(ServeError, match="sampling n=2"):
+        server.generate(["Hi"], ["style"], {"n": 2, "temperature": 1.0})
     with pytest.raises(PositionError, match=r"prompt 0 \(edit 'far'\): position at\(30\) asks for token 30"):
         server.generate([PROMPTS[0]], ["far"])  # refused before it is submitted: the engine keeps serving
     assert server.generate([PROMPTS[0]], ["style"], {"max_tokens": NEW})[0].token_ids == reference[0, "style"]
