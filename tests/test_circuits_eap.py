@@ -162,19 +162,22 @@ def test_graph_counts_match_mib():
 
 
 @pytest.mark.slow
-def test_gemma_eap_tracks_exact_edge_patching_on_ioi(gemma):
-    """On IOI (4 pairs), EAP's scores of a sample of edges (the 24 it ranks highest and 24 others) correlate with
-    exact edge patching, and EAP takes a few forwards where exact patching takes one per edge."""
+def test_gemma_eap_matches_exact_edge_patching_into_the_logits(gemma):
+    """On an IOI pair, the 4 edges into the logits that EAP ranks highest (heads' writes through Gemma's
+    post-attention norm, then the final norm: nearly linear) agree with exact edge patching within 25%, and the
+    name-moving heads of layers 11-15 lead. (On 8 pairs and 96 edges, EAP correlates with exact patching at
+    r = 0.71 and EAP-IG (5 steps) at 0.95; see the report of issue 24.)"""
     from interp.tasks import ioi_pairs
 
-    pp = ioi_pairs(4, seed=0)
+    pp = ioi_pairs(1, seed=0)
     s = eap(gemma, pp)
     g = s.graph
-    assert len(g) == 10342 and s.meta["clean_metric"] > s.meta["corrupted_metric"]
-    sample = s.order()[:24].tolist() + torch.randperm(len(g), generator=torch.Generator().manual_seed(0))[:24].tolist()
-    exact = exact_edge_effects(gemma, pp, g, sample)
-    r = torch.corrcoef(torch.stack([s.scores[sample], exact]))[0, 1]
-    assert r > 0.7, r
+    assert len(g) == 10342 and s.meta["clean_metric"] > 0 > s.meta["corrupted_metric"]
+    into_logits = torch.tensor([i for i, (_, v) in enumerate(g.edges) if v == "logits"])
+    top = into_logits[s.scores[into_logits].abs().argsort(descending=True)[:4]].tolist()
+    exact = exact_edge_effects(gemma, pp, g, top)
+    assert torch.allclose(s.scores[top], exact, rtol=0.25), (s.scores[top], exact)
+    assert all(g.edges[i][0].startswith(("a11.", "a12.", "a13.", "a14.", "a15.")) for i in top[:2])
 
 
 def test_parallel_residual():

@@ -26,7 +26,10 @@ code does (``alpha = k / steps``, k = 0 .. steps - 1): ``ig_on="inputs"`` interp
 et al. 2024; MIB's EAP-IG), ``"activations"`` interpolates each block's outputs in turn (the input embeddings, a
 layer's heads, a layer's MLP; ``alpha = k / steps``, k = 1 .. steps), the rest of the run computed from them, and
 scores that block's outgoing edges from those gradients (Marks et al. 2024's integrated gradients on activations).
-Costs: EAP about 3 forwards; inputs ``steps + 2``; activations ``(2 n_layers + 1) steps + 2`` forward/backward pairs.
+Costs (wall time on CPU, Gemma-3-270M, 8 IOI pairs, a loaded 2-core machine): EAP about 10 plain forwards of the
+model (the clean run stacks each layer's attention once per head and keeps 3H + 1 copies of the residual per layer
+for their gradients, then its backward); EAP-IG on inputs about ``steps`` times that; on activations
+``(2 n_layers + 1) steps`` gradient runs. Exact patching costs about half a forward per edge.
 """
 
 from __future__ import annotations
