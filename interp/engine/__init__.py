@@ -34,7 +34,9 @@ Modules: :mod:`~interp.engine.plan` (Batch, Op, the edit), :mod:`~interp.engine.
 :mod:`~interp.engine.nnsight_backend` (the two backends), :mod:`~interp.engine.generation` (ops around
 ``generate``), :mod:`~interp.engine.standin` (stand-in modules: prefix replay, cached patching cells, the last
 MLP narrowed), :mod:`~interp.engine.attention` (attention patterns), :mod:`~interp.engine.probe` (one recorded
-forward: module shapes and execution order), :mod:`~interp.engine.unembed` (logits from final hidden states).
+forward: module shapes and execution order), :mod:`~interp.engine.unembed` (logits from final hidden states),
+:mod:`~interp.engine.edges` and :mod:`~interp.engine.edge_mix` (the edge-patched forward of :mod:`interp.circuits`),
+:mod:`~interp.engine.vllm_edit` (the same edits inside vLLM's forward, for :mod:`reft.serve`; imports vLLM lazily).
 """
 
 from __future__ import annotations
