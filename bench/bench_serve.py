@@ -3,9 +3,9 @@
     .venv-serve/bin/python bench/bench_serve.py                  # 16 requests x (32 prompt + 32 new tokens), 3 reps
     .venv-serve/bin/python bench/bench_serve.py --batch 32 --new-tokens 64 --json
 
-Needs the serving environment (``make serve-venv``). One :class:`reft.serve.Server` (float32, eager, prefix caching
-off so that every repetition prefills again) serves the same batch of random-token prompts, greedy, every request
-generating exactly ``--new-tokens`` (``ignore_eos``), in these variants:
+Needs the serving environment (``make serve-venv``); runs on one thread. One :class:`reft.serve.Server` (float32,
+eager, prefix caching off so that every repetition prefills again) serves the same batch of random-token prompts,
+greedy, every request generating exactly ``--new-tokens`` (``ignore_eos``), in these variants:
 
 1. ``plain``: vLLM with the editor's hooks taken off (:meth:`VllmEditor.remove`): vLLM as it ships;
 2. ``unedited``: the hooks on, no request naming an edit (what serving edits costs requests that use none);
@@ -75,6 +75,9 @@ def main(argv=None) -> dict:
     p.add_argument("--no-hf", action="store_true", help="skip reft.generate on the Hugging Face model")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
+    # One thread, as the other benchmarks: vLLM's CPU worker (this process) pins its threads to one core, and more
+    # threads on that core oversubscribe it (reft.generate ran 10x slower in this process with two)
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     lm, prompts, edits, server = setup(args)
     B, N = args.batch, args.new_tokens
@@ -129,10 +132,16 @@ def main(argv=None) -> dict:
                                 ("per_request", "hf_per_request")):  # fmt: skip
         if hf_variant in hf_out:
             new = hf_out[hf_variant].new_ids
-            same = sum(o.token_ids == new[i].tolist() for i, o in enumerate(outs[variant]))
-            result[f"tokens_equal_{variant}_vs_hf"] = f"{same}/{B}"
+            diverge = {i: _first_difference(o.token_ids, new[i].tolist()) for i, o in enumerate(outs[variant])}
+            diverge = {i: d for i, d in diverge.items() if d is not None}
+            where = "".join(f"; row {i} from new token {d}" for i, d in diverge.items())
+            result[f"tokens_equal_{variant}_vs_hf"] = f"{B - len(diverge)}/{B}{where}"
     print_result(result, args.json)
     return result
+
+
+def _first_difference(a: list[int], b: list[int]) -> int | None:
+    return next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), None if len(a) == len(b) else min(len(a), len(b)))
 
 
 def print_result(result: dict, as_json: bool) -> None:
