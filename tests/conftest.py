@@ -10,7 +10,6 @@ import transformers as tf
 
 import interp
 
-
 # Under pytest-xdist (`make test` runs `-n 2`), each worker owns one core: every test, and every process a test
 # starts (notebook kernels, scripts, torchrun), runs on one thread instead of two workers fighting over both cores.
 ONE_CORE_PER_WORKER = "PYTEST_XDIST_WORKER" in os.environ
