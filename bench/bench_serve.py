@@ -5,7 +5,8 @@
 
 Needs the serving environment (``make serve-venv``); runs on one thread. One :class:`reft.serve.Server` (float32,
 eager, prefix caching off so that every repetition prefills again) serves the same batch of random-token prompts,
-greedy, every request generating exactly ``--new-tokens`` (``ignore_eos``), in these variants:
+greedy, every request generating exactly ``--new-tokens`` (vLLM's ``min_tokens`` and ``reft.generate``'s
+``min_new_tokens`` both mask end-of-sequence until then), in these variants:
 
 1. ``plain``: vLLM with the editor's hooks taken off (:meth:`VllmEditor.remove`): vLLM as it ships;
 2. ``unedited``: the hooks on, no request naming an edit (what serving edits costs requests that use none);
@@ -81,7 +82,8 @@ def main(argv=None) -> dict:
     torch.manual_seed(0)
     lm, prompts, edits, server = setup(args)
     B, N = args.batch, args.new_tokens
-    sampling = {"max_tokens": N, "temperature": 0.0, "ignore_eos": True}
+    # min_tokens masks EOS as HF's min_new_tokens does; ignore_eos alone lets vLLM pick an EOS that HF has masked
+    sampling = {"max_tokens": N, "min_tokens": N, "temperature": 0.0, "ignore_eos": True}
     names = {
         "plain": [None] * B,
         "unedited": [None] * B,
