@@ -14,7 +14,7 @@ import pytest
 vllm = pytest.importorskip("vllm")
 
 import torch  # noqa: E402
-from conftest import tiny_lm  # noqa: E402
+from conftest import randomize, tiny_lm  # noqa: E402
 
 import reft  # noqa: E402
 from interp import Site, all_tokens, at, first, generated, last, recent  # noqa: E402
@@ -38,15 +38,6 @@ BATCH2 = [(1, "steer"), (1, "style"), (1, None), (0, "decode")]
 PLAIN = [(0, None), (2, None), (3, None)]
 
 
-def _randomized(rlm, seed: int, scale: float = 0.5):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in rlm.interventions.named_parameters():
-            if "original" not in name:
-                p.add_(scale * torch.randn(p.shape, generator=g))
-    return rlm
-
-
 def _direction(seed: int) -> torch.Tensor:
     v = torch.randn(640, generator=torch.Generator().manual_seed(seed))
     return v / v.norm()
@@ -55,14 +46,15 @@ def _direction(seed: int) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def served(gemma, tmp_path_factory):
     lm = gemma
-    style = _randomized(
-        reft.attach(lm, {Site("resid_post", 6, first(1) + last(1)): reft.LoReFT(640, 4)}, tied=False), 1
+    style = randomize(
+        reft.attach(lm, {Site("resid_post", 6, first(1) + last(1)): reft.LoReFT(640, 4)}, tied=False), seed=1
     )
     folder = reft.save(style, tmp_path_factory.mktemp("serve") / "style")
+    decode = randomize(reft.attach(lm, {Site("resid_post", 8, last(1) + generated()): reft.LoReFT(640, 4)}), seed=2)
     edits = {
         "style": folder,  # loaded by the server from the saved folder
         "steer": steer(lm, Site("resid_post", 4, all_tokens()), _direction(3), scale=300.0),
-        "decode": _randomized(reft.attach(lm, {Site("resid_post", 8, last(1) + generated()): reft.LoReFT(640, 4)}), 2),
+        "decode": decode,
         "recent": steer(lm, Site("mlp_out", 9, recent(2)), _direction(4), scale=300.0),
         "far": steer(lm, Site("resid_post", 2, at(30)), _direction(5)),  # only prompts of 31 tokens or more
     }
