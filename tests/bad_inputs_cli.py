@@ -408,4 +408,16 @@ ROWS += [
         CLI,
         r"--vllm-args '--no-enforce-eager': --no-enforce-eager is set by reft serve",
     ),
+    Bad(
+        "reft serve --vllm-args optimisation level",
+        reft("serve", "--vllm-args=-O3"),
+        CLI,
+        r"--vllm-args '-O3': -O is set by reft serve",
+    ),
+    Bad(
+        "reft serve --vllm-args dotted compilation config",
+        reft("serve", "--vllm-args=--compilation-config.mode 3"),
+        CLI,
+        r"--vllm-args '--compilation-config.mode 3': --compilation-config is set by reft serve",
+    ),
 ]

@@ -154,7 +154,8 @@ def token_spans(computed: Sequence[int], query_start_loc: Sequence[int]) -> list
 class VllmEditor:
     """Served edits on a vLLM model: ``edits`` ({name: [ServedOp]}) applied per request, the name read from the
     request's ``sampling_params.extra_args[key]``; :meth:`install` registers the hooks, :meth:`remove` takes them
-    off. ``tally[req_id]`` counts the (op, token) edits applied to prompt and generated tokens of each request;
+    off. ``tally[req_id]`` counts the (op, token) edits applied to prompt and generated tokens of each request,
+    counted by the edited module's hook when it runs (planned edits whose hook never fires are not counted);
     ``forwards`` the forwards that carried requests and those that edited any token (a batch of prompt-only edits
     edits in its prefill steps only)."""
 
@@ -165,6 +166,7 @@ class VllmEditor:
         self.tally: dict[str, list[int]] = {}
         self.tags: dict[str, str] = {}  # the caller's tag (extra_args[key + "_id"]) -> internal request id
         self.step: dict[Point, list[tuple[Callable, torch.Tensor]]] = {}
+        self.pending: dict[Point, list[tuple[str, int, int]]] = {}  # this step's (request, prompt, generated) counts
         self.handles: list = []
         self.forwards = [0, 0]  # forwards seen with requests, and those that edited something
         self.modules = {}
@@ -211,18 +213,17 @@ class VllmEditor:
         return plan
 
     def _begin(self, module, args, kwargs):
-        self.step = {}
+        self.step, self.pending = {}, {}
         batch = self.runner.input_batch
         n = batch.num_reqs
         if not n:
             return
         self.forwards[0] += 1
         req_ids = batch.req_ids[:n]
-        if len(self.plans) > PRUNE_AT:  # requests nobody checked (a server without check): forget those that left
-            live = self.runner.requests
-            self.plans = {r: p for r, p in self.plans.items() if r in live}
-            self.tally = {r: c for r, c in self.tally.items() if r in live}
-            self.tags = {t: r for t, r in self.tags.items() if r in live}
+        if len(self.plans) > PRUNE_AT:  # requests nobody checks (reft serve): forget those that left the engine
+            keep = set(self.runner.requests) | set(self.tags.values())  # tagged: a Server checks them when it returns
+            self.plans = {r: p for r, p in self.plans.items() if r in keep}
+            self.tally = {r: c for r, c in self.tally.items() if r in keep}
         plans = [self._plan(r) for r in req_ids]
         if all(p is None for p in plans):
             return
@@ -233,16 +234,16 @@ class VllmEditor:
             plan = plans[i]
             if plan is None or (first >= plan.prompt_end and not plan.any_decodes):
                 continue  # no edit, or a prompt-only edit past its last edited token: nothing to do
-            count = self.tally[req_ids[i]]
             for j, at in enumerate(plan.prompt_at):
                 sel = at[np.searchsorted(at, first) : np.searchsorted(at, end)]
-                count[0] += len(sel)
+                n_gen = 0
                 if plan.decodes[j] and end > plan.n_prompt:
                     gen = np.arange(max(first, plan.n_prompt), end)
-                    count[1] += len(gen)
-                    sel = np.concatenate([sel, gen])
+                    n_gen, sel = len(gen), np.concatenate([sel, gen])
                 if len(sel):
                     rows.setdefault((plan.name, j), []).append(sel + shift)
+                    point = self.edits[plan.name][j].point
+                    self.pending.setdefault(point, []).append((req_ids[i], len(sel) - n_gen, n_gen))
         for (name, j), parts in rows.items():
             op = self.edits[name][j]
             self.step.setdefault(op.point, []).append((op.fn, torch.from_numpy(np.concatenate(parts))))
@@ -258,7 +259,15 @@ class VllmEditor:
             hidden = hidden.index_put((idx,), new)
             if residual is not None:
                 residual = residual.index_put((idx,), torch.zeros_like(new))
+        self._applied(point)
         return hidden, residual
+
+    def _applied(self, point: Point) -> None:
+        """Count the edits made at ``point`` this step into each request's tally (what :meth:`check` reads)."""
+        for req_id, n_prompt, n_gen in self.pending.pop(point, ()):
+            count = self.tally[req_id]
+            count[0] += n_prompt
+            count[1] += n_gen
 
     def _output_hook(self, point: Point):
         def hook(module, args, output):
@@ -281,6 +290,7 @@ class VllmEditor:
             idx = idx.to(stream.device)
             new = fn(stream[idx][None])[0].to(stream.dtype)
             normed = normed.index_put((idx,), norm.forward(new).to(normed.dtype))  # forward: no hooks re-entered
+        self._applied(point)
         return normed, stream
 
     def _input_hook(self, point: Point):

@@ -43,7 +43,7 @@ WORKER = f"{serve_worker.__name__}.ServeWorker"
 # vLLM server flags that reft serve sets itself, or that the edits cannot run under (reft.serve.server.REFUSED)
 OWN_FLAGS = ("--enforce-eager", "--no-enforce-eager", "--compilation-config", "-cc", "--tensor-parallel-size", "-tp",
              "--pipeline-parallel-size", "-pp", "--speculative-config", "--worker-extension-cls", "--model", "--host",
-             "--port")  # fmt: skip
+             "--port", "-O")  # fmt: skip
 
 
 def add_parser(sub):
@@ -157,6 +157,11 @@ def check(args) -> None:
                          "`make serve-venv`, then run .venv-serve/bin/reft serve ... (docs/serving.md)")  # fmt: skip
 
 
+def _sets(flag: str, word: str) -> bool:
+    """Whether a command-line word sets ``flag``: ``--f``, ``--f=v``, ``--f.key`` (vLLM's dotted form); ``-O3``."""
+    return word == flag or word.startswith((flag + "=", flag + ".")) or (flag == "-O" and word.startswith(flag))
+
+
 def vllm_argv(args, folder: Path) -> list[str]:
     """vLLM server's command line: ours, then ``--vllm-args``; refuses options the edits cannot run under."""
     try:
@@ -164,7 +169,7 @@ def vllm_argv(args, folder: Path) -> list[str]:
     except ValueError as e:
         raise ServeError(f"--vllm-args {args.vllm_args!r}: {e}; give vLLM's options as one quoted string") from None
     for flag in OWN_FLAGS:
-        if any(a == flag or a.startswith(flag + "=") for a in extra):
+        if any(_sets(flag, a) for a in extra):
             raise ServeError(f"--vllm-args {args.vllm_args!r}: {flag} is set by reft serve (edits run in eager mode, "
                              "on one device, in vLLM's own worker) or has its own option")  # fmt: skip
     return [

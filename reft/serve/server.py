@@ -43,6 +43,7 @@ REFUSED = {  # option: (the values allowed, why others are refused)
     "tensor_parallel_size": ((None, 1), "the edits' hooks live in this process; serve on one device"),
     "pipeline_parallel_size": ((None, 1), "the edits' hooks live in this process; serve on one device"),
     "speculative_config": ((None,), "draft tokens would be edited as if they were generated"),
+    "compilation_config": ((None,), "a compiled forward does not run the module hooks the edits use"),
 }
 GREEDY = {"temperature": 0.0, "max_tokens": 16}
 
