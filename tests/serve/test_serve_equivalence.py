@@ -18,7 +18,8 @@ from conftest import randomize, tiny_lm  # noqa: E402
 
 import reft  # noqa: E402
 from interp import Site, all_tokens, at, first, generated, last, recent  # noqa: E402
-from interp.errors import PositionError, ServeError  # noqa: E402
+from interp.engine import vllm_edit  # noqa: E402
+from interp.errors import EditNotAppliedError, PositionError, ServeError  # noqa: E402
 from interp.inputs import encode  # noqa: E402
 from reft.generate import edits_while_generating, serve_step_ops  # noqa: E402
 from reft.model import serve_ops  # noqa: E402
@@ -83,7 +84,11 @@ def _hf_generate(lm, prompts, serve):
         )
     new = out.sequences[:, batch.input_ids.shape[1] :]
     lp = torch.stack(out.logits, 1).float().log_softmax(-1).gather(-1, new[..., None])[..., 0]
-    return new.tolist(), lp
+    eos = lm.hf.generation_config.eos_token_id
+    eos = {eos} if isinstance(eos, int) else set(eos or ())
+    ends = [next((k + 1 for k, t in enumerate(row) if t in eos), len(row)) for row in new.tolist()]
+    # a row that ends early is padded by generate; vLLM's ends with the EOS token
+    return [row[:n] for row, n in zip(new.tolist(), ends)], [p[:n] for p, n in zip(lp, ends)]
 
 
 def _run(server, batch, **sampling):
@@ -119,6 +124,28 @@ def test_prompt_only_edits_touch_prefill_steps_only(served):
     assert [o.token_ids for o in out] == [reference[0, "style"], reference[3, None]]
     forwards, edited = (a - b for a, b in zip(server.editor.forwards, before))
     assert forwards >= NEW and edited == 1, (forwards, edited)
+
+
+def test_a_finished_request_is_checked_even_after_the_editor_forgets_old_ones(served, monkeypatch):
+    server, reference, _ = served
+    monkeypatch.setattr(vllm_edit, "PRUNE_AT", 0)  # forget, at every step, every request that left the engine
+    batch = [(0, "style"), (3, None), (2, "decode")]
+    out = _run(server, batch)  # each request's check runs after the whole batch ends
+    assert [o.token_ids for o in out] == [reference[row] for row in batch]
+
+
+def test_an_edit_whose_module_hook_never_runs_is_refused(served):
+    server, reference, _ = served
+    editor = server.editor
+    for handle in editor.handles[1:]:  # keep the per-step plan (the model's pre-hook), drop the edited modules' hooks
+        handle.remove()
+    try:  # a short prompt and 2 tokens: no full 16-token block reaches the prefix cache unedited
+        with pytest.raises(EditNotAppliedError, match="'style'"):
+            server.generate([PROMPTS[0]], ["style"], {"max_tokens": 2})
+    finally:
+        editor.remove()
+        editor.install()
+    assert _run(server, [(0, "style")])[0].token_ids == reference[0, "style"]
 
 
 def test_unknown_names_bad_positions_and_unsupported_cases_are_refused(served, gemma):
