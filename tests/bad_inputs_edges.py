@@ -16,6 +16,7 @@ from interp.circuits.run import exact_edge_effects, run_circuit
 from interp.errors import FormatError, InputError
 
 PP = Pairs.of([[3, 4, 5, 6]] * 2, [[3, 9, 5, 6]] * 2, base_answer=[5, 5], source_answer=[6, 6])
+MIXED = Pairs.of([[3, 4, 5, 6], [3, 4, 5]], [[3, 9, 5, 6], [3, 9, 5]], base_answer=[5, 5], source_answer=[6, 6])
 G = Graph(2, 4)  # the tiny Llama's graph: 110 edges
 ZERO = EdgeScores(G, torch.zeros(len(G)), method="eap")
 
@@ -44,8 +45,15 @@ ROWS = [
         InputError,
         r"\(3, 32\)",
     ),
+    Bad(
+        "run-circuit-means-per-position-lengths-differ",
+        lambda e: run_circuit(e.lm, MIXED, Circuit.full(G), ablation="mean", means=torch.zeros(len(G.senders), 4, 32)),
+        InputError,
+        r"T = 4 need every prompt to have 4 tokens .* these prompts have \[3, 4\]",
+    ),
     Bad("run-circuit-a-graph", lambda e: run_circuit(e.lm, PP, G), InputError, "Graph"),
     Bad("exact-edge-index", lambda e: exact_edge_effects(e.lm, PP, G, [110]), InputError, "110"),
+    Bad("exact-edge-index-tensor", lambda e: exact_edge_effects(e.lm, PP, G, torch.tensor([110])), InputError, "110"),
     Bad("graph-unknown-edge", lambda e: G.index(("m1", "a0.h0<q>")), InputError, "m1"),
     Bad("circuit-keep-shape", lambda e: Circuit(G, torch.ones(5, dtype=torch.bool)), InputError, r"\(5,\)"),
     Bad("edge-scores-shape", lambda e: EdgeScores(G, torch.zeros(3)), InputError, r"\(3,\)"),

@@ -62,6 +62,7 @@ def eap(
     Args:
         pairs: :class:`interp.Pairs` (base = clean, source = corrupted; each pair of one length in tokens).
         metric: a function of the last-token logits (B, V) -> (B,) (default: the pairs' logit difference).
+            It sees chunks of up to 8 pairs, so it must score each row alone (per-pair answers: leave it None).
         steps: 0 for EAP; the number of interpolation steps for EAP-IG (5 to 30 in the literature).
         ig_on: ``"inputs"`` or ``"activations"`` (EAP-IG only).
         batch_size: pairs per forward.

@@ -55,7 +55,7 @@ from ..errors import InputError
 from ..inputs import encode, token_ids
 from ..positions import last
 from .edge_scores import Circuit, EdgeScores
-from .run import dense_keep, layout_of, pair_batches, run_circuit, sender_means
+from .run import check_means, dense_keep, layout_of, pair_batches, run_circuit, sender_means
 
 BUDGETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # MIB's edge fractions
 ABLATIONS = ("counterfactual", "mean")
@@ -226,8 +226,7 @@ def circuit_metrics(
         run_circuit(lm, pairs[:1], circuits[0], ablation=ablation, means=means, metric=metric)
     batches = pair_batches(lm, pairs, metric, 8)
     if ablation == "mean":
-        means = sender_means(lm, pairs.source, graph) if means is None else torch.as_tensor(means)
-        means = means.to(lm.device, lm.dtype)
+        means = sender_means(lm, pairs.source, graph) if means is None else check_means(means, graph, lm, pairs)
     keeps = dense_keep(graph, torch.stack([c.keep for c in circuits]))  # (G, R, S)
     total, n = torch.zeros(len(circuits), dtype=torch.float64), 0
     with torch.no_grad():
@@ -275,6 +274,7 @@ def faithfulness(
             ``"mean"`` (their mean: ``means``, or each sender's mean over the source prompts).
         means: (S, d) or (S, T, d) sender means for mean ablation (see :func:`interp.circuits.run.sender_means`).
         metric: a function of the last-token logits (B, V) -> (B,); default the base/source logit difference.
+            It sees chunks of up to 8 pairs, so it must score each row alone (per-pair answers: leave it None).
         absolute: choose edges by ``|score|`` (True) or by score (False, MIB's choice for CPR).
 
     Returns:

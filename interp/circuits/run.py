@@ -21,6 +21,7 @@ returning one value per pair; by default ``logit(base answer) - logit(source ans
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ from ..inputs import encode, token_ids
 from .edge_scores import Circuit
 from .graph import Graph
 
-Metric = Callable[[torch.Tensor], torch.Tensor]  # last-token logits (B, V) -> (B,)
+Metric = Callable[[torch.Tensor], torch.Tensor]  # last-token logits (B, V) -> (B,), row by row
 ABLATIONS = ("counterfactual", "mean")
 
 
@@ -139,6 +140,16 @@ def pair_batches(lm, pairs, metric: Metric | None, batch_size: int) -> list[Pair
     return out
 
 
+def _as_index(e) -> int | None:
+    """An edge index given as an int, a 0-d tensor or a NumPy integer; None for names and (sender, receiver)."""
+    if isinstance(e, (bool, str, tuple, list)):
+        return None
+    try:
+        return operator.index(e)
+    except TypeError:
+        return None
+
+
 def _rows(x) -> list:
     if isinstance(x, torch.Tensor):
         return list(x if x.dim() == 2 else x[None])
@@ -161,6 +172,7 @@ def run_circuit(
         means: with ``"mean"``: (S, d) or (S, T, d) sender means in the graph's sender order (e.g.
             :func:`sender_means`); default: each sender's mean over the pairs' source prompts.
         metric: a function of the last-token logits (B, V) -> (B,); default the pairs' logit difference.
+            It sees chunks of up to 8 pairs, so it must score each row alone (per-pair answers: leave it None).
     """
     if not isinstance(circuit, Circuit):
         raise InputError(f"circuit is a {type(circuit).__name__}; expected a Circuit (e.g. scores.top(100))")
@@ -169,9 +181,11 @@ def run_circuit(
     graph, layout = layout_of(lm, circuit.graph)
     if means is not None and ablation != "mean":
         raise InputError("means are used only with ablation='mean'; drop means or pass ablation='mean'")
+    if means is not None:
+        means = check_means(means, graph, lm, pairs)  # before any forward
     batches = pair_batches(lm, pairs, metric, 8)
-    if ablation == "mean":
-        means = _check_means(means, graph, lm) if means is not None else sender_means(lm, pairs.source, graph)
+    if ablation == "mean" and means is None:
+        means = sender_means(lm, pairs.source, graph)
     keep = dense_keep(graph, circuit.keep)
     out = []
     with torch.no_grad():
@@ -190,7 +204,7 @@ def exact_edge_effects(
     ``edges``: ``(sender, receiver)`` pairs, ``"sender->receiver"`` names or edge indices of ``graph``.
     """
     graph, layout = layout_of(lm, graph)
-    idx = [e if isinstance(e, int) and not isinstance(e, bool) else graph.index(e) for e in edges]
+    idx = [_as_index(e) if _as_index(e) is not None else graph.index(e) for e in edges]
     bad = [i for i in idx if not 0 <= i < len(graph)]
     if bad:
         raise InputError(f"edge indices {bad[:3]} are outside {graph!r} (0 to {len(graph) - 1})")
@@ -229,7 +243,8 @@ def sender_means(lm, prompts, graph: Graph | None = None) -> torch.Tensor:
     return total / count
 
 
-def _check_means(means, graph: Graph, lm) -> torch.Tensor:
+def check_means(means, graph: Graph, lm, pairs: Pairs) -> torch.Tensor:
+    """``means`` for mean ablation, checked: (S, d), or (S, T, d) when every prompt of ``pairs`` has T tokens."""
     means = torch.as_tensor(means)
     S, d = len(graph.senders), lm.spec.d_model
     if means.dim() not in (2, 3) or means.shape[0] != S or means.shape[-1] != d:
@@ -237,6 +252,14 @@ def _check_means(means, graph: Graph, lm) -> torch.Tensor:
             f"means must be (S, d) = ({S}, {d}) or (S, T, d), one per sender in graph order (see sender_means); "
             f"got shape {tuple(means.shape)}"
         )
+    if means.dim() == 3 and isinstance(pairs, Pairs):  # one mean per position: each prompt, unpadded, has T tokens
+        lengths = sorted({int(n) for n in encode(lm, _rows(pairs.base)).attention_mask.sum(1)})
+        if lengths != [means.shape[1]]:
+            raise InputError(
+                f"means of shape (S, T, d) with T = {means.shape[1]} need every prompt to have {means.shape[1]} "
+                f"tokens (positions are matched one to one); these prompts have {lengths}: give (S, d) means, or "
+                "prompts of one length"
+            )
     return means.to(lm.device, lm.dtype)
 
 
@@ -248,6 +271,7 @@ __all__ = [
     "edge_coords",
     "exact_edge_effects",
     "layout_of",
+    "check_means",
     "pair_batches",
     "run_circuit",
     "sender_means",

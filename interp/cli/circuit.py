@@ -15,7 +15,7 @@ under f, higher is better) and CMD (the area under |1 - f|, lower is better).
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import random
 import time
 from pathlib import Path
@@ -30,7 +30,7 @@ from interp.circuits.graph import Graph
 from interp.circuits.run import exact_edge_effects
 from interp.tasks import registry
 
-from . import check_positive, output_files
+from . import check_positive, output_files, write_json
 
 QUICK = dict(n=4, steps=2, sample=6, budgets=(0.01, 0.1, 1.0))
 
@@ -99,9 +99,11 @@ def sample_edges(scores, k: int, seed: int) -> list[int]:
     return sorted(top + rest)
 
 
-def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+def pearson(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    """Pearson r, or None (null in the JSON) where it is undefined: one edge, or no spread in either."""
     x = torch.stack([a.detach().double().flatten().cpu(), b.detach().double().flatten().cpu()])
-    return float(torch.corrcoef(x)[0, 1])
+    r = float(torch.corrcoef(x)[0, 1]) if x.shape[1] > 1 else math.nan
+    return r if math.isfinite(r) else None
 
 
 def run(args) -> dict:
@@ -155,8 +157,8 @@ def run(args) -> dict:
         "eap_ig_steps": s["steps"],
         "exact_check_edges": len(idx),
         "exact_check_seconds": round(check_seconds, 2),
-        "exact_check_r_eap": round(r["eap"], 4),
-        "exact_check_r_eap_ig": round(r["eap-ig"], 4),
+        "exact_check_r_eap": None if r["eap"] is None else round(r["eap"], 4),
+        "exact_check_r_eap_ig": None if r["eap-ig"] is None else round(r["eap-ig"], 4),
         "ablation": args.ablation,
     }
     for key, c in curves.items():
@@ -180,7 +182,7 @@ def run(args) -> dict:
         "circuit_json": str(edges_json),
         "json": str(js),
     }
-    js.write_text(json.dumps(result, indent=1))
+    write_json(js, result, args.overwrite)
     return result
 
 
