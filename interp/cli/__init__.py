@@ -15,11 +15,12 @@ import importlib
 import json
 import math
 import sys
+from pathlib import Path
 
 from transformers import AutoConfig
 
 from interp.distributed import is_main
-from interp.io import check_output_dir
+from interp.io import check_output_dir, write_file_atomic
 from interp.lm import first_attr
 from interp.models import DEFAULT_MODEL, cache_dir
 
@@ -45,6 +46,12 @@ def output_files(out, stem: str, overwrite: bool, *, what: str = "--out folder")
         verb = "exists" if len(existing) == 1 else "exist"
         raise FileExistsError(f"{', '.join(existing)} already {verb}; pass --overwrite or choose another --out")
     return png, js
+
+
+def write_json(path: Path, result: dict, overwrite: bool) -> Path:
+    """A command's JSON results, written atomically (a killed run leaves no half file; a file made meanwhile is
+    kept unless ``overwrite``)."""
+    return write_file_atomic(path, json.dumps(result, indent=1), overwrite=overwrite)
 
 
 def check_positive(args, *names: str) -> None:

@@ -12,7 +12,6 @@ file is an error that names the public repository and path to get it from. Resul
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from interp.benchmarks import RUNNERS, runner
 from interp.benchmarks.data import data_root
 from interp.models import load
 
-from . import output_files
+from . import output_files, write_json
 from .patch import parse_layers
 
 
@@ -62,5 +61,5 @@ def run(args) -> dict:
     result.setdefault("seconds", round(time.time() - t0, 1))
     out.mkdir(parents=True, exist_ok=True)
     result["json"] = str(js)
-    js.write_text(json.dumps(result, indent=1))
+    write_json(js, result, args.overwrite)
     return result

@@ -14,7 +14,6 @@ and its time against the exact grid's.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from interp.patching import patch_grid
 from interp.sites import COMPONENTS, INNER_COMPONENTS
 from interp.tasks import registry
 
-from . import model_shape, output_files
+from . import model_shape, output_files, write_json
 
 
 def add_parser(sub):
@@ -92,7 +91,7 @@ def run(args) -> dict:
     name = f"{args.task.upper()} activation patching ({args.component}), {lm.spec.architecture}, {grid.n_pairs} pairs"
     viz.save(viz.plot_patching_grid(grid.effect, grid.layers, grid.positions, title=name), png)
     result = {"task": args.task, "model": lm.spec.architecture, **grid.to_dict(), "png": str(png), "json": str(js)}
-    js.write_text(json.dumps(result, indent=1))
+    write_json(js, result, args.overwrite)
     if args.atp:
         result["atp"] = _atp(lm, pairs, positions, grid, args, out, "atp", seconds)
         if args.component in STAR_COMPONENTS and _one_token_each(lm, pairs, positions):
@@ -126,5 +125,5 @@ def _atp(lm, pairs, positions, exact, args, out: Path, method: str, exact_second
     name = "AtP*" if method == "atp*" else "attribution patching"
     title = f"{name} ({args.component}), r = {agree['pearson_r_with_exact']:.2f} with exact"
     viz.save(viz.plot_patching_grid(grid.effect, grid.layers, grid.positions, title=title), png)
-    js.write_text(json.dumps({"task": args.task, "model": lm.spec.architecture, **grid.to_dict(), **agree}, indent=1))
+    write_json(js, {"task": args.task, "model": lm.spec.architecture, **grid.to_dict(), **agree}, args.overwrite)
     return {**agree, "png": str(png), "json": str(js)}

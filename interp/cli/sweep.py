@@ -16,7 +16,6 @@ first rank; ``iia_by_rank`` holds all), ``best`` ({layer, position, rank, iia}) 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from interp.probe import probe_sweep
 from interp.sweep import sweep_das
 from interp.tasks.setups import OWN_MODEL, setup, threads
 
-from . import output_files
+from . import output_files, write_json
 from .das import add_common, check_common, check_position, config_from
 from .patch import parse_layers
 
@@ -128,5 +127,5 @@ def _run(args) -> dict:
     ax = sw.plot(title=f"DAS IIA on {args.task}, rank {ranks[0]} ({len(ts.test)} held-out pairs)")
     viz.save(ax, png)
     result.update(png=str(png), json=str(js), seconds=round(time.time() - t0, 1))
-    js.write_text(json.dumps(result, indent=1))
+    write_json(js, result, args.overwrite)
     return result
