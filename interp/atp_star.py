@@ -33,7 +33,8 @@ GradDrop (``grad_drop=True``): for each layer ``L_d`` one more backward in which
 through layer ``L_d``'s residual contribution (its attention and MLP), giving an estimate per cell and dropped
 layer; the magnitude ``mean over L_d of |estimate|`` (Kramar et al. scale the sum by ``1/(L-1)``, the same ranking)
 is kept as ``grid.graddrop``: a score for ranking cells against cancellation between paths, never a signed effect.
-Layers at or below a cell's own give its undropped estimate. It costs about ``L / 2`` backward passes.
+Layers below a cell's own (at ``resid_post``, its own too) give its undropped estimate. It costs about ``L / 2``
+backward passes.
 """
 
 from __future__ import annotations

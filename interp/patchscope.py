@@ -6,8 +6,12 @@ Example:
     Patchscope(layers=[0, 1], pos=last(), target_layers=[0, 1], placeholder=4, logits=(2, 4, 1, 97))
     >>> scope.rank(5).shape, len(scope.top_k(2))           # (layers, B, k); per layer, prompt 0's top 2
     (torch.Size([2, 4, 1]), 2)
-    >>> own = patchscope(lm, [5, 6, 7, 8, 9, 8], layers=[1], target=[5, 6, 7, 8, 9, 8], placeholder=9, pos=at(4))
-    >>> torch.allclose(own.logits[0, 0, 0], run(lm, [[5, 6, 7, 8, 9, 8]]).logits[0], atol=1e-5)  # its own state
+    >>> plain = run(lm, [[5, 6, 7, 8, 9, 8]]).logits[0]                       # the target prompt, unpatched
+    >>> own = patchscope(lm, [5, 6, 7, 8, 9, 8], layers=[0], target=[5, 6, 7, 8, 9, 8], placeholder=9, pos=at(4))
+    >>> torch.allclose(own.logits[0, 0, 0], plain, atol=1e-5)             # its own state: the same run
+    True
+    >>> other = patchscope(lm, [5, 6, 7, 8, 3, 8], layers=[0], target=[5, 6, 7, 8, 9, 8], placeholder=9, pos=at(4))
+    >>> bool((other.logits[0, 0, 0] - plain).abs().max() > 1e-3)        # token 3's state in 9's place: another one
     True
 
 The patchscope of Ghandeharioun et al. (2024) reads the hidden state ``h`` of each source prompt after layer ``l``
