@@ -177,6 +177,8 @@ def test_other_architectures_and_models_are_refused_before_the_engine_starts(tmp
     llama = steer(tiny_lm("llama"), Site("resid_post", 0, last()), torch.ones(32))
     with pytest.raises(ServeError, match="built for a LlamaForCausalLM .* served model is a Gemma3ForCausalLM"):
         Server(None, {"x": llama}, lm=gemma)
+    with pytest.raises(ServeError, match="compilation_config=.*a compiled forward does not run the module hooks"):
+        Server(None, {}, lm=gemma, compilation_config={"mode": 3})
     with pytest.raises(ServeError, match="speculative_config=.*draft tokens would be edited"):
         Server(None, {}, lm=gemma, speculative_config={"method": "ngram", "num_speculative_tokens": 2})
     site = Site("resid_post", 3, last())
