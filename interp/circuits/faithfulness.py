@@ -55,7 +55,7 @@ from ..errors import InputError
 from ..inputs import encode, token_ids
 from ..positions import last
 from .edge_scores import Circuit, EdgeScores
-from .run import check_means, dense_keep, layout_of, pair_batches, run_circuit, sender_means
+from .run import check_means, dense_keep, layout_of, pair_batches, sender_means
 
 BUDGETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # MIB's edge fractions
 ABLATIONS = ("counterfactual", "mean")
@@ -211,6 +211,7 @@ def circuit_metrics(
 
     Example:
         >>> from interp.circuits.graph import Graph
+        >>> from interp.circuits.run import run_circuit
         >>> pp = Pairs.of(base, source, base_answer=[5] * 4, source_answer=[6] * 4)
         >>> g = Graph.of(lm)
         >>> m = circuit_metrics(lm, pp, [Circuit.empty(g), Circuit.full(g)])
@@ -222,11 +223,10 @@ def circuit_metrics(
     if not circuits:
         raise InputError("no circuits to run; pass [Circuit, ...] (e.g. [scores.top(10), scores.top(100)])")
     graph, layout = layout_of(lm, circuits[0].graph)
-    if means is not None:  # checked (and mean ablation confirmed) by run_circuit on the smallest case
-        run_circuit(lm, pairs[:1], circuits[0], ablation=ablation, means=means, metric=metric)
+    means = check_means(means, graph, lm, pairs, ablation)  # before any forward
     batches = pair_batches(lm, pairs, metric, 8)
-    if ablation == "mean":
-        means = sender_means(lm, pairs.source, graph) if means is None else check_means(means, graph, lm, pairs)
+    if ablation == "mean" and means is None:
+        means = sender_means(lm, pairs.source, graph)
     keeps = dense_keep(graph, torch.stack([c.keep for c in circuits]))  # (G, R, S)
     total, n = torch.zeros(len(circuits), dtype=torch.float64), 0
     with torch.no_grad():

@@ -142,7 +142,7 @@ def pair_batches(lm, pairs, metric: Metric | None, batch_size: int) -> list[Pair
 
 def _as_index(e) -> int | None:
     """An edge index given as an int, a 0-d tensor or a NumPy integer; None for names and (sender, receiver)."""
-    if isinstance(e, (bool, str, tuple, list)):
+    if isinstance(e, bool):
         return None
     try:
         return operator.index(e)
@@ -179,10 +179,7 @@ def run_circuit(
     if ablation not in ABLATIONS:
         raise InputError(f"ablation must be one of {ABLATIONS}; got {ablation!r}")
     graph, layout = layout_of(lm, circuit.graph)
-    if means is not None and ablation != "mean":
-        raise InputError("means are used only with ablation='mean'; drop means or pass ablation='mean'")
-    if means is not None:
-        means = check_means(means, graph, lm, pairs)  # before any forward
+    means = check_means(means, graph, lm, pairs, ablation)  # before any forward
     batches = pair_batches(lm, pairs, metric, 8)
     if ablation == "mean" and means is None:
         means = sender_means(lm, pairs.source, graph)
@@ -204,7 +201,7 @@ def exact_edge_effects(
     ``edges``: ``(sender, receiver)`` pairs, ``"sender->receiver"`` names or edge indices of ``graph``.
     """
     graph, layout = layout_of(lm, graph)
-    idx = [_as_index(e) if _as_index(e) is not None else graph.index(e) for e in edges]
+    idx = [graph.index(e) if (i := _as_index(e)) is None else i for e in edges]
     bad = [i for i in idx if not 0 <= i < len(graph)]
     if bad:
         raise InputError(f"edge indices {bad[:3]} are outside {graph!r} (0 to {len(graph) - 1})")
@@ -243,8 +240,13 @@ def sender_means(lm, prompts, graph: Graph | None = None) -> torch.Tensor:
     return total / count
 
 
-def check_means(means, graph: Graph, lm, pairs: Pairs) -> torch.Tensor:
-    """``means`` for mean ablation, checked: (S, d), or (S, T, d) when every prompt of ``pairs`` has T tokens."""
+def check_means(means, graph: Graph, lm, pairs: Pairs, ablation: str) -> torch.Tensor | None:
+    """``means`` for mean ablation, checked (None stays None): (S, d), or (S, T, d) when every prompt of ``pairs`` has
+    T tokens; refused with any other ablation."""
+    if means is None:
+        return None
+    if ablation != "mean":
+        raise InputError("means are used only with ablation='mean'; drop means or pass ablation='mean'")
     means = torch.as_tensor(means)
     S, d = len(graph.senders), lm.spec.d_model
     if means.dim() not in (2, 3) or means.shape[0] != S or means.shape[-1] != d:
@@ -265,13 +267,13 @@ def check_means(means, graph: Graph, lm, pairs: Pairs) -> torch.Tensor:
 
 __all__ = [
     "ABLATIONS",
+    "check_means",
     "LogitDiff",
     "PairBatch",
     "dense_keep",
     "edge_coords",
     "exact_edge_effects",
     "layout_of",
-    "check_means",
     "pair_batches",
     "run_circuit",
     "sender_means",

@@ -93,6 +93,9 @@ def guard(client, served: dict, tokenizer) -> None:
 
     def guarded(prompt, sampling_params, request_id, *args, **kwargs):
         extra = getattr(sampling_params, "extra_args", None) or {}
+        if KEY + "_id" in extra:  # reft.serve.Server's tag, which only its check reads (and forgets): not a client's
+            extra = {k: v for k, v in extra.items() if k != KEY + "_id"}
+            sampling_params.extra_args = extra
         name = extra.get(KEY)
         if name is not None:
             if name not in served:
