@@ -23,14 +23,17 @@ import transformers
 
 from reft.cli import main, workers
 
-# The stand-in worker: `<method>.pid` in $PIDS, then fail (method $FAIL, after the others started) or sleep.
+# The stand-in worker: `<method>.pid` in $PIDS (written whole, by a rename), then fail (method $FAIL, after the
+# others started) or sleep.
 FAKE = textwrap.dedent(
     """
     import json, os, signal, sys, time
     payload = json.loads(sys.stdin.read())
     args, pids = payload["args"], os.environ["PIDS"]
-    with open(os.path.join(pids, args["method"] + ".pid"), "w") as f:
+    pid_file = os.path.join(pids, args["method"] + ".pid")
+    with open(pid_file + ".tmp", "w") as f:  # then renamed: a reader never sees an empty pid file
         f.write(str(os.getpid()))
+    os.replace(pid_file + ".tmp", pid_file)
     if args["method"] == os.environ.get("FAIL"):
         others = int(os.environ["OTHERS"])
         for _ in range(200):  # fail once the other workers run, so that there is something to stop
@@ -149,7 +152,8 @@ def _parent_of_a_worker(pid_file):
     child = os.fork()
     if child == 0:
         workers.die_with_parent(os.getppid())
-        Path(pid_file).write_text(str(os.getpid()))
+        Path(f"{pid_file}.tmp").write_text(str(os.getpid()))
+        os.replace(f"{pid_file}.tmp", pid_file)  # a reader never sees it empty
         time.sleep(120)
         os._exit(0)
     time.sleep(120)
