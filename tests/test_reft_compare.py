@@ -3,8 +3,8 @@
 
 The workers here are stand-ins (a few lines of Python put in ``reft.cli.workers.WORKER``) that read the options
 ``reft compare`` hands them, write their pid, and then fail or sleep; the real worker runs in
-test_reft_cli.py's end-to-end test. An interrupted ``reft compare`` is a forked copy of this process (nothing to
-import again). Each test is bounded to a few seconds of waiting.
+test_reft_cli.py's end-to-end test. An interrupted ``reft compare`` is a process of its own (a forked copy of this
+one would inherit its threads and signal handlers). Each test is bounded to a minute of waiting.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import multiprocessing
 import os
 import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -117,34 +118,66 @@ def test_a_failed_worker_stops_the_others_and_is_named(setup, monkeypatch, capsy
     assert took < 20, took  # not the stand-ins' 120 s sleep
 
 
-def _compare_in_child(argv, fake, err_file):
-    """The body of a forked ``reft compare`` (forked: this process has imported everything already)."""
-    sys.stderr = open(err_file, "w", buffering=1)  # noqa: SIM115  (the process ends with it)
-    workers.WORKER = fake
-    sys.exit(main(argv))
+def test_a_signal_while_a_worker_starts_still_stops_that_worker(setup, monkeypatch, capsys):
+    """SIGTERM landing inside the start of a worker (subprocess's code) ends ``reft compare`` only once the
+    worker is among those it stops; the handlers it put in place are gone afterwards."""
+    argv, fake, _ = setup
+    monkeypatch.setattr(workers, "WORKER", fake)
+    started, start = [], workers._start
+
+    def start_then_signal(args, files):
+        w = start(args, files)
+        started.append(w.proc)
+        os.kill(os.getpid(), signal.SIGTERM)  # its handler runs before this returns
+        return w
+
+    monkeypatch.setattr(workers, "_start", start_then_signal)
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        assert main([*argv, "--methods", "loreft,lora", "--jobs", "2"]) == 130
+        assert capsys.readouterr().err == "reft compare: interrupted\n"
+        assert len(started) == 1 and started[0].poll() is not None  # stopped and reaped, not left running
+        assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    finally:
+        for proc in started:
+            proc.kill()
+            proc.wait()
+
+
+# An interrupted ``reft compare``: its own process, as from a terminal (SIGINT's default handler, whatever the
+# process running this test does with it), with the stand-in worker.
+COMPARE = textwrap.dedent(
+    """
+    import json, signal, sys
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    from reft.cli import main, workers
+    workers.WORKER = tuple(json.loads(sys.argv[1]))
+    sys.exit(main(json.loads(sys.argv[2])))
+    """
+)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_no_worker_outlives_an_interrupted_compare(setup, tmp_path, sig):
     argv, fake, pids = setup
     argv = [*argv, "--methods", "loreft,lora", "--jobs", "2"]
-    err = tmp_path / "stderr.txt"
-    parent = multiprocessing.get_context("fork").Process(target=_compare_in_child, args=(argv, fake, err))
-    parent.start()
-    try:
-        assert _wait_for(lambda: len(_pids(pids, ["loreft", "lora"])) == 2, 30), "the workers did not start"
-        pid = _pids(pids, ["loreft", "lora"])
-        assert all(_alive(p) for p in pid.values())
-        os.kill(parent.pid, sig)
-        parent.join(30)
-        assert not any(_alive(p) for p in pid.values()), pid  # stopped and reaped before compare exited
-    finally:
-        parent.kill()
-        parent.join()
-        for p in _pids(pids, ["loreft", "lora"]).values():
-            if _alive(p):
-                os.kill(p, signal.SIGKILL)
-    assert parent.exitcode == 130 and err.read_text() == "reft compare: interrupted\n", (parent.exitcode, err)
+    with open(tmp_path / "stderr.txt", "w+") as err:
+        compare = subprocess.Popen([sys.executable, "-c", COMPARE, json.dumps(fake), json.dumps(argv)], stderr=err)
+        try:
+            assert _wait_for(lambda: len(_pids(pids, ["loreft", "lora"])) == 2, 60), "the workers did not start"
+            pid = _pids(pids, ["loreft", "lora"])
+            assert all(_alive(p) for p in pid.values())
+            compare.send_signal(sig)
+            code = compare.wait(30)
+            assert not any(_alive(p) for p in pid.values()), pid  # stopped and reaped before compare exited
+        finally:
+            compare.kill()
+            compare.wait()
+            for p in _pids(pids, ["loreft", "lora"]).values():
+                if _alive(p):
+                    os.kill(p, signal.SIGKILL)
+        err.seek(0)
+        assert (code, err.read()) == (130, "reft compare: interrupted\n")
 
 
 def _parent_of_a_worker(pid_file):

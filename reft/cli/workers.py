@@ -61,13 +61,14 @@ def run_workers(
     way and raises KeyboardInterrupt.
     """
     queue, running, results = list(work), {}, {}
-    with contextlib.ExitStack() as files, _interrupt_on_sigterm():
+    with contextlib.ExitStack() as files, _deferred_interrupts() as interrupted:
         try:
             while queue or running:
                 while queue and len(running) < max(1, jobs):
                     name = queue.pop(0)
                     running[name] = _start(work[name], files)
-                name = _wait_any(running)
+                    _raise_if(interrupted)
+                name = _wait_any(running, interrupted)
                 w = running.pop(name)
                 results[name] = _result(name, w, others=list(running), debug=debug)
                 if report is not None:
@@ -88,12 +89,14 @@ def _start(args: argparse.Namespace, files: contextlib.ExitStack) -> _Worker:
     return _Worker(proc, out, err)
 
 
-def _wait_any(running: dict[str, _Worker]) -> str:
-    """The name of a worker that has ended (the first in ``running``'s order among those that have)."""
+def _wait_any(running: dict[str, _Worker], interrupted: list[str]) -> str:
+    """The name of a worker that has ended (the first in ``running``'s order among those that have); raises
+    KeyboardInterrupt once SIGINT or SIGTERM has come (:func:`_deferred_interrupts`)."""
     while True:
         for name, w in running.items():
             if w.proc.poll() is not None:
                 return name
+        _raise_if(interrupted)
         time.sleep(0.05)
 
 
@@ -169,20 +172,34 @@ def _main_thread() -> bool:
 
 
 @contextlib.contextmanager
-def _interrupt_on_sigterm():
-    """While the workers run, SIGTERM raises KeyboardInterrupt (as SIGINT does), so that they are stopped first."""
+def _deferred_interrupts():
+    """While the workers run, SIGINT and SIGTERM are noted in the list this yields, and :func:`_raise_if` raises
+    KeyboardInterrupt for them between starting and polling workers, so that the workers are stopped first.
+
+    Never raised where the signal lands: inside ``subprocess``, a KeyboardInterrupt can leave a started worker
+    out of the list of those to stop, or leave ``Popen``'s wait lock held, so that stopping it waits forever.
+    A SIGINT that was ignored (a shell's background job) stays ignored; the old handlers are put back afterwards.
+    """
+    noted: list[str] = []
     if not _main_thread():
-        yield
+        yield noted
         return
 
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+    def note(signum, frame):
+        noted.append(signal.Signals(signum).name)
 
-    old = signal.signal(signal.SIGTERM, interrupt)
+    watched = [signal.SIGTERM] + ([signal.SIGINT] if signal.getsignal(signal.SIGINT) != signal.SIG_IGN else [])
+    old = {s: signal.signal(s, note) for s in watched}
     try:
-        yield
+        yield noted
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def _raise_if(interrupted: list[str]) -> None:
+    if interrupted:
+        raise KeyboardInterrupt(interrupted[0])
 
 
 @contextlib.contextmanager
