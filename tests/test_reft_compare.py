@@ -9,6 +9,7 @@ one would inherit its threads and signal handlers). Each test is bounded to a mi
 
 from __future__ import annotations
 
+import argparse
 import json
 import multiprocessing
 import os
@@ -142,6 +143,21 @@ def test_a_signal_while_a_worker_starts_still_stops_that_worker(setup, monkeypat
         for proc in started:
             proc.kill()
             proc.wait()
+
+
+def test_a_signal_as_the_last_worker_ends_is_not_lost(setup, monkeypatch):
+    _, fake, _ = setup
+    monkeypatch.setattr(workers, "WORKER", fake)
+    monkeypatch.setenv("FAIL", "lora")  # the stand-in exits at once (OTHERS=0: no one to wait for)
+    monkeypatch.setenv("OTHERS", "0")
+
+    def result_then_signal(name, w, **kw):
+        os.kill(os.getpid(), signal.SIGTERM)  # comes while the last result is read
+        return {"method": name}
+
+    monkeypatch.setattr(workers, "_result", result_then_signal)
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        workers.run_workers({"lora": argparse.Namespace(method="lora")})
 
 
 # An interrupted ``reft compare``: its own process, as from a terminal (SIGINT's default handler, whatever the

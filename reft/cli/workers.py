@@ -73,6 +73,7 @@ def run_workers(
                 results[name] = _result(name, w, others=list(running), debug=debug)
                 if report is not None:
                     report(name, results[name])
+            _raise_if(interrupted)  # one that came as the last worker ended is not lost
         finally:
             _stop(running.values())
     return results
